@@ -1,0 +1,30 @@
+"""Errors Marquee reports to people: each carries a one-line message naming the problem.
+
+    MarqueeError
+    ├── StoreUnavailable    a configured or embedded store does not answer
+    ├── DatasetError        dataset files missing, corrupt or of the wrong shape
+    └── IngestError         a load failed; nothing of it was made visible
+
+Library errors are translated at the boundary with ``raise XError(...) from exc`` so the
+command line can print one line (no traceback unless ``--debug``) and never a password.
+"""
+
+from __future__ import annotations
+
+
+class MarqueeError(Exception):
+    """Base of every error Marquee explains to its user in one line."""
+
+
+class StoreUnavailable(MarqueeError):
+    def __init__(self, store: str, uri: str, reason: str) -> None:
+        super().__init__(f"{store} at {uri} does not answer: {reason}")
+        self.store = store
+
+
+class DatasetError(MarqueeError):
+    """The input data cannot be loaded as given."""
+
+
+class IngestError(MarqueeError):
+    """A load failed part-way; the stores keep what they held before it."""

@@ -1,0 +1,461 @@
+"""Load a Dataset into the three systems of record, all-or-nothing per store.
+
+One streaming pass over the per-user rating blocks writes, in batches:
+  MongoDB   fresh ``reviews__<run>`` and ``playback_logs__<run>`` collections,
+  graph     a staging graph (FalkorDB) or one open transaction (Neo4j),
+then PostgreSQL is replaced in one transaction, the new Mongo collections are published
+through the catalog (``sources.mongo``) and the staging graph replaces the live graph. A failure anywhere
+before a store's swap leaves that store as it was. A run whose dataset fingerprint and
+counts match the last complete run is skipped (``force`` reloads).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from pymongo.database import Database
+from rich.progress import Progress
+from sqlalchemy import Connection, text
+
+from sources import embeddings, enrich, mongo
+from sources.datasets import Dataset, MovieRecord
+from sources.errors import IngestError, MarqueeError
+from sources.graph import GraphWriter
+from sources.progress import console, progress_bar
+from sources.stores import Stores
+
+PG_TABLES = (
+    "payments",
+    "subscriptions",
+    "movie_embeddings",
+    "movie_genres",
+    "genres",
+    "subscription_tiers",
+    "movies",
+    "users",
+)
+INGEST_LOCK = 0x6D617271  # pg advisory lock id: one ingest at a time per database
+GRAPH_INDEXES = (
+    "CREATE INDEX FOR (n:User) ON (n.id)",
+    "CREATE INDEX FOR (n:Movie) ON (n.id)",
+    "CREATE INDEX FOR (n:Person) ON (n.id)",
+    "CREATE INDEX FOR (n:Genre) ON (n.name)",
+)
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    skipped: bool
+    counts: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    sessions: int = 0  # playback sessions written (inside playback_logs documents)
+
+    def rows_per_second(self) -> dict[str, float]:
+        rows = {
+            "postgres": sum(v for k, v in self.counts.items() if k.startswith("pg.")),
+            "mongo": self.counts.get("mongo.reviews", 0) + self.sessions,
+            "graph": sum(v for k, v in self.counts.items() if k.startswith("graph.")),
+        }
+        return {k: rows[k] / s for k, s in self.seconds.items() if k in rows and s > 0}
+
+
+# counts ------------------------------------------------------------------------------------
+
+
+def store_counts(stores: Stores) -> dict[str, int]:
+    """Rows per table, documents per collection, nodes per label and edges per type."""
+    counts: dict[str, int] = {}
+    with stores.pg.connect() as conn:
+        for table in PG_TABLES:
+            counts[f"pg.{table}"] = int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+    for name in mongo.LOGICAL:
+        counts[f"mongo.{name}"] = mongo.live(stores.mongo, name).count_documents({})
+    for row in stores.graph.read("MATCH (n) RETURN labels(n)[0] AS label, count(n) AS n"):
+        counts[f"graph.node.{row['label']}"] = int(row["n"])
+    for row in stores.graph.read("MATCH ()-[r]->() RETURN type(r) AS type, count(r) AS n"):
+        counts[f"graph.edge.{row['type']}"] = int(row["n"])
+    return dict(sorted(counts.items()))
+
+
+# run bookkeeping ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _ingest_lock(stores: Stores) -> Iterator[None]:
+    with stores.pg.connect() as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": INGEST_LOCK}).scalar_one():
+            raise IngestError("another ingest is running against this PostgreSQL; try again when it ends")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": INGEST_LOCK})
+
+
+def _discard_interrupted(stores: Stores) -> None:
+    """A 'running' row while we hold the lock means an earlier run died part-way."""
+    with stores.pg.begin() as conn:
+        stale = conn.execute(
+            text(
+                "UPDATE ingest_runs SET status = 'failed', finished_at = now(), "
+                "error = 'interrupted before it finished' WHERE status = 'running' RETURNING id, dataset"
+            )
+        ).all()
+    for run_id, dataset in stale:
+        console.print(
+            f"[yellow]an earlier ingest of {dataset} (run {run_id}) did not finish; "
+            "its staged data is discarded and nothing of it was made visible[/]"
+        )
+    mongo.drop_unpublished(stores.mongo)
+
+
+def _last_complete(stores: Stores) -> tuple[str, dict[str, int]] | None:
+    with stores.pg.connect() as conn:
+        row = conn.execute(
+            text("SELECT fingerprint, counts FROM ingest_runs WHERE status = 'complete' ORDER BY id DESC LIMIT 1")
+        ).first()
+    return (row[0], row[1]) if row else None
+
+
+def _run_key(dataset: Dataset, seed: int) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{dataset.fingerprint}:{seed}".encode()).hexdigest()
+
+
+# the load ----------------------------------------------------------------------------------
+
+
+def ingest(
+    stores: Stores,
+    dataset: Dataset,
+    *,
+    seed: int = 42,
+    batch_size: int = 5000,
+    force: bool = False,
+    quiet: bool = False,
+) -> IngestReport:
+    """Load ``dataset`` into all three stores (see the module docstring for the guarantees)."""
+    stores.require_all()
+    key = _run_key(dataset, seed)
+    with _ingest_lock(stores):
+        _discard_interrupted(stores)
+        last = _last_complete(stores)
+        if not force and last is not None and last[0] == key:
+            current = store_counts(stores)
+            if current == last[1]:
+                return IngestReport(dataset.name, True, current)
+            console.print("[yellow]stores differ from the last complete load; reloading[/]")
+        with stores.pg.begin() as conn:
+            run_id = conn.execute(
+                text("INSERT INTO ingest_runs (dataset, fingerprint, status) VALUES (:d, :f, 'running') RETURNING id"),
+                {"d": dataset.name, "f": key},
+            ).scalar_one()
+        try:
+            report = _load(stores, dataset, run_id=run_id, seed=seed, batch_size=batch_size, quiet=quiet)
+        except BaseException as exc:
+            mongo.drop_unpublished(stores.mongo)
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            with stores.pg.begin() as conn:
+                conn.execute(
+                    text("UPDATE ingest_runs SET status='failed', finished_at=now(), error=:e WHERE id=:i"),
+                    {"e": message[:500], "i": run_id},
+                )
+            if isinstance(exc, MarqueeError | KeyboardInterrupt):
+                raise
+            raise IngestError(f"ingest of {dataset.name} failed, stores unchanged: {message}") from exc
+        import json
+
+        with stores.pg.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE ingest_runs SET status='complete', finished_at=now(), counts=CAST(:c AS jsonb) WHERE id=:i"
+                ),
+                {"c": json.dumps(report.counts), "i": run_id},
+            )
+        return report
+
+
+class _Pass:
+    """State of the one streaming pass: batches waiting to be written, and summaries."""
+
+    def __init__(
+        self, stores: Stores, writer: GraphWriter, physical: dict[str, str], seed: int, batch_size: int
+    ) -> None:
+        self.mongo: Database[dict[str, Any]] = stores.mongo
+        self.physical = physical
+        self.writer, self.seed, self.batch = writer, seed, batch_size
+        self.reviews: list[dict[str, Any]] = []
+        self.playback: list[dict[str, Any]] = []
+        self.rated: list[dict[str, Any]] = []
+        self.watched: list[dict[str, Any]] = []
+        self.activity: dict[int, enrich.Activity] = {}
+        self.first_seen: dict[int, int] = {}
+        self.follows = enrich.FollowBuilder()
+        self.n_reviews = self.n_sessions = 0
+
+    def add(self, user_id: int, ratings: list[Any]) -> None:
+        if not ratings:
+            return
+        self.activity[user_id] = enrich.Activity(ratings[0].ts, ratings[-1].ts, len(ratings))
+        self.follows.add(user_id, ratings)
+        for r in ratings:
+            ts = datetime.fromtimestamp(r.ts, tz=UTC)
+            self.reviews.append(
+                {
+                    "_id": f"{user_id}:{r.movie_id}:{r.ts}",
+                    "user_id": user_id,
+                    "movie_id": r.movie_id,
+                    "rating": r.rating,
+                    "ts": ts,
+                }
+            )
+            self.rated.append({"u": user_id, "m": r.movie_id, "s": r.rating, "t": r.ts})
+            if r.ts < self.first_seen.get(r.movie_id, 1 << 62):
+                self.first_seen[r.movie_id] = r.ts
+        sessions = enrich.sessions(user_id, ratings, self.seed)
+        for s in sessions:
+            self.watched.append(
+                {
+                    "u": user_id,
+                    "m": s["movie_id"],
+                    "t": int(s["timestamp"].timestamp()),  # type: ignore[attr-defined]
+                    "d": s["duration_seconds"],
+                }
+            )
+        self.playback.append(
+            {"_id": user_id, "user_id": user_id, "sessions": sessions, "updated_at": sessions[-1]["timestamp"]}
+        )
+        self.n_reviews += len(ratings)
+        self.n_sessions += len(sessions)
+        if len(self.reviews) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.reviews:
+            self.mongo[self.physical["reviews"]].insert_many(self.reviews, ordered=False)
+        if self.playback:
+            self.mongo[self.physical["playback_logs"]].insert_many(self.playback, ordered=False)
+        for i in range(0, len(self.rated), self.batch):
+            self.writer.run(
+                "UNWIND $rows AS r MATCH (u:User {id: r.u}), (m:Movie {id: r.m}) "
+                "CREATE (u)-[:RATED {score: r.s, ts: r.t}]->(m)",
+                {"rows": self.rated[i : i + self.batch]},
+            )
+        for i in range(0, len(self.watched), self.batch):
+            self.writer.run(
+                "UNWIND $rows AS r MATCH (u:User {id: r.u}), (m:Movie {id: r.m}) "
+                "CREATE (u)-[:WATCHED {ts: r.t, duration: r.d}]->(m)",
+                {"rows": self.watched[i : i + self.batch]},
+            )
+        self.reviews, self.playback, self.rated, self.watched = [], [], [], []
+
+
+def _load(stores: Stores, dataset: Dataset, *, run_id: int, seed: int, batch_size: int, quiet: bool) -> IngestReport:
+    seconds: dict[str, float] = {}
+    users = [enrich.demographics(u, seed) for u in dataset.users]
+    physical = mongo.staging_names(run_id)
+    with progress_bar(quiet=quiet) as progress:
+        vectors, texts = _embeddings(stores, dataset.movies, progress)
+        state: dict[str, _Pass] = {}
+
+        def load_graph(writer: GraphWriter) -> None:
+            t0 = time.perf_counter()
+            for statement in GRAPH_INDEXES:
+                writer.run(statement)
+            _graph_catalogue(writer, dataset, [u.id for u in users], batch_size)
+            stream = _Pass(stores, writer, physical, seed, batch_size)
+            task = progress.add_task("ratings → mongo + graph", total=dataset.n_ratings)
+            for user_id, ratings in dataset.rating_blocks():
+                stream.add(user_id, ratings)
+                progress.advance(task, len(ratings))
+            stream.flush()
+            follows = stream.follows.edges()
+            for i in range(0, len(follows), batch_size):
+                writer.run(
+                    "UNWIND $rows AS r MATCH (a:User {id: r[0]}), (b:User {id: r[1]}) CREATE (a)-[:FOLLOWS]->(b)",
+                    {"rows": follows[i : i + batch_size]},
+                )
+            seconds["stream"] = time.perf_counter() - t0
+            state["pass"] = stream
+            # PostgreSQL next, inside the graph's staging window: if it fails, the graph
+            # swap never happens either.
+            t0 = time.perf_counter()
+            with stores.pg.begin() as conn:
+                _load_postgres(conn, dataset.movies, users, stream, vectors, texts, seed, progress)
+            seconds["postgres"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            mongo.create_indexes(stores.mongo, physical)
+            mongo.publish(stores.mongo, physical)
+            seconds["mongo_swap"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        stores.graph.replace(load_graph)
+        seconds["total"] = time.perf_counter() - t0
+    counts = store_counts(stores)
+    stream_s = seconds.get("stream", 0.0)
+    # The pass interleaves Mongo and graph writes; report each store's share of it by rows.
+    report = IngestReport(
+        dataset.name,
+        False,
+        counts,
+        {"postgres": seconds["postgres"], "mongo": stream_s, "graph": stream_s, "total": seconds["total"]},
+    )
+    report.sessions = state["pass"].n_sessions
+    return report
+
+
+def _embeddings(stores: Stores, movies: list[MovieRecord], progress: Progress) -> tuple[np.ndarray, list[str]]:
+    """Vectors for every movie, reusing stored ones whose text and model are unchanged."""
+    texts = [embeddings.movie_text(m) for m in movies]
+    with stores.pg.connect() as conn:
+        stored = {
+            (row[0], row[1]): row[2]
+            for row in conn.execute(
+                text("SELECT movie_id, source_text, embedding::text FROM movie_embeddings WHERE model = :m"),
+                {"m": embeddings.MODEL_NAME},
+            )
+        }
+    vectors = np.zeros((len(movies), embeddings.DIM), dtype=np.float32)
+    missing = []
+    for i, (movie, t) in enumerate(zip(movies, texts, strict=True)):
+        hit = stored.get((movie.id, t))
+        if hit is None:
+            missing.append(i)
+        else:
+            vectors[i] = np.array(hit.strip("[]").split(","), dtype=np.float32)
+    task = progress.add_task("title embeddings", total=len(movies), completed=len(movies) - len(missing))
+    for start in range(0, len(missing), 512):
+        chunk = missing[start : start + 512]
+        vectors[chunk] = embeddings.encode([texts[i] for i in chunk])
+        progress.advance(task, len(chunk))
+    return vectors, texts
+
+
+def _graph_catalogue(writer: GraphWriter, dataset: Dataset, user_ids: list[int], batch: int) -> None:
+    def chunks(rows: list[Any]) -> Iterator[list[Any]]:
+        for i in range(0, len(rows), batch):
+            yield rows[i : i + batch]
+
+    for rows in chunks(user_ids):
+        writer.run("UNWIND $rows AS id CREATE (:User {id: id})", {"rows": rows})
+    movie_rows = [{"id": m.id, "title": m.title, "year": m.year} for m in dataset.movies]
+    for rows in chunks(movie_rows):
+        writer.run(
+            "UNWIND $rows AS r CREATE (:Movie {id: r.id, title: r.title, year: r.year})",
+            {"rows": rows},
+        )
+    genres = sorted({g for m in dataset.movies for g in m.genres})
+    writer.run("UNWIND $rows AS name CREATE (:Genre {name: name})", {"rows": genres})
+    pairs = [[m.id, g] for m in dataset.movies for g in m.genres]
+    for rows in chunks(pairs):
+        writer.run(
+            "UNWIND $rows AS r MATCH (m:Movie {id: r[0]}), (g:Genre {name: r[1]}) CREATE (m)-[:HAS_GENRE]->(g)",
+            {"rows": rows},
+        )
+    credits = list(dataset.credits())
+    people = sorted({c.person_id for c in credits})
+    for rows in chunks(people):
+        writer.run("UNWIND $rows AS id CREATE (:Person {id: id})", {"rows": rows})
+    for role in ("ACTED_IN", "DIRECTED", "WROTE", "PRODUCED"):
+        edges = [[c.person_id, c.movie_id] for c in credits if c.role == role]
+        for rows in chunks(edges):
+            writer.run(
+                f"UNWIND $rows AS r MATCH (p:Person {{id: r[0]}}), (m:Movie {{id: r[1]}}) CREATE (p)-[:{role}]->(m)",
+                {"rows": rows},
+            )
+
+
+def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: Any) -> None:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _load_postgres(
+    conn: Connection,
+    movies: list[MovieRecord],
+    users: list[Any],
+    stream: _Pass,
+    vectors: np.ndarray,
+    texts: list[str],
+    seed: int,
+    progress: Progress,
+) -> None:
+    task = progress.add_task("postgres", total=len(users) + len(movies))
+    conn.execute(text(f"TRUNCATE {', '.join(PG_TABLES)} RESTART IDENTITY CASCADE"))
+    _copy(conn, "subscription_tiers", ("id", "name", "monthly_price"), enrich.TIERS)
+    default_ts = min((a.first_ts for a in stream.activity.values()), default=0)
+    bills = {}
+    user_rows = []
+    for u in users:
+        activity = stream.activity.get(u.id) or enrich.Activity(default_ts, default_ts, 0)
+        bill = enrich.billing(u.id, activity, seed)
+        bills[u.id] = bill
+        user_rows.append(
+            (u.id, u.age, u.gender, u.occupation, u.zip_code, enrich.city_for(u.zip_code, u.id), bill.signed_up_at)
+        )
+    _copy(
+        conn,
+        "users",
+        ("id", "age", "gender", "occupation", "zip_code", "city", "signed_up_at"),
+        user_rows,
+    )
+    _copy(
+        conn,
+        "subscriptions",
+        ("user_id", "tier_id", "started_at"),
+        ((uid, b.tier_id, b.signed_up_at) for uid, b in bills.items()),
+    )
+    _copy(
+        conn,
+        "payments",
+        ("user_id", "amount", "method", "paid_at"),
+        ((uid, amount, method, at) for uid, b in bills.items() for amount, method, at in b.payments),
+    )
+    progress.advance(task, len(users))
+    first_seen = stream.first_seen
+    _copy(
+        conn,
+        "movies",
+        ("id", "title", "year", "freebase_id", "imdb_id", "added_at"),
+        (
+            (
+                m.id,
+                m.title,
+                m.year,
+                m.freebase_id,
+                m.imdb_id,
+                datetime.fromtimestamp(first_seen[m.id], tz=UTC) if m.id in first_seen else None,
+            )
+            for m in movies
+        ),
+    )
+    genres = sorted({g for m in movies for g in m.genres})
+    genre_id = {g: i + 1 for i, g in enumerate(genres)}
+    _copy(conn, "genres", ("id", "name"), ((genre_id[g], g) for g in genres))
+    _copy(
+        conn,
+        "movie_genres",
+        ("movie_id", "genre_id"),
+        ((m.id, genre_id[g]) for m in movies for g in dict.fromkeys(m.genres)),
+    )
+    _copy(
+        conn,
+        "movie_embeddings",
+        ("movie_id", "embedding", "model", "source_text"),
+        (
+            (m.id, "[" + ",".join(f"{x:.8g}" for x in vec) + "]", embeddings.MODEL_NAME, t)
+            for m, vec, t in zip(movies, vectors, texts, strict=True)
+        ),
+    )
+    progress.advance(task, len(movies))
+    conn.execute(text("ANALYZE"))

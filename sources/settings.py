@@ -1,0 +1,76 @@
+"""One settings object for Marquee, read once from the environment (prefix ``MARQUEE_``).
+
+Where a store URI is unset, ``marquee`` starts the embedded server for that store under
+``data_dir``; a set URI replaces the embedded server and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GRAPH_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc", "falkordb")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "marquee"
+
+
+def redact(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (safe to print or log)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[1]}"))
+
+
+class Settings(BaseSettings):
+    """Everything configurable about Marquee. Build it once at start and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="MARQUEE_", env_file=None, extra="ignore")
+
+    pg_dsn: SecretStr | None = Field(
+        default=None, description="PostgreSQL (with pgvector) DSN; unset = embedded PostgreSQL 18"
+    )
+    mongo_uri: SecretStr | None = Field(
+        default=None, description="MongoDB URI; unset = embedded wire-protocol server (nx-27017)"
+    )
+    graph_uri: SecretStr | None = Field(
+        default=None,
+        description="bolt://, neo4j:// (Neo4j driver) or falkordb:// URI; unset = embedded FalkorDB",
+    )
+    data_dir: Path = Field(default_factory=default_data_dir, description="embedded stores, models")
+    mongo_db: str = "marquee"
+    graph_name: str = Field(
+        default="falkordb",
+        description="graph (FalkorDB) or database (Neo4j) name; FalkorDB's Bolt port serves "
+        "only the graph named 'falkordb', so keep the default with the embedded store",
+    )
+    connect_timeout_s: float = 5.0
+    seed: int = 42
+    api_keys: list[str] = Field(default_factory=list)
+
+    @field_validator("graph_uri")
+    @classmethod
+    def _known_graph_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in GRAPH_SCHEMES:
+                raise ValueError(f"MARQUEE_GRAPH_URI scheme {scheme!r} is not one of {', '.join(GRAPH_SCHEMES)}")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
