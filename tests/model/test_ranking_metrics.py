@@ -49,9 +49,7 @@ def test_bool_mask_equals_sets() -> None:
     mask = torch.zeros(4, 5, dtype=torch.bool)
     for user, items in enumerate(RELEVANT):
         mask[user, list(items)] = True
-    assert ranking_metrics(SCORES, mask, k=3) == pytest.approx(
-        ranking_metrics(SCORES, RELEVANT, k=3)
-    )
+    assert ranking_metrics(SCORES, mask, k=3) == pytest.approx(ranking_metrics(SCORES, RELEVANT, k=3))
 
 
 def test_excluded_items_are_really_excluded() -> None:

@@ -1,0 +1,230 @@
+"""The ``marquee`` command line: the front door to every job.
+
+Each step is its own idempotent command; ``marquee up`` runs them in order on the
+embedded default. Errors Marquee can explain print as one line (no traceback unless
+``--debug``) and exit with status 1; passwords are never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sources.errors import MarqueeError
+from sources.progress import console
+from sources.settings import Settings, redact
+
+app = typer.Typer(
+    name="marquee",
+    help="Movie recommendations through GraphQL over a unified feature store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug or os.environ.get("MARQUEE_DEBUG") == "1"
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:  # name the bad variable, not pydantic's internals
+        problems = "; ".join(
+            f"MARQUEE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise MarqueeError(f"invalid configuration: {problems}") from exc
+
+
+# stores ------------------------------------------------------------------------------------
+
+
+@app.command()
+def status() -> None:
+    """Show each store, its URI (no password) and whether it answers. Starts nothing."""
+    from sources.embedded import EmbeddedStores
+    from sources.stores import Endpoints, Stores
+
+    settings = _settings()
+    embedded = EmbeddedStores(settings.data_dir)
+    uris = embedded.uris()
+    configured = {"postgres": settings.pg_dsn, "mongo": settings.mongo_uri, "graph": settings.graph_uri}
+    resolved = {k: (v.get_secret_value() if v is not None else uris[k]) for k, v in configured.items()}
+    endpoints = Endpoints(resolved["postgres"], resolved["mongo"], resolved["graph"], None,
+                          frozenset(k for k, v in configured.items() if v is None))  # fmt: skip
+    settings = settings.model_copy(update={"connect_timeout_s": 2.0})
+    table = Table(title=f"Marquee stores (data dir {settings.data_dir})")
+    for column in ("store", "mode", "uri", "answers"):
+        table.add_column(column, overflow="fold")
+    with Stores(settings, endpoints) as stores:
+        health = stores.check()
+    for name in ("postgres", "mongo", "graph"):
+        mode = "embedded" if name in endpoints.embedded else "external"
+        problem = health[name]
+        answer = "[green]yes[/]" if problem is None else f"[red]no[/] ({problem.split(': ', 1)[-1]})"
+        table.add_row(name, mode, redact(resolved[name]), answer)
+    console.print(table)
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded servers cleanly (external stores are left alone)."""
+    from sources.embedded import EmbeddedStores
+
+    stopped = EmbeddedStores(_settings().data_dir).stop_all()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "no embedded server was running")
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Bring the PostgreSQL schema to REVISION (default: head) with Alembic."""
+    from sources import migrate as migrations
+    from sources.stores import Stores
+
+    with Stores.open(_settings()) as stores:
+        stores.ping_pg()
+        migrations.upgrade(stores.pg, revision)
+    console.print(f"schema at {revision}")
+
+
+# data ------------------------------------------------------------------------------------
+
+
+def _print_ingest(report: object) -> None:
+    from sources.ingest import IngestReport
+
+    assert isinstance(report, IngestReport)
+    if report.skipped:
+        console.print(f"[green]{report.dataset} is already loaded[/] (counts match the last load; --force reloads)")
+        return
+    table = Table(title=f"loaded {report.dataset}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in report.counts.items():
+        table.add_row(key, f"{value:,}")
+    console.print(table)
+    rates = ", ".join(f"{k} {v:,.0f} rows/s" for k, v in report.rows_per_second().items())
+    console.print(f"ingest took {report.seconds.get('total', 0):.1f}s ({rates})")
+
+
+@app.command()
+def ingest(
+    movielens_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Load ml-25m/ml-32m CSVs (ratings.csv, movies.csv, tags.csv, links.csv) from here "
+            "instead of MovieLens-100K.",
+            file_okay=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Reload even when the same data is already loaded.")] = False,
+    batch_size: Annotated[int, typer.Option(min=100, help="Rows per write batch.")] = 5000,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Load MovieLens-100K and its knowledge graph (or --movielens-dir) into all three stores."""
+    from sources import datasets
+    from sources.ingest import ingest as run_ingest
+    from sources.stores import Stores
+
+    settings = _settings()
+    dataset = datasets.movielens_csv(movielens_dir) if movielens_dir else datasets.movielens_100k()
+    with Stores.open(settings) as stores:
+        report = run_ingest(stores, dataset, seed=settings.seed, batch_size=batch_size, force=force, quiet=quiet)
+    _print_ingest(report)
+
+
+@app.command()
+def synth(
+    users: Annotated[int, typer.Option(min=1, help="Number of users (ML-25M: 162,541).")] = 6040,
+    movies: Annotated[int, typer.Option(min=1, help="Number of movies (ML-25M: 62,423).")] = 3706,
+    ratings: Annotated[int, typer.Option(min=0, help="Number of ratings (ML-25M: 25,000,095).")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Generator seed; same seed, same data.")] = 42,
+    force: Annotated[bool, typer.Option(help="Reload even when the same data is already loaded.")] = False,
+    batch_size: Annotated[int, typer.Option(min=100, help="Rows per write batch.")] = 5000,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Generate a MovieLens-shaped dataset and load it through the same path as `ingest`."""
+    from sources.ingest import ingest as run_ingest
+    from sources.stores import Stores
+    from sources.synth import synthetic
+
+    settings = _settings()
+    dataset = synthetic(users=users, movies=movies, ratings=ratings, seed=seed)
+    with Stores.open(settings) as stores:
+        report = run_ingest(stores, dataset, seed=seed, batch_size=batch_size, force=force, quiet=quiet)
+    _print_ingest(report)
+
+
+@app.command()
+def assets() -> None:
+    """Fetch GraphiQL's browser assets from the npm registry so GraphiQL works offline."""
+    from api.graphiql import fetch_assets
+
+    console.print(f"GraphiQL assets in {fetch_assets()}")
+
+
+# the whole job ---------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Start the stores, migrate, ingest MovieLens-100K (idempotent: re-running is cheap)."""
+    from sources import datasets
+    from sources import migrate as migrations
+    from sources.ingest import ingest as run_ingest
+    from sources.stores import Stores
+
+    settings = _settings()
+    started = time.perf_counter()
+    with Stores.open(settings) as stores:
+        stores.require_all()
+        console.print("[bold]1/2[/] stores answer; migrating schema")
+        migrations.upgrade(stores.pg)
+        console.print("[bold]2/2[/] ingesting MovieLens-100K")
+        report = run_ingest(stores, datasets.movielens_100k(), seed=settings.seed, quiet=quiet)
+        _print_ingest(report)
+    console.print(f"[green]marquee is up[/] in {time.perf_counter() - started:.1f}s")
+
+
+def main() -> None:
+    """Entry point: run the Typer app, turning expected failures into one-line errors."""
+    try:
+        app()
+    except MarqueeError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        console.print(
+            f"[red]error:[/] {type(exc).__name__}: {first} (run with --debug for the traceback)", soft_wrap=True
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Session fixtures: real embedded stores under a temporary data dir, ML-100K loaded once.
+
+Nothing here mocks a store: PostgreSQL+pgvector, the Mongo wire server and FalkorDB run
+for real (see sources/embedded.py) and are stopped when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sources import datasets
+from sources import migrate as migrations
+from sources.embedded import EmbeddedStores
+from sources.ingest import IngestReport, ingest
+from sources.settings import Settings
+from sources.stores import Stores
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("marquee")
+    yield path
+    EmbeddedStores(path).stop_all()
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    for name in ("MARQUEE_PG_DSN", "MARQUEE_MONGO_URI", "MARQUEE_GRAPH_URI"):
+        os.environ.pop(name, None)
+    os.environ["MARQUEE_DATA_DIR"] = str(data_dir)  # for subprocesses (the CLI, alembic)
+    return Settings(data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def stores(settings: Settings) -> Iterator[Stores]:
+    with Stores.open(settings) as opened:
+        migrations.upgrade(opened.pg)
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> datasets.Dataset:
+    return datasets.movielens_100k()
+
+
+@pytest.fixture(scope="session")
+def loaded(stores: Stores, ml100k: datasets.Dataset, settings: Settings) -> IngestReport:
+    """ML-100K in all three stores (loaded once per test session)."""
+    return ingest(stores, ml100k, seed=settings.seed, quiet=True)
