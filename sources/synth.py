@@ -233,6 +233,9 @@ def _activity(users: int, movies: int, ratings: int, seed: int) -> np.ndarray:
         while True:
             budget = extra_total - cap * int(capped.sum())
             free = ~capped
+            if not free.any():  # everyone at the cap: ratings == users × movies
+                share = np.full(users, float(cap))
+                break
             share = np.where(capped, float(cap), budget * weight / weight[free].sum())
             over = free & (share > cap)
             if not over.any():
@@ -243,6 +246,7 @@ def _activity(users: int, movies: int, ratings: int, seed: int) -> np.ndarray:
     order = np.argsort(-weight, kind="stable")  # most active first
     while short > 0:  # floor() left < users units; they go to the most active users with room
         room = order[counts[order] < cap][:short]
+        assert len(room), "no user has room left although the total was validated"
         counts[room] += 1
         short -= len(room)
     counts += floor

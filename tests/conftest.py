@@ -22,6 +22,12 @@ from sources.stores import Stores
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh data dir per session; MARQUEE_TEST_DATA_DIR reuses a kept one (its servers keep
+    running and a loaded dataset is not loaded again), which makes local re-runs fast."""
+    kept = os.environ.get("MARQUEE_TEST_DATA_DIR")
+    if kept:
+        yield Path(kept).resolve()
+        return
     path = tmp_path_factory.mktemp("marquee")
     yield path
     EmbeddedStores(path).stop_all()
