@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -177,6 +178,62 @@ def assets() -> None:
     from api.graphiql import fetch_assets
 
     console.print(f"GraphiQL assets in {fetch_assets()}")
+
+
+# feature store ---------------------------------------------------------------------------
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def feast(ctx: typer.Context) -> None:
+    """Run any Feast CLI command (e.g. `marquee feast feature-views list`) against Marquee's stores."""
+    import subprocess
+
+    from sources.feast_env import FEATURE_REPO, ensure_registry_schema, feast_environment
+    from sources.stores import resolve_endpoints
+
+    endpoints = resolve_endpoints(_settings())
+    env = {**os.environ, **feast_environment(endpoints)}
+    ensure_registry_schema(endpoints)
+    binary = Path(sys.executable).with_name("feast")
+    command = [str(binary)] if binary.exists() else [sys.executable, "-m", "feast.cli.cli"]
+    result = subprocess.run([*command, *ctx.args], cwd=FEATURE_REPO, env=env, check=False)
+    raise typer.Exit(result.returncode)
+
+
+@app.command()
+def apply() -> None:
+    """Register feature_repo/definitions.py with Feast (entities, views, services). Idempotent."""
+    from sources.feast_env import open_feature_store
+    from sources.materialize import apply_repo
+    from sources.stores import resolve_endpoints
+
+    counts = apply_repo(open_feature_store(resolve_endpoints(_settings())))
+    console.print(f"feature repo applied ({counts['applied']} objects updated, {counts['deleted']} deleted)")
+
+
+@app.command()
+def materialize(
+    start: Annotated[
+        datetime | None, typer.Option(help="ISO start (UTC if no zone); default: incremental.")
+    ] = None,
+    end: Annotated[datetime | None, typer.Option(help="ISO end (UTC if no zone); default: now.")] = None,
+) -> None:
+    """Copy the latest offline features into the online store (first run: from the earliest event)."""
+    from sources.feast_env import open_feature_store
+    from sources.materialize import materialize as run_materialize
+    from sources.stores import resolve_endpoints
+
+    report = run_materialize(open_feature_store(resolve_endpoints(_settings())), start, end)
+    table = Table(title="materialized")
+    for column in ("view", "from", "to", "rows", "seconds"):
+        table.add_column(column, justify="right" if column in ("rows", "seconds") else "left")
+    for v in report.views:
+        table.add_row(v.view, v.start.isoformat(), v.end.isoformat(), f"{v.rows:,}", f"{v.seconds:.1f}")
+    console.print(table)
+    console.print(f"{report.rows:,} rows in {report.seconds:.1f}s ({report.rows_per_second():,.0f} rows/s)")
 
 
 # the whole job ---------------------------------------------------------------------------

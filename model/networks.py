@@ -67,6 +67,11 @@ class EngagementNetConfig(_DictConfig):
     graph_out: int = 16
     fusion_hidden: int = 64
     dropout: float = 0.1
+    # Optional collaborative term (biased matrix factorization on dense user/movie ids, batch
+    # keys "user"/"movie"): logit += <p_u, q_i> + b_u + b_i. 0 turns it off (the prototype).
+    n_users: int = 0
+    n_movies: int = 0
+    factor_dim: int = 0
 
     def __post_init__(self) -> None:
         names = [*self.numeric_features, *self.categorical_features, *self.graph_features]
@@ -77,6 +82,8 @@ class EngagementNetConfig(_DictConfig):
             raise ValueError("tabular and graph branches each need at least one feature")
         if min([self.sequence_length, self.embedding_dim, *self.categorical_features.values()]) < 1:
             raise ValueError("sequence_length, embedding_dim and cardinalities must be >= 1")
+        if self.factor_dim and min(self.n_users, self.n_movies) < 1:
+            raise ValueError("factor_dim > 0 needs n_users and n_movies")
 
     @classmethod
     def from_feature_names(
@@ -209,6 +216,27 @@ class MultimodalEngagementNet(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(config.fusion_hidden, 1),
         )
+        self.factors: nn.ModuleDict | None = None
+        if config.factor_dim:
+            self.factors = nn.ModuleDict(
+                {
+                    "user": nn.Embedding(config.n_users, config.factor_dim),
+                    "movie": nn.Embedding(config.n_movies, config.factor_dim),
+                    "user_bias": nn.Embedding(config.n_users, 1),
+                    "movie_bias": nn.Embedding(config.n_movies, 1),
+                }
+            )
+            for name, table in self.factors.items():  # small start: MF with large factors overfits fast
+                nn.init.normal_(table.weight, std=0.01) if "bias" not in name else nn.init.zeros_(table.weight)
+
+    def collaborative(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """``(batch,)`` biased-MF logit term from ``user``/``movie`` dense ids; zeros when off."""
+        if self.factors is None:
+            return torch.zeros(batch["embedding"].shape[0], device=batch["embedding"].device)
+        u, m = batch["user"], batch["movie"]
+        f = self.factors
+        dot = (f["user"](u) * f["movie"](m)).sum(-1)
+        return dot + f["user_bias"](u).squeeze(-1) + f["movie_bias"](m).squeeze(-1)
 
     @torch.no_grad()
     def fit_normalization(self, batch: Mapping[str, Tensor]) -> None:
@@ -231,7 +259,7 @@ class MultimodalEngagementNet(nn.Module):
 
     def logits(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``(batch,)`` pre-sigmoid engagement scores."""
-        return self.head(self.fusion_input(batch)).squeeze(-1)
+        return self.head(self.fusion_input(batch)).squeeze(-1) + self.collaborative(batch)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         return torch.sigmoid(self.logits(batch))

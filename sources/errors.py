@@ -18,6 +18,7 @@ class MarqueeError(Exception):
 
 class StoreUnavailable(MarqueeError):
     def __init__(self, store: str, uri: str, reason: str) -> None:
+        reason = " ".join(reason.split())[:300]  # driver messages span lines; keep one
         super().__init__(f"{store} at {uri} does not answer: {reason}")
         self.store = store
 

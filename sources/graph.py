@@ -40,6 +40,9 @@ class GraphStore(Protocol):
         """Run ``load`` against an empty staging graph and make it the graph only if it
         completes: readers see the old graph or the new one, never half of one."""
 
+    def discard_staging(self) -> bool:
+        """Remove what an interrupted ``replace`` left behind; True if there was something."""
+
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
@@ -93,6 +96,13 @@ class FalkorGraph:
                 staging.delete()
             raise
         self._graph = self._db.select_graph(self.name)
+
+    def discard_staging(self) -> bool:
+        staging_name = f"{self.name}__staging"
+        if staging_name not in self._db.list_graphs():
+            return False
+        self._db.select_graph(staging_name).delete()
+        return True
 
     def ping(self) -> None:
         try:
@@ -149,6 +159,9 @@ class Neo4jGraph:
             tx.run("MATCH (n) DETACH DELETE n").consume()
             load(_Neo4jWriter(tx))
             tx.commit()
+
+    def discard_staging(self) -> bool:
+        return False  # replace() is one transaction: an interrupted one rolled back
 
     def ping(self) -> None:
         try:

@@ -112,7 +112,11 @@ def _discard_interrupted(stores: Stores) -> None:
             f"[yellow]an earlier ingest of {dataset} (run {run_id}) did not finish; "
             "its staged data is discarded and nothing of it was made visible[/]"
         )
-    mongo.drop_unpublished(stores.mongo)
+    dropped = mongo.drop_unpublished(stores.mongo)
+    if stores.graph.discard_staging():
+        dropped.append("staging graph")
+    if dropped and not stale:
+        console.print(f"[yellow]removed what an interrupted load left behind: {', '.join(dropped)}[/]")
 
 
 def _last_complete(stores: Stores) -> tuple[str, dict[str, int]] | None:
@@ -359,17 +363,30 @@ def _graph_catalogue(writer: GraphWriter, dataset: Dataset, user_ids: list[int],
             "UNWIND $rows AS r MATCH (m:Movie {id: r[0]}), (g:Genre {name: r[1]}) CREATE (m)-[:HAS_GENRE]->(g)",
             {"rows": rows},
         )
-    credits = list(dataset.credits())
-    people = sorted({c.person_id for c in credits})
+    # Two streaming passes over the credits (bounded memory at ML-25M scale): people first,
+    # because edges MATCH their endpoints, then edges in per-role batches.
+    people = sorted({c.person_id for c in dataset.credits()})
     for rows in chunks(people):
         writer.run("UNWIND $rows AS id CREATE (:Person {id: id})", {"rows": rows})
-    for role in ("ACTED_IN", "DIRECTED", "WROTE", "PRODUCED"):
-        edges = [[c.person_id, c.movie_id] for c in credits if c.role == role]
-        for rows in chunks(edges):
-            writer.run(
-                f"UNWIND $rows AS r MATCH (p:Person {{id: r[0]}}), (m:Movie {{id: r[1]}}) CREATE (p)-[:{role}]->(m)",
-                {"rows": rows},
-            )
+    del people
+    pending: dict[str, list[list[Any]]] = {}
+    for credit in dataset.credits():
+        edges = pending.setdefault(credit.role, [])
+        edges.append([credit.person_id, credit.movie_id])
+        if len(edges) >= batch:
+            _write_credits(writer, credit.role, edges)
+            pending[credit.role] = []
+    for role, edges in pending.items():
+        if edges:
+            _write_credits(writer, role, edges)
+
+
+def _write_credits(writer: GraphWriter, role: str, rows: list[list[Any]]) -> None:
+    assert role in ("ACTED_IN", "DIRECTED", "WROTE", "PRODUCED")  # interpolated into Cypher
+    writer.run(
+        f"UNWIND $rows AS r MATCH (p:Person {{id: r[0]}}), (m:Movie {{id: r[1]}}) CREATE (p)-[:{role}]->(m)",
+        {"rows": rows},
+    )
 
 
 def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: Any) -> None:

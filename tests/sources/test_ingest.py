@@ -139,7 +139,7 @@ def test_embeddings_unit_norm_and_hnsw_nearest_neighbour_is_exact(loaded: Ingest
             sql = "SELECT movie_id FROM movie_embeddings ORDER BY embedding <=> CAST(:v AS vector) LIMIT 2"
             plan = conn.execute(text("EXPLAIN " + sql), {"v": literal}).scalars().all()
             assert any("ix_movie_embeddings_hnsw" in line for line in plan), plan
-            got = [m for m in conn.execute(text(sql), {"v": literal}).scalars() if m != movie_id][0]
+            got = next(m for m in conn.execute(text(sql), {"v": literal}).scalars() if m != movie_id)
             assert got == exact, movie_id
 
 

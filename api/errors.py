@@ -1,0 +1,145 @@
+"""Errors the API reports to its callers, each with a stable ``extensions.code``.
+
+    ApiError                    a user-facing error; the message is safe to show
+    ├── NotFound                NOT_FOUND: no user/movie with that id
+    ├── BadUserInput            BAD_USER_INPUT: an argument out of range or malformed
+    ├── Unauthenticated         UNAUTHENTICATED: a mutation without a valid X-API-Key
+    └── StoreDown               STORE_UNAVAILABLE: a store (or the feature store/model) does not answer
+
+Anything else raised by a resolver is unexpected: ``ErrorPolicy`` masks its message
+("Unexpected error.", code INTERNAL_SERVER_ERROR) so internals never leak. Errors found before
+execution (syntax, unknown fields, argument types, limits) keep graphql-core's clear
+message and get a code too. Store client errors are translated at the boundary with
+``store_call`` so a down store reads the same whichever client noticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from graphql.error import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from sources.errors import StoreUnavailable
+
+MASKED_MESSAGE = "Unexpected error."
+
+
+class ApiError(Exception):
+    code: ClassVar[str] = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        # graphql-core copies an original error's ``extensions`` onto the GraphQLError.
+        self.extensions: dict[str, Any] = {"code": self.code, **details}
+
+
+class NotFound(ApiError):
+    code = "NOT_FOUND"
+
+
+class BadUserInput(ApiError):
+    code = "BAD_USER_INPUT"
+
+
+class Unauthenticated(ApiError):
+    code = "UNAUTHENTICATED"
+
+
+class StoreDown(ApiError):
+    code = "STORE_UNAVAILABLE"
+
+    def __init__(self, store: str, reason: str = "") -> None:
+        tail = f": {reason}" if reason else ""
+        super().__init__(f"the {store} store is unavailable{tail}", store=store)
+        self.store = store
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Whether a client library error means "the store did not answer" (not a bug of ours)."""
+    import pymongo.errors
+    import sqlalchemy.exc
+
+    if isinstance(exc, StoreUnavailable | ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, pymongo.errors.ConnectionFailure | pymongo.errors.ServerSelectionTimeoutError):
+        return True
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return True
+    try:
+        import redis.exceptions
+
+        if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            return True
+    except ImportError:  # pragma: no cover - redis comes with falkordb
+        pass
+    try:
+        import neo4j.exceptions
+
+        if isinstance(exc, neo4j.exceptions.ServiceUnavailable | neo4j.exceptions.SessionExpired):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+@contextmanager
+def store_call(store: str) -> Iterator[None]:
+    """Translate "store did not answer" errors from any client into ``StoreDown(store)``."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise StoreDown(store, _first_line(exc)) from exc
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    exc = getattr(exc, "orig", None) or exc
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _code_for_request_error(error: GraphQLError) -> str:
+    """A code for errors raised before execution (no path): parse, validation, limits."""
+    message = error.message
+    if message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if "invalid value" in message or "cannot represent" in message or "got invalid value" in message:
+        return "BAD_USER_INPUT"
+    if "exceeds maximum operation depth" in message or "aliases found" in message or "token" in message.lower():
+        return "QUERY_TOO_COMPLEX"
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
+class ErrorPolicy(MaskErrors):
+    """MaskErrors that leaves our own and pre-execution errors readable and gives every error a code."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=self._should_mask, error_message=MASKED_MESSAGE)
+
+    @staticmethod
+    def _should_mask(error: GraphQLError) -> bool:
+        original = error.original_error
+        if original is None or isinstance(original, ApiError):
+            return False
+        # An error raised while coercing arguments (e.g. a malformed global ID) is the caller's.
+        return error.path is not None
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = super()._process_errors(errors)
+        for error in processed:
+            if "code" in (error.extensions or {}):
+                continue
+            if error.message == MASKED_MESSAGE and error.original_error is None and error.path is not None:
+                code = "INTERNAL_SERVER_ERROR"
+            elif error.path is not None:
+                code = "BAD_USER_INPUT"  # unmasked execution error: an argument strawberry rejected
+            else:
+                code = _code_for_request_error(error)
+            error.extensions = {**(error.extensions or {}), "code": code}
+        return processed

@@ -1,0 +1,315 @@
+"""Marquee's feature definitions: entities → sources → feature views → on-demand view → services.
+
+Sources are PostgreSQL tables and queries. The ``feat_*`` tables are time series written by
+``marquee export`` (sources/feature_tables.py): one row per event that changed an entity's
+features, valued as of that event, that event included. The profile, embedding and catalogue
+sources are queries over the systems-of-record tables themselves.
+
+TTLs: every view uses ``ttl=timedelta(0)`` (unlimited lookback). The values are cumulative
+"as of the latest event" facts (counts, means, profiles) that stay true until the next
+event; MovieLens-100K's events end in April 1998, so any finite TTL shorter than the data's
+age would make today's serving reads and late training labels come back empty, and a TTL
+that long would be no TTL at all.
+
+Feature names repeat across views (``review_count`` for users and movies), so read them with
+``full_feature_names=True``: columns come back as ``<view>__<feature>``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+from feast import Entity, FeatureService, FeatureView, Field, ValueType
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Array, Float32, Float64, Int32, Int64, String
+
+UNLIMITED = timedelta(0)
+# Catalogue rows without an added_at (never rated) count as known since this date.
+CATALOGUE_EPOCH = "1970-01-01 00:00:00+00"
+
+# --- entities ---------------------------------------------------------------------------
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="A MovieLens user")
+movie = Entity(name="movie", join_keys=["movie_id"], value_type=ValueType.INT64, description="A catalogue movie")
+
+# --- sources: feature time series from `marquee export` ---------------------------------
+
+
+def _feat_table(name: str) -> PostgreSQLSource:
+    return PostgreSQLSource(
+        name=name,
+        table=name,
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created_timestamp",
+    )
+
+
+feat_user_playback = _feat_table("feat_user_playback")
+feat_user_reviews = _feat_table("feat_user_reviews")
+feat_movie_reviews = _feat_table("feat_movie_reviews")
+feat_user_graph = _feat_table("feat_user_graph")
+feat_movie_graph = _feat_table("feat_movie_graph")
+feat_movie_neighbours = _feat_table("feat_movie_neighbours")
+
+# --- sources: queries over the systems of record ----------------------------------------
+
+# A user's profile and plan, known from the moment the subscription started.
+user_profile_source = PostgreSQLSource(
+    name="user_profile_source",
+    query="""
+        SELECT u.id::bigint AS user_id, u.age::int AS age, u.gender, u.occupation, u.city,
+               t.name AS tier, t.monthly_price::float8 AS monthly_price,
+               s.started_at AS event_timestamp, s.started_at AS created_timestamp
+        FROM users u
+        JOIN subscriptions s ON s.user_id = u.id
+        JOIN subscription_tiers t ON t.id = s.tier_id
+    """,
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# Year and genres from the moment the movie entered the catalogue (movies.added_at, its first
+# rating; so that first rating itself, read strictly before, sees no profile: a cold start).
+# genre_multi_hot is ordered by genres.id.
+movie_profile_source = PostgreSQLSource(
+    name="movie_profile_source",
+    query=f"""
+        SELECT m.id::bigint AS movie_id, m.year::int AS year,
+               coalesce((SELECT string_agg(g.name, '|' ORDER BY g.id)
+                         FROM movie_genres mg JOIN genres g ON g.id = mg.genre_id
+                         WHERE mg.movie_id = m.id), '') AS genres,
+               ARRAY(SELECT (mg.movie_id IS NOT NULL)::int
+                     FROM genres g LEFT JOIN movie_genres mg ON mg.genre_id = g.id AND mg.movie_id = m.id
+                     ORDER BY g.id) AS genre_multi_hot,
+               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
+               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
+        FROM movies m
+    """,
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# The 384-d title embedding (pgvector → real[]), valid from the movie's catalogue entry.
+movie_embedding_source = PostgreSQLSource(
+    name="movie_embedding_source",
+    query=f"""
+        SELECT e.movie_id::bigint AS movie_id, e.embedding::real[] AS title_embedding,
+               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
+               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
+        FROM movie_embeddings e JOIN movies m ON m.id = e.movie_id
+    """,
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+# --- feature views ----------------------------------------------------------------------
+
+user_profile = FeatureView(
+    name="user_profile",
+    entities=[user],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="age", dtype=Int32),
+        Field(name="gender", dtype=String),
+        Field(name="occupation", dtype=String),
+        Field(name="city", dtype=String),
+        Field(name="tier", dtype=String),
+        Field(name="monthly_price", dtype=Float64),
+    ],
+    source=user_profile_source,
+    description="Demographics and subscription plan (PostgreSQL users ⨝ subscriptions ⨝ tiers).",
+)
+
+user_playback = FeatureView(
+    name="user_playback",
+    entities=[user],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="session_count", dtype=Int32),
+        Field(name="mean_duration_s", dtype=Float64),
+        Field(name="total_duration_s", dtype=Float64),
+        Field(name="mean_buffer_rate", dtype=Float64),
+        Field(name="share_tv", dtype=Float64),
+        Field(name="share_mobile", dtype=Float64),
+        Field(name="share_desktop", dtype=Float64),
+        Field(name="share_tablet", dtype=Float64),
+        Field(name="last5_durations", dtype=Array(Float64)),
+    ],
+    source=feat_user_playback,
+    description="Playback sessions so far (MongoDB playback_logs): volume, devices, last 5 durations.",
+)
+
+user_reviews = FeatureView(
+    name="user_reviews",
+    entities=[user],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="review_count", dtype=Int32),
+        Field(name="mean_rating", dtype=Float64),
+        Field(name="days_since_previous", dtype=Float64),
+    ],
+    source=feat_user_reviews,
+    description="The user's reviews so far (MongoDB reviews).",
+)
+
+user_graph = FeatureView(
+    name="user_graph",
+    entities=[user],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="followers", dtype=Int32),
+        Field(name="following", dtype=Int32),
+        Field(name="watched_count", dtype=Int32),
+    ],
+    source=feat_user_graph,
+    description="The user's place in the graph (FOLLOWS degrees, WATCHED edges so far).",
+)
+
+movie_profile = FeatureView(
+    name="movie_profile",
+    entities=[movie],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="movie_id", dtype=Int64),
+        Field(name="year", dtype=Int32),
+        Field(name="genres", dtype=String),
+        Field(name="genre_multi_hot", dtype=Array(Int32)),
+    ],
+    source=movie_profile_source,
+    description="Release year and genres (PostgreSQL movies, movie_genres).",
+)
+
+movie_embedding = FeatureView(
+    name="movie_embedding",
+    entities=[movie],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="movie_id", dtype=Int64),
+        Field(name="title_embedding", dtype=Array(Float32)),
+    ],
+    source=movie_embedding_source,
+    description="all-MiniLM-L6-v2 embedding of the title and metadata text (384 floats).",
+)
+
+movie_reviews = FeatureView(
+    name="movie_reviews",
+    entities=[movie],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="movie_id", dtype=Int64),
+        Field(name="review_count", dtype=Int32),
+        Field(name="mean_rating", dtype=Float64),
+        Field(name="days_since_previous", dtype=Float64),
+    ],
+    source=feat_movie_reviews,
+    description="The movie's reviews so far (MongoDB reviews).",
+)
+
+movie_graph = FeatureView(
+    name="movie_graph",
+    entities=[movie],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="movie_id", dtype=Int64),
+        Field(name="rated_degree", dtype=Int32),
+        Field(name="watched_degree", dtype=Int32),
+        Field(name="genre_count", dtype=Int32),
+        Field(name="people_count", dtype=Int32),
+        Field(name="actor_count", dtype=Int32),
+        Field(name="director_count", dtype=Int32),
+        Field(name="pagerank", dtype=Float64),
+    ],
+    source=feat_movie_graph,
+    description="The movie's place in the graph (degrees so far, credits, genres, pagerank).",
+)
+
+movie_neighbours = FeatureView(
+    name="movie_neighbours",
+    entities=[movie],
+    ttl=UNLIMITED,
+    schema=[
+        Field(name="movie_id", dtype=Int64),
+        Field(name="neighbour_ids", dtype=Array(Int32)),
+        Field(name="neighbour_scores", dtype=Array(Float64)),
+    ],
+    source=feat_movie_neighbours,
+    description="Most similar movies (serving: 'more like this' candidates).",
+)
+
+# --- on-demand feature view ---------------------------------------------------------------
+
+# Baseline predictor b_ui = mu + b_u + b_i (Koren 2008) from the two review views, computed at
+# request time for the (user, movie) pair: mu = 3.53 (MovieLens' long-run mean rating), each
+# bias shrunk toward 0 by a pseudo-count of 10 reviews (few reviews, little trust); a user or
+# movie with no reviews yet contributes 0. The numbers are literals inside the function
+# because Feast serializes the function alone into the registry.
+
+
+@on_demand_feature_view(
+    sources=[user_reviews, movie_reviews],
+    schema=[
+        Field(name="user_bias", dtype=Float64),
+        Field(name="movie_bias", dtype=Float64),
+        Field(name="baseline_rating", dtype=Float64),
+        Field(name="baseline_engagement", dtype=Float64),
+    ],
+    mode="pandas",
+    description="The user's and the movie's shrunk rating biases and the rating they predict "
+    "for this pair (engagement = (rating - 1) / 4).",
+)
+def user_movie_affinity(inputs: pd.DataFrame) -> pd.DataFrame:
+    def bias(count: pd.Series, mean: pd.Series) -> pd.Series:
+        n = count.astype("float64").fillna(0.0)
+        return (n * (mean.astype("float64") - 3.53) / (n + 10.0)).fillna(0.0)
+
+    out = pd.DataFrame(index=inputs.index)
+    out["user_bias"] = bias(inputs["user_reviews__review_count"], inputs["user_reviews__mean_rating"])
+    out["movie_bias"] = bias(inputs["movie_reviews__review_count"], inputs["movie_reviews__mean_rating"])
+    out["baseline_rating"] = (3.53 + out["user_bias"] + out["movie_bias"]).clip(1.0, 5.0)
+    out["baseline_engagement"] = (out["baseline_rating"] - 1.0) / 4.0
+    return out
+
+
+# --- feature services ---------------------------------------------------------------------
+
+# What the engagement model is trained on; every feature is read as of the label's time.
+engagement_training_v1 = FeatureService(
+    name="engagement_training_v1",
+    features=[
+        user_profile,
+        user_playback,
+        user_reviews,
+        user_graph,
+        movie_profile,
+        movie_embedding,
+        movie_reviews,
+        movie_graph,
+        user_movie_affinity,
+    ],
+    description="Point-in-time training features of the multimodal engagement model.",
+)
+
+# What the API reads online to score a (user, movie) pair: the same features as training,
+# plus the movie's neighbours for "more like this" candidates.
+engagement_serving_v1 = FeatureService(
+    name="engagement_serving_v1",
+    features=[
+        user_profile,
+        user_playback,
+        user_reviews,
+        user_graph,
+        movie_profile,
+        movie_embedding,
+        movie_reviews,
+        movie_graph,
+        user_movie_affinity,
+        movie_neighbours,
+    ],
+    description="Online features of the engagement model, plus movie neighbours for candidates.",
+)

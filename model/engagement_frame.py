@@ -1,0 +1,257 @@
+"""Engagement training rows and the one mapping from a feature schema to ``EngagementNetConfig``.
+
+``schema_config`` is the single place that decides which column feeds which branch, so adding a
+feature to a Feast view changes the config a checkpoint records, not code:
+
+- ``*last5_durations`` -> sequence branch; ``*embedding`` (a 384-vector) -> embedding branch;
+- ``movie_graph__*`` (or a bare graph name) -> graph branch;
+- string columns -> categorical (vocabulary recorded in the config's cardinalities and in
+  ``FrameEncoder.vocab``); everything else -> numeric.
+
+``local_frame`` builds the same columns (Feast's ``view__feature`` full names) straight from
+the systems of record with point-in-time semantics (only events strictly before each row),
+for use until ``model.training_data`` (Feast's ``get_historical_features``) is present.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sqlalchemy import text
+from torch import Tensor
+
+from model.interactions import Interactions
+from model.networks import EngagementNetConfig
+from sources import mongo
+from sources.stores import Stores
+
+LABEL = "rating"
+ENTITY_COLUMNS = ("user_id", "movie_id", "event_timestamp", LABEL)
+GRAPH_VIEW = "movie_graph"
+GRAPH_NAMES = ("rated_degree", "watched_degree", "genre_count", "people_count", "actor_count", "director_count",
+               "pagerank")  # fmt: skip
+SEQUENCE_LENGTH = 5
+
+
+def _base(name: str) -> str:
+    return name.split("__", 1)[-1].split(":", 1)[-1]
+
+
+def _view(name: str) -> str:
+    for sep in ("__", ":"):
+        if sep in name:
+            return name.split(sep, 1)[0]
+    return ""
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """Feature columns of a training frame: everything but entity keys, time and label."""
+    return [c for c in frame.columns if c not in ENTITY_COLUMNS and c != "label"]
+
+
+@dataclass
+class FrameEncoder:
+    """Turns frame rows into the net's batch tensors; holds the categorical vocabularies."""
+
+    config: EngagementNetConfig
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+    user_index: dict[int, int] = field(default_factory=dict)
+    movie_index: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "vocab": self.vocab,
+            "user_ids": list(self.user_index),
+            "movie_ids": list(self.movie_index),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrameEncoder:
+        return cls(
+            EngagementNetConfig.from_dict(data["config"]),
+            {k: list(v) for k, v in data["vocab"].items()},
+            {int(u): i for i, u in enumerate(data["user_ids"])},
+            {int(m): i for i, m in enumerate(data["movie_ids"])},
+        )
+
+    @property
+    def features(self) -> list[str]:
+        """Every feature column this encoder reads, in branch order."""
+        c = self.config
+        return [*c.numeric_features, *c.categorical_features, c.sequence_feature, c.embedding_feature,
+                *c.graph_features]  # fmt: skip
+
+    def encode(self, frame: pd.DataFrame) -> dict[str, Tensor]:
+        """``frame`` (rows with every feature column) -> batch dict of CPU tensors."""
+        c = self.config
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            raise KeyError(f"frame lacks feature columns {missing}")
+        batch = {
+            "numeric": torch.tensor(frame[c.numeric_features].to_numpy(np.float32, na_value=0.0)),
+            "sequence": torch.tensor(np.stack(frame[c.sequence_feature].map(_fixed_list).to_numpy())),
+            "embedding": torch.tensor(np.stack(frame[c.embedding_feature].map(np.asarray).to_numpy()).astype(np.float32)),
+            "graph": torch.tensor(frame[c.graph_features].to_numpy(np.float32, na_value=0.0)),
+        }  # fmt: skip
+        if c.categorical_features:
+            cols = []
+            for name in c.categorical_features:
+                lookup = {v: i + 1 for i, v in enumerate(self.vocab[name])}  # 0: unseen or missing
+                cols.append(frame[name].map(lambda v, lk=lookup: lk.get(str(v), 0)).to_numpy(np.int64))
+            batch["categorical"] = torch.tensor(np.stack(cols, axis=1))
+        if c.factor_dim:
+            batch["user"] = torch.tensor(frame["user_id"].map(self.user_index).to_numpy(np.int64))
+            batch["movie"] = torch.tensor(frame["movie_id"].map(self.movie_index).to_numpy(np.int64))
+        return batch
+
+
+def _fixed_list(value: Any) -> np.ndarray:
+    arr = np.zeros(SEQUENCE_LENGTH, dtype=np.float32)
+    if value is not None and not (isinstance(value, float) and np.isnan(value)):
+        seq = np.asarray(value, dtype=np.float32)[-SEQUENCE_LENGTH:]
+        arr[SEQUENCE_LENGTH - len(seq) :] = seq  # right-aligned: the LSTM ends on the latest
+    return arr
+
+
+def schema_config(
+    frame: pd.DataFrame,
+    *,
+    user_ids: Sequence[int] = (),
+    movie_ids: Sequence[int] = (),
+    factor_dim: int = 0,
+    **sizes: Any,
+) -> FrameEncoder:
+    """The one feature-schema -> ``EngagementNetConfig`` mapping (see the module docstring)."""
+    names = feature_columns(frame)
+    sequence = [n for n in names if _base(n).endswith("last5_durations")]
+    embedding = [n for n in names if _base(n) == "embedding" or _base(n).endswith("_embedding")]
+    if len(sequence) != 1 or len(embedding) != 1:
+        raise ValueError(f"need exactly one *last5_durations and one *embedding column, got {sequence}, {embedding}")
+    graph = [n for n in names if _view(n) == GRAPH_VIEW or (not _view(n) and n in GRAPH_NAMES)]
+    rest = [n for n in names if n not in {sequence[0], embedding[0], *graph}]
+    categorical = [n for n in rest if not pd.api.types.is_numeric_dtype(frame[n])]
+    vocab = {n: sorted({str(v) for v in frame[n].dropna().unique()}) for n in categorical}
+    config = EngagementNetConfig.from_feature_names(
+        rest,
+        sequence_feature=sequence[0],
+        embedding_feature=embedding[0],
+        graph_features=graph,
+        categorical_features={n: len(vocab[n]) + 1 for n in categorical},
+        sequence_length=SEQUENCE_LENGTH,
+        embedding_dim=len(np.asarray(frame[embedding[0]].iloc[0])),
+        n_users=len(user_ids) if factor_dim else 0,
+        n_movies=len(movie_ids) if factor_dim else 0,
+        factor_dim=factor_dim,
+        **sizes,
+    )
+    return FrameEncoder(
+        config,
+        vocab,
+        {int(u): i for i, u in enumerate(user_ids)},
+        {int(m): i for i, m in enumerate(movie_ids)},
+    )
+
+
+# the local frame (until model.training_data) -------------------------------------------------
+
+
+def _prior_stats(events: pd.DataFrame, key: str, prefix: str) -> pd.DataFrame:
+    """Per event: count, mean rating and days since the previous event of ``key``, using only
+    events strictly earlier in time (events at the same second do not see each other)."""
+    g = events.groupby([key, "ts"]).rating.agg(["sum", "count"])
+    cum = g.groupby(level=0).cumsum() - g
+    prev_ts = g.reset_index().groupby(key).ts.shift(1).to_numpy()
+    out = pd.DataFrame(
+        {
+            f"{prefix}__review_count": cum["count"].to_numpy(np.float64),
+            f"{prefix}__mean_rating": (cum["sum"] / cum["count"].where(cum["count"] > 0)).to_numpy(),
+            f"{prefix}__days_since_previous": (g.index.get_level_values("ts").to_numpy() - prev_ts) / 86400.0,
+        },
+        index=g.index,
+    )
+    return events[[key, "ts"]].join(out, on=[key, "ts"]).drop(columns=[key, "ts"])
+
+
+def _last_durations(stores: Stores, events: pd.DataFrame) -> pd.Series:
+    """The durations of the user's 5 latest playback sessions that started before this event's
+    own session (its own session is excluded: its length follows the rating, a label leak)."""
+    docs = mongo.live(stores.mongo, "playback_logs").find({}, {"user_id": 1, "sessions": 1})
+    starts: dict[int, np.ndarray] = {}
+    durations: dict[int, np.ndarray] = {}
+    own: dict[tuple[int, int], int] = {}
+    for doc in docs:
+        sessions = sorted(doc["sessions"], key=lambda s: (s["timestamp"], s["movie_id"]))
+        uid = int(doc["user_id"])
+        starts[uid] = np.array([s["timestamp"].timestamp() for s in sessions])
+        durations[uid] = np.array([s["duration_seconds"] for s in sessions], dtype=np.float32)
+        for i, s in enumerate(sessions):
+            own[(uid, int(s["movie_id"]))] = i
+    out = []
+    for uid, mid, ts in zip(events.user_id.tolist(), events.movie_id.tolist(), events.ts.tolist(), strict=True):
+        if uid not in starts:
+            out.append([])
+            continue
+        end = own.get((uid, mid), int(np.searchsorted(starts[uid], ts)))
+        out.append(durations[uid][max(0, end - SEQUENCE_LENGTH) : end].tolist())
+    return pd.Series(out, index=events.index)
+
+
+def pg_vector(value: Any) -> np.ndarray:
+    """A pgvector value read through raw SQL arrives as its text form ``'[0.1,...]'``."""
+    if isinstance(value, str):
+        return np.asarray(json.loads(value), dtype=np.float32)
+    return np.asarray(value, dtype=np.float32)
+
+
+def local_frame(stores: Stores, data: Interactions) -> pd.DataFrame:
+    """One row per interaction with user/movie/review/playback/graph features as of its time."""
+    events = pd.DataFrame(
+        {"user_id": data.user_ids[data.users], "movie_id": data.movie_ids[data.items], "rating": data.ratings,
+         "ts": data.ts}  # fmt: skip
+    )
+    with stores.pg.connect() as conn:
+        users = pd.read_sql(
+            text(
+                "SELECT u.id AS user_id, u.age, u.gender, u.occupation, u.city, t.name AS tier, "
+                "t.monthly_price::float AS monthly_price FROM users u "
+                "LEFT JOIN LATERAL (SELECT tier_id FROM subscriptions s WHERE s.user_id = u.id "
+                "ORDER BY started_at DESC LIMIT 1) s ON true LEFT JOIN subscription_tiers t ON t.id = s.tier_id"
+            ),
+            conn,
+        )
+        movies = pd.read_sql(text("SELECT id AS movie_id, year::float AS year FROM movies"), conn)
+        emb = conn.execute(text("SELECT movie_id, embedding FROM movie_embeddings")).all()
+    users = users.set_index("user_id").add_prefix("user_profile__")
+    movies = movies.set_index("movie_id").add_prefix("movie_profile__")
+    embeddings = pd.Series({int(m): pg_vector(e) for m, e in emb}, name="movie_embedding__embedding")
+    graph = pd.DataFrame(
+        stores.graph.read(
+            "MATCH (m:Movie) OPTIONAL MATCH (m)-[:HAS_GENRE]->(g:Genre) WITH m, count(g) AS genre_count "
+            "OPTIONAL MATCH (p:Person)-[r]->(m) WITH m, genre_count, count(DISTINCT p) AS people_count, "
+            "sum(CASE WHEN type(r) = 'ACTED_IN' THEN 1 ELSE 0 END) AS actor_count, "
+            "sum(CASE WHEN type(r) = 'DIRECTED' THEN 1 ELSE 0 END) AS director_count "
+            "RETURN m.id AS movie_id, genre_count, people_count, actor_count, director_count"
+        )
+    )
+    graph = graph.set_index("movie_id").astype(np.float64).add_prefix(f"{GRAPH_VIEW}__")
+    frame = events.join(users, on="user_id").join(movies, on="movie_id").join(embeddings, on="movie_id")
+    frame = frame.join(graph, on="movie_id")
+    frame = pd.concat(
+        [frame, _prior_stats(events, "user_id", "user_reviews"), _prior_stats(events, "movie_id", "movie_reviews")],
+        axis=1,
+    )
+    frame["user_playback__last5_durations"] = _last_durations(stores, events)
+    missing = frame["movie_embedding__embedding"].isna()
+    if missing.any():
+        zero = np.zeros(len(embeddings.iloc[0]), dtype=np.float32)
+        frame.loc[missing, "movie_embedding__embedding"] = pd.Series([zero] * int(missing.sum()),
+                                                                     index=frame.index[missing])  # fmt: skip
+    frame["event_timestamp"] = pd.to_datetime(frame.pop("ts"), unit="s", utc=True)
+    return frame

@@ -1,0 +1,180 @@
+"""Read raw events from MongoDB and the graph, newest-since-watermark, as validated row batches.
+
+MongoDB is read with ``find`` only (filters, projection, sort, batch_size): the embedded
+server's aggregation engine gives wrong answers (see STACK.md). The graph is read with
+portable Cypher paged by user id ranges (scalar parameters only, so both adapters work).
+A document or edge that cannot become a row raises ``BadRecord`` naming it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING
+
+from sources import mongo
+from sources.enrich import DEVICES
+from sources.graph import GraphStore
+
+ReviewRow = tuple[str, int, int, float, datetime]
+SessionRow = tuple[str, int, int, datetime, float, str, float, int]
+EdgeRow = tuple[str, int, int, datetime, float | None]
+
+EDGE_KINDS = ("RATED", "WATCHED")
+EDGE_VALUE = {"RATED": "score", "WATCHED": "duration"}  # the property kept as raw_graph_edges.value
+
+
+class BadRecord(ValueError):
+    """A source record that cannot be exported; the message names it and what is wrong."""
+
+
+def _int(value: Any, what: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise BadRecord(f"{where}: {what} is {value!r}, not an integer")
+    return value
+
+
+def _number(value: Any, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRecord(f"{where}: {what} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _time(value: Any, what: str, where: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise BadRecord(f"{where}: {what} is {value!r}, not a date-time")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _batches(rows: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# MongoDB ----------------------------------------------------------------------------------
+
+
+def review_batches(db: mongo.MongoDb, since: datetime | None, batch_size: int) -> Iterator[list[ReviewRow]]:
+    """Reviews with ``ts >= since`` (all when None), oldest first. ``>=`` re-reads the watermark's
+    own instant so a review that arrived later with that same time is not missed; landing is
+    idempotent, so re-read rows change nothing."""
+    query = {"ts": {"$gte": since}} if since is not None else {}
+    cursor = mongo.live(db, "reviews").find(
+        query,
+        projection={"_id": 1, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1},
+        sort=[("ts", ASCENDING), ("_id", ASCENDING)],
+        batch_size=batch_size,
+    )
+
+    def rows() -> Iterator[ReviewRow]:
+        for doc in cursor:
+            where = f"review {doc.get('_id')!r}"
+            yield (
+                str(doc["_id"]),
+                _int(doc.get("user_id"), "user_id", where),
+                _int(doc.get("movie_id"), "movie_id", where),
+                _number(doc.get("rating"), "rating", where),
+                _time(doc.get("ts"), "ts", where),
+            )
+
+    return _batches(rows(), batch_size)
+
+
+def session_batches(db: mongo.MongoDb, since: datetime | None, batch_size: int) -> Iterator[list[SessionRow]]:
+    """Playback sessions with ``timestamp >= since``, from documents updated at or after ``since``
+    (a writer appending a session sets the document's ``updated_at`` to at least its time)."""
+    query = {"updated_at": {"$gte": since}} if since is not None else {}
+    # A playback document holds every session of one user: fetch few per round trip.
+    cursor = mongo.live(db, "playback_logs").find(
+        query,
+        projection={"_id": 1, "user_id": 1, "sessions": 1},
+        sort=[("updated_at", ASCENDING), ("_id", ASCENDING)],
+        batch_size=max(1, batch_size // 500),
+    )
+
+    def rows() -> Iterator[SessionRow]:
+        for doc in cursor:
+            user_where = f"playback_logs document {doc.get('_id')!r}"
+            user_id = _int(doc.get("user_id"), "user_id", user_where)
+            sessions = doc.get("sessions")
+            if not isinstance(sessions, list):
+                raise BadRecord(f"{user_where}: sessions is {type(sessions).__name__}, not a list")
+            for s in sessions:
+                if not isinstance(s, dict):
+                    raise BadRecord(f"{user_where}: a session is {s!r}, not a document")
+                where = f"{user_where}, session {s.get('session_id')!r}"
+                ts = _time(s.get("timestamp"), "timestamp", where)
+                if since is not None and ts < since:
+                    continue
+                device = s.get("device")
+                if device not in DEVICES:
+                    raise BadRecord(f"{where}: device is {device!r}, not one of {', '.join(DEVICES)}")
+                session_id = s.get("session_id")
+                if not isinstance(session_id, str) or not session_id:
+                    raise BadRecord(f"{where}: session_id is missing")
+                yield (
+                    session_id,
+                    user_id,
+                    _int(s.get("movie_id"), "movie_id", where),
+                    ts,
+                    _number(s.get("duration_seconds"), "duration_seconds", where),
+                    str(device),
+                    _number(s.get("buffer_rate"), "buffer_rate", where),
+                    _int(s.get("errors"), "errors", where),
+                )
+
+    return _batches(rows(), batch_size)
+
+
+# graph ------------------------------------------------------------------------------------
+
+
+def user_id_pages(graph: GraphStore, batch_size: int) -> list[tuple[int, int]]:
+    """Inclusive user id ranges holding about ``batch_size`` timestamped edges each."""
+    ids = [int(r["id"]) for r in graph.read("MATCH (u:User) RETURN u.id AS id ORDER BY id")]
+    if not ids:
+        return []
+    edges = sum(int(graph.read(f"MATCH ()-[r:{kind}]->() RETURN count(r) AS n")[0]["n"]) for kind in EDGE_KINDS)
+    per_page = max(1, batch_size * len(ids) // max(edges, 1))
+    return [(ids[i], ids[min(i + per_page, len(ids)) - 1]) for i in range(0, len(ids), per_page)]
+
+
+def edge_batches(
+    graph: GraphStore, kind: str, since_epoch: int | None, pages: list[tuple[int, int]]
+) -> Iterator[list[EdgeRow]]:
+    """``kind`` edges (RATED or WATCHED) with ``ts >= since_epoch``, one page of users at a time."""
+    assert kind in EDGE_KINDS  # interpolated into Cypher
+    value = EDGE_VALUE[kind]
+    since = -(1 << 62) if since_epoch is None else since_epoch
+    cypher = (
+        f"MATCH (u:User)-[r:{kind}]->(m:Movie) WHERE u.id >= $lo AND u.id <= $hi AND r.ts >= $since "
+        f"RETURN u.id AS u, m.id AS m, r.ts AS ts, r.{value} AS v"
+    )
+    for lo, hi in pages:
+        batch: list[EdgeRow] = []
+        for r in graph.read(cypher, {"lo": lo, "hi": hi, "since": since}):
+            where = f"graph {kind} edge User {r['u']!r} → Movie {r['m']!r}"
+            ts = _int(r["ts"], "ts", where)
+            v = r["v"]
+            batch.append(
+                (
+                    kind,
+                    _int(r["u"], "user id", where),
+                    _int(r["m"], "movie id", where),
+                    datetime.fromtimestamp(ts, tz=UTC),
+                    None if v is None else _number(v, value, where),
+                )
+            )
+        if batch:
+            yield batch
