@@ -180,4 +180,3 @@ class GraphUserStatic(Base):
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     followers: Mapped[int] = mapped_column(Integer)
     following: Mapped[int] = mapped_column(Integer)
-

@@ -89,10 +89,12 @@ def apply_repo(store: FeatureStore) -> dict[str, int]:
     no longer defines, create the online tables. Idempotent. Returns counts applied/deleted."""
     from feast.repo_operations import extract_objects_for_apply_delete
 
+    from feast.project import Project
+
     contents = repo_contents()
+    contents.projects.append(Project(name=store.project))  # else the diff deletes the project
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
-    # Data sources are registered with the views that use them.
-    store.apply([*to_apply, *contents.data_sources], objects_to_delete=to_delete, partial=False)
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     return {"applied": len(to_apply), "deleted": len(to_delete)}
 
 

@@ -1,0 +1,87 @@
+"""What every resolver can reach: the process-wide ``Services`` and this request's loaders.
+
+``Services`` is built once per process in the app's lifespan (api/app.py) and lives on
+``app.state``; ``get_context`` wraps it with fresh DataLoaders for each request.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from api.features import FeaturePusher, NoFeaturePusher, OnlineFeatureReader
+from api.loaders import Loaders
+from api.recommend import Recommender
+from sources.settings import Settings
+from sources.stores import Stores
+
+
+class TextEncoder:
+    """The MiniLM title model (sources/embeddings.py), loaded once per process in a thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def _encode(self, text: str) -> list[float]:
+        from sources import embeddings
+
+        with self._lock:  # one load, and sentence-transformers is not re-entrant
+            return [float(x) for x in embeddings.encode([text])[0]]
+
+    async def encode(self, text: str) -> list[float]:
+        return await run_in_threadpool(self._encode, text)
+
+
+@dataclass
+class Services:
+    """Long-lived clients and plug-ins shared by all requests of one process."""
+
+    settings: Settings
+    stores: Stores
+    recommender: Recommender
+    feature_pusher: FeaturePusher = field(default_factory=NoFeaturePusher)
+    #: None until a feature store is configured: ``User.onlineFeatures`` then reports it.
+    online_features: OnlineFeatureReader | None = None
+    encoder: TextEncoder = field(default_factory=TextEncoder)
+
+
+@dataclass
+class Context:
+    services: Services
+    loaders: Loaders
+    request: Request | WebSocket
+    response: Response | None
+    api_key: str | None
+
+    @property
+    def stores(self) -> Stores:
+        return self.services.stores
+
+    def api_key_valid(self) -> bool:
+        """True when no keys are configured or the request's X-API-Key is one of them."""
+        keys = self.services.settings.api_keys
+        if not keys:
+            return True
+        given = self.api_key or ""
+        return any(secrets.compare_digest(given.encode(), key.encode()) for key in keys)
+
+
+def build_context(services: Services, request: Request | WebSocket, response: Response | None) -> Context:
+    return Context(
+        services=services,
+        loaders=Loaders(services.stores),
+        request=request,
+        response=response,
+        api_key=request.headers.get("x-api-key"),
+    )
+
+
+def services_of(request: Request | WebSocket) -> Any:
+    return request.app.state.services

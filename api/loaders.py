@@ -1,0 +1,81 @@
+"""Per-request DataLoaders: every field that reads a store goes through one of these, so a
+page of N items costs one query per store and field, not N.
+
+``Loaders`` is built fresh for each request (its caches must not outlive it). Each batch
+function runs the synchronous store read (``api/reads.py``) in a worker thread and
+translates "store did not answer" into ``StoreDown`` for that field only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from strawberry.dataloader import DataLoader
+
+from api import reads
+from api.errors import store_call
+from sources import mongo
+from sources.stores import Stores
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _batched(
+    store: str, fetch: Callable[[list[Any]], dict[Any, Any]], default: Callable[[], Any] | None = None
+) -> Callable[[list[Any]], Awaitable[list[Any]]]:
+    """A DataLoader batch function: one ``fetch(keys)`` in a thread, answers in key order."""
+
+    def run(keys: list[Any]) -> dict[Any, Any]:
+        with store_call(store):
+            return fetch(keys)
+
+    async def load(keys: list[Any]) -> list[Any]:
+        found = await run_in_threadpool(run, list(keys))
+        return [found.get(key, default() if default else None) for key in keys]
+
+    return load
+
+
+class Loaders:
+    """One DataLoader per store read; ``None`` answers mean "no such id"."""
+
+    def __init__(self, stores: Stores) -> None:
+        self._stores = stores
+        self._mongo_names: dict[str, str] | None = None
+        pg, graph = stores.pg, stores.graph
+        self.user = DataLoader(_batched("postgres", lambda ids: reads.users_by_id(pg=pg, ids=ids)))
+        self.movie = DataLoader(_batched("postgres", lambda ids: reads.movies_by_id(pg=pg, ids=ids)))
+        self.genres = DataLoader(_batched("postgres", lambda ids: reads.genres_by_movie(pg=pg, ids=ids), list))
+        self.payments = DataLoader(_batched("postgres", lambda ids: reads.payments_by_user(pg=pg, ids=ids), list))
+        self.similar = DataLoader(_batched("postgres", self._similar, list))
+        self.rating_stats = DataLoader(
+            _batched("mongo", lambda ids: reads.rating_stats_by_movie(reviews=self._mongo("reviews"), ids=ids))
+        )
+        self.reviews = DataLoader(
+            _batched("mongo", lambda ids: reads.reviews_by_user(reviews=self._mongo("reviews"), ids=ids), list)
+        )
+        self.sessions = DataLoader(
+            _batched("mongo", lambda ids: reads.sessions_by_user(playback=self._mongo("playback_logs"), ids=ids), list)
+        )
+        self.people = DataLoader(_batched("graph", lambda ids: reads.people_by_movie(graph=graph, ids=ids), dict))
+        self.following = DataLoader(_batched("graph", lambda ids: reads.following_by_user(graph=graph, ids=ids), list))
+        self.followers = DataLoader(_batched("graph", lambda ids: reads.followers_by_user(graph=graph, ids=ids), list))
+        self.watched = DataLoader(_batched("graph", lambda ids: reads.watched_by_user(graph=graph, ids=ids), list))
+
+    def _mongo(self, logical: str) -> reads.MongoCollection:
+        # The catalog is read once per request: every loader sees the same live collections.
+        if self._mongo_names is None:
+            self._mongo_names = mongo.live_names(self._stores.mongo)
+        return self._stores.mongo[self._mongo_names[logical]]
+
+    def _similar(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, float]]]:
+        """Keys are (movie id, k); one query per distinct k in the batch."""
+        out: dict[tuple[int, int], list[tuple[int, float]]] = {}
+        for k in sorted({k for _, k in keys}):
+            ids = [movie_id for movie_id, kk in keys if kk == k]
+            found = reads.similar_movies(pg=self._stores.pg, ids=ids, k=k)
+            out.update({(movie_id, k): found.get(movie_id, []) for movie_id in ids})
+        return out

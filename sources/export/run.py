@@ -1,0 +1,373 @@
+"""``marquee export``: systems of record → raw tables → feature time series, per source, atomically.
+
+Sources: ``reviews`` (Mongo), ``playback`` (Mongo), ``graph`` (timestamped RATED/WATCHED
+edges plus the static graph). Each source runs in ONE PostgreSQL transaction:
+
+1. read events at or after its watermark (``export_watermarks``), in batches;
+2. COPY each batch into a temp table and ``INSERT … ON CONFLICT DO NOTHING`` into its raw
+   table: rows already landed are skipped, so re-reading a window is harmless;
+3. recompute the feature rows of the entities that got new rows, from their earliest new
+   event on (sources/export/features.py);
+4. move the watermark.
+
+A failure anywhere rolls the source's transaction back: its raw rows, features and watermark
+stay as they were. A new ``marquee ingest`` (a newer complete ``ingest_runs`` row) makes the
+next export rebuild from scratch, as does ``full=True``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rich.progress import Progress, TaskID
+from sqlalchemy import Connection, text
+
+from sources import mongo
+from sources.errors import MarqueeError
+from sources.export import extract, features, graph_static
+from sources.progress import progress_bar
+from sources.stores import Stores
+
+SOURCES = ("reviews", "playback", "graph")
+EXPORT_LOCK = 0x6D71_6578  # pg advisory lock key ("mqex")
+
+RAW_TABLES = {
+    "reviews": ("raw_reviews",),
+    "playback": ("raw_playback_sessions",),
+    "graph": ("raw_graph_edges", "raw_graph_movie_static", "raw_graph_user_static"),
+}
+FEATURE_TABLES = {
+    "reviews": ("feat_user_reviews", "feat_movie_reviews"),
+    "playback": ("feat_user_playback",),
+    "graph": ("feat_user_graph", "feat_movie_graph", "feat_movie_neighbours"),
+}
+# Watermark rows each source keeps (the graph keeps one per edge kind, and a digest of its static part).
+WATERMARKS = {
+    "reviews": ("reviews",),
+    "playback": ("playback",),
+    "graph": ("graph.RATED", "graph.WATCHED", "graph.static"),
+}
+
+
+class ExportError(MarqueeError):
+    """An export of one source failed; that source's tables and watermark are unchanged."""
+
+
+@dataclass
+class SourceReport:
+    source: str
+    rebuilt: bool = False
+    rows_read: int = 0
+    rows_landed: int = 0
+    feature_rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ExportReport:
+    sources: list[SourceReport]
+
+    @property
+    def rows_landed(self) -> dict[str, int]:
+        return {s.source: s.rows_landed for s in self.sources}
+
+
+@dataclass
+class _Mark:
+    watermark: datetime | None
+    ingest_run_id: int | None
+    digest: str | None
+
+
+# watermarks ---------------------------------------------------------------------------------
+
+
+def _marks(conn: Connection, source: str) -> dict[str, _Mark]:
+    rows = conn.execute(
+        text(
+            "SELECT source, watermark, ingest_run_id, digest FROM export_watermarks "
+            "WHERE source = ANY(:names) FOR UPDATE"
+        ),
+        {"names": list(WATERMARKS[source])},
+    ).all()
+    return {r[0]: _Mark(r[1], r[2], r[3]) for r in rows}
+
+
+def _save_mark(conn: Connection, name: str, mark: _Mark, rows: int) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO export_watermarks (source, watermark, rows, ingest_run_id, digest, updated_at) "
+            "VALUES (:s, :w, :r, :i, :d, now()) ON CONFLICT (source) DO UPDATE SET "
+            "watermark = EXCLUDED.watermark, rows = export_watermarks.rows + EXCLUDED.rows, "
+            "ingest_run_id = EXCLUDED.ingest_run_id, digest = EXCLUDED.digest, updated_at = now()"
+        ),
+        {"s": name, "w": mark.watermark, "r": rows, "i": mark.ingest_run_id, "d": mark.digest},
+    )
+
+
+def _latest_ingest(conn: Connection) -> int | None:
+    value = conn.execute(text("SELECT max(id) FROM ingest_runs WHERE status = 'complete'")).scalar()
+    return int(value) if value is not None else None
+
+
+# landing ------------------------------------------------------------------------------------
+
+
+def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _land(
+    conn: Connection,
+    raw_table: str,
+    columns: tuple[str, ...],
+    batches: Iterator[list[tuple[Any, ...]]],
+    progress: Progress,
+    task: TaskID,
+) -> tuple[int, int]:
+    """Batches → ``raw_table`` (existing keys skipped); the new rows are kept in ``_landed``.
+    Returns (rows read, rows landed)."""
+    conn.execute(text(f"CREATE TEMP TABLE _batch (LIKE {raw_table}) ON COMMIT DROP"))
+    conn.execute(text(f"CREATE TEMP TABLE _landed (LIKE {raw_table}) ON COMMIT DROP"))
+    names = ", ".join(columns)
+    read = landed = 0
+    for batch in batches:
+        _copy(conn, "_batch", columns, batch)
+        landed += conn.execute(
+            text(
+                f"WITH new AS (INSERT INTO {raw_table} ({names}) SELECT {names} FROM _batch "
+                f"ON CONFLICT DO NOTHING RETURNING {names}) INSERT INTO _landed ({names}) SELECT {names} FROM new"
+            )
+        ).rowcount
+        conn.execute(text("TRUNCATE _batch"))
+        read += len(batch)
+        progress.advance(task, len(batch))
+    return read, landed
+
+
+def _newest(conn: Connection, previous: datetime | None) -> datetime | None:
+    """The watermark after landing: the newest event time landed, never moving backwards."""
+    landed = conn.execute(text("SELECT max(ts) FROM _landed")).scalar()
+    candidates = [t for t in (previous, landed) if t is not None]
+    return max(candidates) if candidates else None
+
+
+def _rebuild(conn: Connection, source: str) -> None:
+    conn.execute(text(f"TRUNCATE {', '.join(RAW_TABLES[source] + FEATURE_TABLES[source])}"))
+
+
+@contextmanager
+def _source_transaction(stores: Stores, source: str) -> Iterator[Connection]:
+    """One transaction per source; any failure becomes an ExportError naming the source."""
+    try:
+        with stores.pg.begin() as conn:
+            yield conn
+    except MarqueeError:
+        raise
+    except extract.BadRecord as exc:
+        raise ExportError(f"export of {source} failed, nothing of it was written: {exc}") from exc
+    except Exception as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = first[0][:300] if first else type(exc).__name__
+        raise ExportError(f"export of {source} failed, nothing of it was written: {reason}") from exc
+
+
+# sources ------------------------------------------------------------------------------------
+
+
+def _export_reviews(
+    stores: Stores, conn: Connection, report: SourceReport, progress: Progress, batch_size: int
+) -> None:
+    mark = _marks(conn, "reviews").get("reviews")
+    run_id = _latest_ingest(conn)
+    since = _start(conn, "reviews", report, mark, run_id)
+    total = mongo.live(stores.mongo, "reviews").estimated_document_count() if since is None else None
+    task = progress.add_task("export reviews (mongo)", total=total)
+    batches = extract.review_batches(stores.mongo, since, batch_size)
+    report.rows_read, report.rows_landed = _land(
+        conn, "raw_reviews", ("review_id", "user_id", "movie_id", "rating", "ts"), iter(batches), progress, task
+    )
+    features.create_affected(conn, "user_id")
+    features.create_affected(conn, "movie_id")
+    features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
+    features.mark_affected(conn, "movie_id", "SELECT movie_id, ts FROM _landed")
+    for feature in (features.USER_REVIEWS, features.MOVIE_REVIEWS):
+        report.feature_rows[feature.table] = features.recompute(conn, feature)
+    _save_mark(conn, "reviews", _Mark(_newest(conn, since), run_id, None), report.rows_landed)
+
+
+def _export_playback(
+    stores: Stores, conn: Connection, report: SourceReport, progress: Progress, batch_size: int
+) -> None:
+    mark = _marks(conn, "playback").get("playback")
+    run_id = _latest_ingest(conn)
+    since = _start(conn, "playback", report, mark, run_id)
+    task = progress.add_task("export playback (mongo)", total=None)
+    columns = ("session_id", "user_id", "movie_id", "ts", "duration_s", "device", "buffer_rate", "errors")
+    batches = extract.session_batches(stores.mongo, since, batch_size)
+    report.rows_read, report.rows_landed = _land(conn, "raw_playback_sessions", columns, iter(batches), progress, task)
+    features.create_affected(conn, "user_id")
+    features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
+    report.feature_rows["feat_user_playback"] = features.recompute(conn, features.USER_PLAYBACK)
+    _save_mark(conn, "playback", _Mark(_newest(conn, since), run_id, None), report.rows_landed)
+
+
+def _export_graph(stores: Stores, conn: Connection, report: SourceReport, progress: Progress, batch_size: int) -> None:
+    marks = _marks(conn, "graph")
+    run_id = _latest_ingest(conn)
+    stale = any(m.ingest_run_id != run_id for m in marks.values()) or len(marks) < len(WATERMARKS["graph"])
+    if report.rebuilt or stale:
+        report.rebuilt = True
+        _rebuild(conn, "graph")
+        marks = {}
+    features.create_affected(conn, "user_id")
+    features.create_affected(conn, "movie_id")
+
+    # Static part first: the time series below read its per-entity values.
+    static_task = progress.add_task("export graph (static)", total=None)
+    static = graph_static.read_static(stores.graph)
+    static_mark = marks.get("graph.static")
+    static_changed = static_mark is None or static_mark.digest != static.digest
+    if static_changed:
+        _replace_static(conn, static)
+        _replace_neighbours(conn, stores, static)
+    progress.update(static_task, total=1, completed=1)
+
+    pages = extract.user_id_pages(stores.graph, batch_size)
+    for kind in extract.EDGE_KINDS:
+        mark = marks.get(f"graph.{kind}")
+        since = int(mark.watermark.timestamp()) if mark is not None and mark.watermark is not None else None
+        task = progress.add_task(f"export graph ({kind})", total=None)
+        read, landed = _land(
+            conn,
+            "raw_graph_edges",
+            ("kind", "user_id", "movie_id", "ts", "value"),
+            extract.edge_batches(stores.graph, kind, since, pages),
+            progress,
+            task,
+        )
+        features.mark_affected(conn, "movie_id", "SELECT movie_id, ts FROM _landed")
+        if kind == "WATCHED":
+            features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
+        previous = mark.watermark if mark is not None else None
+        _save_mark(conn, f"graph.{kind}", _Mark(_newest(conn, previous), run_id, None), landed)
+        conn.execute(text("DROP TABLE _batch, _landed"))
+        report.rows_read += read
+        report.rows_landed += landed
+    for feature in (features.USER_GRAPH, features.MOVIE_GRAPH):
+        report.feature_rows[feature.table] = features.recompute(conn, feature)
+    _save_mark(conn, "graph.static", _Mark(None, run_id, static.digest), 0)
+
+
+def _start(
+    conn: Connection, source: str, report: SourceReport, mark: _Mark | None, run_id: int | None
+) -> datetime | None:
+    """The watermark to read from, after a rebuild where one is asked for or the stores were reloaded."""
+    if report.rebuilt or mark is None or mark.ingest_run_id != run_id:
+        report.rebuilt = True
+        _rebuild(conn, source)
+        return None
+    return mark.watermark
+
+
+def _replace_static(conn: Connection, static: graph_static.StaticGraph) -> None:
+    """New per-movie/per-user static values; entities whose values changed are recomputed in full."""
+    conn.execute(text("CREATE TEMP TABLE _movie_static (LIKE raw_graph_movie_static) ON COMMIT DROP"))
+    _copy(
+        conn,
+        "_movie_static",
+        ("movie_id", "genre_count", "people_count", "actor_count", "director_count", "pagerank"),
+        graph_static.movie_static(static),
+    )
+    conn.execute(text("CREATE TEMP TABLE _user_static (LIKE raw_graph_user_static) ON COMMIT DROP"))
+    _copy(conn, "_user_static", ("user_id", "followers", "following"), graph_static.user_static(static))
+    for entity, temp, table in (
+        ("movie_id", "_movie_static", "raw_graph_movie_static"),
+        ("user_id", "_user_static", "raw_graph_user_static"),
+    ):
+        # Changed = present on one side only, or different values (full outer join on the key).
+        features.mark_affected(
+            conn,
+            entity,
+            f"SELECT coalesce(n.{entity}, o.{entity}), '-infinity'::timestamptz FROM {temp} n "
+            f"FULL JOIN {table} o ON o.{entity} = n.{entity} WHERE ROW(n.*) IS DISTINCT FROM ROW(o.*)",
+        )
+        conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text(f"INSERT INTO {table} SELECT * FROM {temp}"))
+        conn.execute(text(f"DROP TABLE {temp}"))
+
+
+def _replace_neighbours(conn: Connection, stores: Stores, static: graph_static.StaticGraph) -> None:
+    """Neighbours are static: one row per movie at the time it entered the catalogue."""
+    rows = graph_static.neighbours(stores.graph, static.movie_ids)
+    conn.execute(text("DELETE FROM feat_movie_neighbours"))
+    conn.execute(text("CREATE TEMP TABLE _neighbours (movie_id int, ids int[], scores float8[]) ON COMMIT DROP"))
+    _copy(conn, "_neighbours", ("movie_id", "ids", "scores"), rows)
+    # No catalogue time → the catalogue's first one (or the epoch), so the row is never "in the future".
+    conn.execute(
+        text(
+            "INSERT INTO feat_movie_neighbours "
+            "(movie_id, event_timestamp, created_timestamp, neighbour_ids, neighbour_scores) "
+            "SELECT n.movie_id, coalesce(m.added_at, (SELECT min(added_at) FROM movies), "
+            "'1970-01-01T00:00:00Z'::timestamptz), now(), n.ids, n.scores "
+            "FROM _neighbours n LEFT JOIN movies m ON m.id = n.movie_id"
+        )
+    )
+    conn.execute(text("DROP TABLE _neighbours"))
+
+
+EXPORTERS: dict[str, Callable[[Stores, Connection, SourceReport, Progress, int], None]] = {
+    "reviews": _export_reviews,
+    "playback": _export_playback,
+    "graph": _export_graph,
+}
+
+
+@contextmanager
+def _export_lock(stores: Stores) -> Iterator[None]:
+    with stores.pg.connect() as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": EXPORT_LOCK}).scalar_one():
+            raise ExportError("another export is running against this PostgreSQL; try again when it ends")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": EXPORT_LOCK})
+            conn.commit()
+
+
+def export(
+    stores: Stores,
+    *,
+    full: bool = False,
+    sources: Iterable[str] = SOURCES,
+    batch_size: int = 5000,
+    quiet: bool = False,
+) -> ExportReport:
+    """Export what changed since the last run (everything on the first run, or with ``full``)."""
+    chosen = list(sources)
+    unknown = [s for s in chosen if s not in EXPORTERS]
+    if unknown:
+        raise ExportError(f"unknown export source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+    reports: list[SourceReport] = []
+    with _export_lock(stores), progress_bar(quiet=quiet) as progress:
+        for source in chosen:
+            report = SourceReport(source, rebuilt=full)
+            t0 = time.perf_counter()
+            with _source_transaction(stores, source) as conn:
+                EXPORTERS[source](stores, conn, report, progress, batch_size)
+            report.seconds = time.perf_counter() - t0
+            reports.append(report)
+    return ExportReport(reports)
