@@ -63,55 +63,72 @@ def _plain(value: Any) -> Any:
 
 
 class FalkorGraph:
-    """FalkorDB through its native (Redis protocol) client."""
+    """FalkorDB through its native (Redis protocol) client.
 
-    def __init__(self, host: str, port: int, graph: str, password: str | None = None) -> None:
-        from falkordb import FalkorDB
+    The client connects on first use (its constructor already talks to the server), so a
+    process can start while the graph is down and only the calls that need it fail.
+    """
 
+    def __init__(self, host: str, port: int, graph: str, password: str | None = None,
+                 timeout_s: float = 60.0) -> None:  # fmt: skip
         self.name = graph
-        self._db = FalkorDB(host=host, port=port, password=password, socket_timeout=600)
-        self._graph = self._db.select_graph(graph)
         self._uri = f"falkordb://{host}:{port}"
+        self._connect_args = {"host": host, "port": port, "password": password, "socket_timeout": timeout_s,
+                              "socket_connect_timeout": min(timeout_s, 5.0)}  # fmt: skip
+        self._client: Any = None
+
+    @property
+    def _db(self) -> Any:
+        if self._client is None:
+            from falkordb import FalkorDB
+
+            try:
+                self._client = FalkorDB(**self._connect_args)
+            except Exception as exc:
+                raise StoreUnavailable("FalkorDB", self._uri, str(exc)) from exc
+        return self._client
+
+    def _graph(self, name: str | None = None) -> Any:
+        return self._db.select_graph(name or self.name)
 
     def read(self, cypher: str, params: Params | None = None) -> list[Row]:
-        result = self._graph.ro_query(cypher, dict(params or {}))
+        result = self._graph().ro_query(cypher, dict(params or {}))
         header = [column[1] for column in result.header]
         return [dict(zip(header, (_plain(v) for v in row), strict=True)) for row in result.result_set]
 
     def write(self, cypher: str, params: Params | None = None) -> None:
-        self._graph.query(cypher, dict(params or {}))
+        self._graph().query(cypher, dict(params or {}))
 
     def replace(self, load: Callable[[GraphWriter], None]) -> None:
         staging_name = f"{self.name}__staging"
-        if staging_name in self._db.list_graphs():  # an earlier run died part-way
-            self._db.select_graph(staging_name).delete()
-        staging = self._db.select_graph(staging_name)
-        writer = _FalkorWriter(staging)
+        self.discard_staging()  # an earlier run died part-way
+        staging = self._graph(staging_name)
         try:
-            load(writer)
+            load(_FalkorWriter(staging))
             # RENAME is atomic in Redis and replaces the target key (the live graph).
             self._db.connection.rename(staging_name, self.name)
         except BaseException:
-            if staging_name in self._db.list_graphs():
-                staging.delete()
+            self.discard_staging()
             raise
-        self._graph = self._db.select_graph(self.name)
 
     def discard_staging(self) -> bool:
         staging_name = f"{self.name}__staging"
         if staging_name not in self._db.list_graphs():
             return False
-        self._db.select_graph(staging_name).delete()
+        self._graph(staging_name).delete()
         return True
 
     def ping(self) -> None:
         try:
             self._db.connection.ping()
+        except StoreUnavailable:
+            raise
         except Exception as exc:
             raise StoreUnavailable("FalkorDB", self._uri, str(exc)) from exc
 
     def close(self) -> None:
-        self._db.connection.close()
+        if self._client is not None:
+            self._client.connection.close()
 
 
 class _FalkorWriter:
@@ -181,11 +198,13 @@ class _Neo4jWriter:
         self._tx.run(cypher, dict(params or {})).consume()
 
 
-def open_graph(uri: str, graph_name: str, timeout_s: float = 5.0) -> GraphStore:
+def open_graph(uri: str, graph_name: str, timeout_s: float = 5.0, query_timeout_s: float = 60.0) -> GraphStore:
     """The adapter for ``uri``: ``falkordb://`` → native client; ``bolt://``/``neo4j://`` → driver."""
     parts = urlsplit(uri)
     if parts.scheme == "falkordb":
-        return FalkorGraph(parts.hostname or "127.0.0.1", parts.port or 6379, graph_name, password=parts.password)
+        return FalkorGraph(
+            parts.hostname or "127.0.0.1", parts.port or 6379, graph_name, parts.password, query_timeout_s
+        )
     auth = (parts.username, parts.password or "") if parts.username else None
     bare = parts._replace(netloc=f"{parts.hostname}:{parts.port or 7687}").geturl()
     # Neo4j: the server's default database unless the URI path names one (neo4j://h:p/movies).

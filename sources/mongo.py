@@ -20,6 +20,9 @@ from pymongo.database import Database
 
 CATALOG = "marquee_catalog"
 LOGICAL = ("reviews", "playback_logs")
+#: The API's log of applied mutations (idempotency per clientMutationId). A reload replaces
+#: the reviews and sessions those mutations wrote, so it clears this log with them.
+MUTATION_LOG = "mutations"
 
 MongoDb = Database[dict[str, Any]]
 
@@ -52,6 +55,7 @@ def publish(db: MongoDb, physical: dict[str, str]) -> None:
         if name not in db.list_collection_names():
             db.create_collection(name)  # an empty dataset still publishes
     db[CATALOG].update_one({"_id": "live"}, {"$set": physical}, upsert=True)
+    db.drop_collection(MUTATION_LOG)
     drop_unpublished(db)
 
 

@@ -54,8 +54,11 @@ class Settings(BaseSettings):
         "only the graph named 'falkordb', so keep the default with the embedded store",
     )
     connect_timeout_s: float = 5.0
+    graph_timeout_s: float = Field(default=60.0, description="longest one graph call may take (bulk loads)")
     seed: int = 42
     api_keys: list[str] = Field(default_factory=list)
+    graphiql: bool = Field(default=True, description="serve the GraphiQL IDE at /graphql (GET from a browser)")
+    introspection: bool = Field(default=True, description="answer GraphQL introspection queries")
 
     @field_validator("graph_uri")
     @classmethod

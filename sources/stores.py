@@ -84,7 +84,9 @@ class Stores:
             tz_aware=True,
         )
         self.mongo: Database[dict[str, Any]] = self.mongo_client[settings.mongo_db]
-        self.graph: GraphStore = open_graph(endpoints.graph_uri, settings.graph_name, settings.connect_timeout_s)
+        self.graph: GraphStore = open_graph(
+            endpoints.graph_uri, settings.graph_name, settings.connect_timeout_s, settings.graph_timeout_s
+        )
 
     @classmethod
     def open(cls, settings: Settings, *, notify: Notify = _stderr) -> Stores:
