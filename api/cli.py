@@ -12,7 +12,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -20,6 +20,9 @@ from rich.table import Table
 from sources.errors import MarqueeError
 from sources.progress import console
 from sources.settings import Settings, redact
+
+if TYPE_CHECKING:
+    from model.train import TrainOptions
 
 app = typer.Typer(
     name="marquee",
@@ -183,6 +186,28 @@ def assets() -> None:
 # feature store ---------------------------------------------------------------------------
 
 
+@app.command()
+def export(
+    full: Annotated[bool, typer.Option(help="Rebuild every raw and feature table from scratch.")] = False,
+    batch_size: Annotated[int, typer.Option(min=100, help="Rows per read/COPY batch.")] = 5000,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Export new reviews, playback sessions and graph edges into the offline feature tables."""
+    from sources.export import export as run_export
+    from sources.stores import Stores
+
+    with Stores.open(_settings()) as stores:
+        report = run_export(stores, full=full, batch_size=batch_size, quiet=quiet)
+    table = Table(title="exported" + (" (full rebuild)" if full else ""))
+    for column in ("source", "read", "landed", "feature rows", "seconds", "rows/s"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for s in report.sources:
+        name = s.source + (" (rebuilt)" if s.rebuilt and not full else "")
+        table.add_row(name, f"{s.rows_read:,}", f"{s.rows_landed:,}", f"{sum(s.feature_rows.values()):,}",
+                      f"{s.seconds:.1f}", f"{s.rows_per_s:,.0f}")  # fmt: skip
+    console.print(table)
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
@@ -216,12 +241,13 @@ def apply() -> None:
 
 @app.command()
 def materialize(
-    start: Annotated[
-        datetime | None, typer.Option(help="ISO start (UTC if no zone); default: incremental.")
-    ] = None,
+    start: Annotated[datetime | None, typer.Option(help="ISO start (UTC if no zone); default: incremental.")] = None,
     end: Annotated[datetime | None, typer.Option(help="ISO end (UTC if no zone); default: now.")] = None,
 ) -> None:
-    """Copy the latest offline features into the online store (first run: from the earliest event)."""
+    """Copy the latest offline features into the online store (first run: from the earliest event).
+
+    With --start/--end each entity gets its latest row within that window, even over newer values.
+    """
     from sources.feast_env import open_feature_store
     from sources.materialize import materialize as run_materialize
     from sources.stores import resolve_endpoints
@@ -234,6 +260,127 @@ def materialize(
         table.add_row(v.view, v.start.isoformat(), v.end.isoformat(), f"{v.rows:,}", f"{v.seconds:.1f}")
     console.print(table)
     console.print(f"{report.rows:,} rows in {report.seconds:.1f}s ({report.rows_per_second():,.0f} rows/s)")
+
+
+# models ----------------------------------------------------------------------------------
+
+
+def _train_options(
+    epochs: int, device: str, seed: int, quiet: bool, batch_size: int | None, lr: float | None
+) -> tuple[TrainOptions, set[str]]:
+    """TrainOptions plus the fields the user set (the rest take each model's defaults)."""
+    from model.train import TrainOptions
+
+    options = TrainOptions(epochs=epochs, device=device, seed=seed, quiet=quiet)
+    if batch_size is not None:
+        options.batch_size = batch_size
+    if lr is not None:
+        options.lr = lr
+    return options, {k for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="engagement, two_tower, bpr, pop or all.")] = "all",
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs (early stopping may end sooner).")] = 40,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
+    split: Annotated[str, typer.Option(help="time (served), recbole or random.")] = "time",
+    features: Annotated[str, typer.Option(help="Engagement features: auto, feast or local.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=16, help="Batch size (default: per model).")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Learning rate (default: per model).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train models on ML-100K interactions and features; write checkpoints to <data dir>/models/<split>/."""
+    from model.device import pick_device
+    from model.train import MODELS, train_models
+    from sources.stores import Stores
+
+    settings = _settings()
+    kinds = list(MODELS) if model == "all" else [m.strip() for m in model.split(",")]
+    options, explicit = _train_options(epochs, device, settings.seed, quiet, batch_size, lr)
+    console.print(f"training {', '.join(kinds)} on {pick_device(device)}, {split} split")
+    with Stores.open(settings) as stores:
+        results = train_models(
+            stores,
+            settings.models_dir,
+            kinds=kinds,
+            split_name=split,
+            options=options,
+            feature_source=features,
+            explicit=explicit,
+        )
+    table = Table(title=f"trained ({split} split)")
+    for column in ("model", "best epoch", "valid", "s/epoch", "samples/s", "checkpoint"):
+        table.add_column(column, overflow="fold")
+    for kind, (trained, _, path) in results.items():
+        valid = ", ".join(f"{k} {v:.4f}" for k, v in trained.valid.items() if k in ("ndcg@10", "recall@10", "rmse"))
+        table.add_row(kind, str(trained.best_epoch), valid, f"{trained.seconds_per_epoch:.2f}",
+                      f"{trained.samples_per_s:,.0f}", str(path))  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    protocol: Annotated[
+        str, typer.Option(help="time (held-out last 10%), recbole (per-user 80/10/10) or random.")
+    ] = "time",
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch cap for models trained on the way.")] = 40,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    features: Annotated[str, typer.Option(help="Engagement features: auto, feast or local.")] = "auto",
+    retrain: Annotated[bool, typer.Option(help="Train every model again, even with a current checkpoint.")] = False,
+    models: Annotated[str, typer.Option(help="Comma-separated subset of engagement,two_tower,bpr,pop.")] = "all",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Evaluate every model on the protocol's test part: one table (markdown + JSON) and a PNG chart."""
+    from model.evaluate import evaluate as run_evaluate
+    from sources.stores import Stores
+
+    settings = _settings()
+    options, explicit = _train_options(epochs, device, settings.seed, quiet, None, None)
+    kinds = None if models == "all" else [m.strip() for m in models.split(",")]
+    with Stores.open(settings) as stores:
+        report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol=protocol,
+                                     options=options, feature_source=features, retrain=retrain,
+                                     models=kinds, explicit=explicit)  # fmt: skip
+    console.print(report.markdown(), markup=False)
+    console.print(f"reports: {', '.join(str(p) for p in paths.values())}")
+
+
+# the API ---------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes (each opens its own clients).")] = 1,
+) -> None:
+    """Serve the GraphQL API (GraphiQL at /graphql, /healthz, /readyz) with Uvicorn."""
+    import uvicorn
+
+    from sources.stores import Stores
+
+    settings = _settings()
+    # Start (or reuse) the embedded stores once here, so workers do not race to start them.
+    with Stores.open(settings) as stores:
+        stores.require_all()
+    console.print(f"serving GraphQL on http://{host}:{port}/graphql ({workers} worker{'s' * (workers > 1)})")
+    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Print the GraphQL schema (SDL); the repository keeps it as schema.graphql."""
+    from api.schema import sdl
+
+    text = sdl()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"schema written to {output}")
 
 
 # the whole job ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -81,7 +80,3 @@ def build_context(services: Services, request: Request | WebSocket, response: Re
         response=response,
         api_key=request.headers.get("x-api-key"),
     )
-
-
-def services_of(request: Request | WebSocket) -> Any:
-    return request.app.state.services

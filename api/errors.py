@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
+from strawberry.relay.types import GlobalIDValueError
 
 from sources.errors import StoreUnavailable
 
@@ -55,6 +56,11 @@ class StoreDown(ApiError):
         tail = f": {reason}" if reason else ""
         super().__init__(f"the {store} store is unavailable{tail}", store=store)
         self.store = store
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Ours, or strawberry's complaint about a malformed global ID argument."""
+    return isinstance(exc, ApiError | GlobalIDValueError)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -107,12 +113,12 @@ def _first_line(exc: BaseException) -> str:
 def _code_for_request_error(error: GraphQLError) -> str:
     """A code for errors raised before execution (no path): parse, validation, limits."""
     message = error.message
+    if "exceeds maximum operation depth" in message or "aliases found" in message or "more than" in message:
+        return "QUERY_TOO_COMPLEX"  # the depth, alias and token limiters
     if message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
-    if "invalid value" in message or "cannot represent" in message or "got invalid value" in message:
+    if "invalid value" in message or "cannot represent" in message:
         return "BAD_USER_INPUT"
-    if "exceeds maximum operation depth" in message or "aliases found" in message or "token" in message.lower():
-        return "QUERY_TOO_COMPLEX"
     return "GRAPHQL_VALIDATION_FAILED"
 
 
@@ -125,9 +131,8 @@ class ErrorPolicy(MaskErrors):
     @staticmethod
     def _should_mask(error: GraphQLError) -> bool:
         original = error.original_error
-        if original is None or isinstance(original, ApiError):
+        if original is None or is_user_error(original):
             return False
-        # An error raised while coercing arguments (e.g. a malformed global ID) is the caller's.
         return error.path is not None
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
@@ -135,11 +140,11 @@ class ErrorPolicy(MaskErrors):
         for error in processed:
             if "code" in (error.extensions or {}):
                 continue
-            if error.message == MASKED_MESSAGE and error.original_error is None and error.path is not None:
-                code = "INTERNAL_SERVER_ERROR"
-            elif error.path is not None:
-                code = "BAD_USER_INPUT"  # unmasked execution error: an argument strawberry rejected
-            else:
+            if error.path is None:
                 code = _code_for_request_error(error)
+            elif error.original_error is not None and is_user_error(error.original_error):
+                code = "BAD_USER_INPUT"  # e.g. a malformed global ID, rejected while converting arguments
+            else:
+                code = "INTERNAL_SERVER_ERROR"  # masked, or graphql-core's own (e.g. null in a non-null field)
             error.extensions = {**(error.extensions or {}), "code": code}
         return processed

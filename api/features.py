@@ -6,7 +6,13 @@
   so the online store can reflect it (a Feast push source or ``write_to_online_store``).
   ``NoFeaturePusher`` is the default while no feature store is configured.
 
-Both are synchronous: the API calls them in a worker thread.
+Both are synchronous: the API calls them in a worker thread. Plug them in through
+``create_app(settings, configure=...)``, which runs once the stores are open::
+
+    def plug_feast(services: Services) -> None:
+        store = open_feature_store(services.stores.endpoints)   # sources/feast_env.py
+        services.online_features = FeastUserFeatures(store)     # .user_features(user_id)
+        services.feature_pusher = FeastPusher(store)            # .push(event) -> bool
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class FeatureEvent:
     #: the rating (1-5) for "rating", the duration in seconds for "playback"
     value: float
     device: str | None = None
+    #: the review's ``_id`` / the session's ``session_id`` in Mongo (export lands the same key)
+    record_id: str = ""
 
 
 class OnlineFeatureReader(Protocol):

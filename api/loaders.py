@@ -8,6 +8,7 @@ translates "store did not answer" into ``StoreDown`` for that field only.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ class Loaders:
     def __init__(self, stores: Stores) -> None:
         self._stores = stores
         self._mongo_names: dict[str, str] | None = None
+        self._lock = threading.Lock()
         pg, graph = stores.pg, stores.graph
         self.user = DataLoader(_batched("postgres", lambda ids: reads.users_by_id(pg=pg, ids=ids)))
         self.movie = DataLoader(_batched("postgres", lambda ids: reads.movies_by_id(pg=pg, ids=ids)))
@@ -67,9 +69,10 @@ class Loaders:
 
     def _mongo(self, logical: str) -> reads.MongoCollection:
         # The catalog is read once per request: every loader sees the same live collections.
-        if self._mongo_names is None:
-            self._mongo_names = mongo.live_names(self._stores.mongo)
-        return self._stores.mongo[self._mongo_names[logical]]
+        with self._lock:  # loaders run in worker threads, possibly at once
+            if self._mongo_names is None:
+                self._mongo_names = mongo.live_names(self._stores.mongo)
+            return self._stores.mongo[self._mongo_names[logical]]
 
     def _similar(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, float]]]:
         """Keys are (movie id, k); one query per distinct k in the batch."""

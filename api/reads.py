@@ -138,7 +138,8 @@ def movies_page(
     first: int,
 ) -> tuple[list[MovieRow], bool, int]:
     """Movies matching the filters, ordered by id after ``after``: (rows, has_next_page, total_count)."""
-    where, params = ["TRUE"], {"after": after or 0, "limit": first + 1}
+    where = ["TRUE"]
+    params: dict[str, Any] = {"after": after or 0, "limit": first + 1}
     if search:
         # Title substring; escape LIKE wildcards so "50%" means a literal percent sign.
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

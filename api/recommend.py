@@ -4,10 +4,11 @@
 GraphQL layer knows. Two implementations live here:
 
 - ``FallbackRecommender``: no model needed. Candidates are movies that share people
-  (through the graph) or genres with the user's top-rated movies, plus the most-rated
-  movies; each carries an explanation naming the link ("shares director m.0xyz with
-  Star Wars (1977), which you rated 5"). What the user has seen comes from Mongo, the
-  system of record, so a rating made a moment ago is already excluded.
+  (through the graph) with the user's top-rated movies, plus the most-rated movies
+  (boosted when they share genres with them); each carries an explanation naming the
+  link ("shares director m.0xyz with Star Wars (1977), which you rated 5"). What the
+  user has seen: the graph's RATED edges plus the API's own mutation log, so a rating
+  made a moment ago is already excluded.
 - ``WithFallback(primary, fallback)``: asks ``primary`` (e.g. two-tower + engagement
   net on Feast features) and answers from ``fallback`` with ``degraded=True`` when it
   fails because a store or the model is unavailable.
@@ -18,12 +19,16 @@ Implementations are synchronous; the API calls them in a worker thread.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from sqlalchemy import text
+
+from api import writes
 from api.errors import StoreDown, store_call
 from sources import mongo
 from sources.stores import Stores
@@ -31,9 +36,12 @@ from sources.stores import Stores
 log = logging.getLogger(__name__)
 
 FALLBACK_VERSION = "fallback-graph-popularity-v1"
+CREDITS = "ACTED_IN|DIRECTED|WROTE|PRODUCED"
 ROLE_NAMES = {"ACTED_IN": "actor", "DIRECTED": "director", "WROTE": "writer", "PRODUCED": "producer"}
 # How much one shared person / genre / popularity counts; people say more about taste than genres.
-PERSON_WEIGHT, GENRE_WEIGHT, POPULARITY_WEIGHT = 1.0, 0.15, 0.5
+PERSON_WEIGHT, GENRE_WEIGHT = 1.0, 0.15
+GRAPH_SHARE = 0.5  # of the final score; popularity has the rest
+AFFINITY_SCALE = 2.0  # summed link weight at which graph affinity reaches 63%
 TOP_RATED = 10  # the user's liked movies that seed graph candidates
 POPULAR_POOL = 300  # most-rated movies kept in memory
 
@@ -61,9 +69,14 @@ class Recommender(Protocol):
 @dataclass(frozen=True)
 class _Popular:
     movie_id: int
-    title: str
     raters: int
     average: float
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    titles: dict[int, str]
+    genres: dict[int, frozenset[str]]
 
 
 class FallbackRecommender:
@@ -74,32 +87,38 @@ class FallbackRecommender:
         self.popularity_ttl_s = popularity_ttl_s
         self._popular: list[_Popular] = []
         self._popular_at = float("-inf")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._movies: _Catalogue | None = None
 
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
-        degraded = False
         try:
-            ratings = self._user_ratings(user_id)
+            ratings, degraded = self._user_ratings(user_id)
         except StoreDown:
             ratings, degraded = {}, True  # unknown history: popularity alone still answers
         seen = set(ratings) if exclude_seen else set()
         liked = sorted(((r, m) for m, r in ratings.items() if r >= 4), reverse=True)[:TOP_RATED]
-        scores: dict[int, float] = defaultdict(float)
+        affinity: dict[int, float] = defaultdict(float)
         reasons: dict[int, tuple[float, str]] = {}
+        liked_by_movie = {m: r for r, m in liked}
         try:
-            self._graph_candidates(dict((m, r) for r, m in liked), scores, reasons)
+            self._graph_candidates(liked_by_movie, affinity, reasons)
         except StoreDown:
             degraded = True
         try:
             popular = self._popularity()
         except StoreDown:
             popular, degraded = [], True
+        if liked_by_movie and popular:
+            self._genre_candidates(liked_by_movie, popular, affinity, reasons)
+        # Graph affinity saturates (many shared credits ≈ a few), popularity is relative to the
+        # most-rated movie; both land in [0, 1] and count equally.
+        scores = {m: GRAPH_SHARE * (1.0 - math.exp(-a / AFFINITY_SCALE)) for m, a in affinity.items()}
         if popular:
             top_raters = popular[0].raters
             for p in popular:
-                bonus = POPULARITY_WEIGHT * p.raters / top_raters * (p.average / 5.0)
-                scores[p.movie_id] += bonus
-                if p.movie_id not in reasons or reasons[p.movie_id][0] < bonus:
+                bonus = (1.0 - GRAPH_SHARE) * p.raters / top_raters * (p.average / 5.0)
+                scores[p.movie_id] = scores.get(p.movie_id, 0.0) + bonus
+                if p.movie_id not in reasons or scores[p.movie_id] - bonus < bonus:
                     reasons[p.movie_id] = (bonus, f"popular: rated by {p.raters} users, average {p.average:.2f}")
         ranked = sorted(((s, m) for m, s in scores.items() if m not in seen), key=lambda x: (-x[0], x[1]))[:k]
         items = [Recommended(m, round(s, 6), i + 1, reasons[m][1]) for i, (s, m) in enumerate(ranked)]
@@ -107,72 +126,136 @@ class FallbackRecommender:
             raise StoreDown("graph", "no candidates could be read for recommendations")
         return RecommendationResult(items, FALLBACK_VERSION, degraded)
 
-    def _user_ratings(self, user_id: int) -> dict[int, float]:
-        """movie id → the user's latest rating, from Mongo (the system of record)."""
-        with store_call("mongo"):
-            reviews = mongo.live(self.stores.mongo, "reviews")
-            docs = reviews.find({"user_id": user_id}, {"_id": 0, "movie_id": 1, "rating": 1, "ts": 1})
-            latest: dict[int, tuple[Any, float]] = {}
-            for doc in docs:
-                movie_id = int(doc["movie_id"])
-                if movie_id not in latest or doc["ts"] >= latest[movie_id][0]:
-                    latest[movie_id] = (doc["ts"], float(doc["rating"]))
-        return {m: r for m, (_, r) in latest.items()}
+    def _user_ratings(self, user_id: int) -> tuple[dict[int, float], bool]:
+        """(movie id → the user's latest rating, degraded?).
+
+        The graph mirrors every loaded rating (RATED edges) and answers in milliseconds; the
+        API's own later ratings come from its mutation log in Mongo (small, indexed). Only when
+        the graph is away is ``reviews``, the system of record, read for this user (a scan on
+        the embedded Mongo server: slow, hence not the normal path).
+        """
+        latest: dict[int, tuple[float, float]] = {}  # movie → (epoch seconds, rating)
+
+        def keep(movie_id: int, ts: float, rating: float) -> None:
+            if movie_id not in latest or ts >= latest[movie_id][0]:
+                latest[movie_id] = (ts, rating)
+
+        degraded = False
+        try:
+            with store_call("graph"):
+                rows = self.stores.graph.read(
+                    "MATCH (:User {id: $u})-[r:RATED]->(m:Movie) RETURN m.id AS movie, r.score AS score, r.ts AS ts",
+                    {"u": user_id},
+                )
+            for row in rows:
+                keep(int(row["movie"]), float(row["ts"]), float(row["score"]))
+            try:
+                with store_call("mongo"):
+                    written = writes.api_ratings(self.stores.mongo, user_id)
+                for movie_id, (at, rating) in written.items():
+                    keep(movie_id, at.timestamp(), rating)
+            except StoreDown:
+                degraded = True  # ratings made through the API since the load may be missing
+        except StoreDown:
+            degraded = True
+            with store_call("mongo"):
+                reviews = mongo.live(self.stores.mongo, "reviews")
+                for doc in reviews.find({"user_id": user_id}, {"_id": 0, "movie_id": 1, "rating": 1, "ts": 1}):
+                    keep(int(doc["movie_id"]), doc["ts"].timestamp(), float(doc["rating"]))
+        return {m: r for m, (_, r) in latest.items()}, degraded
 
     def _graph_candidates(
-        self, liked: dict[int, float], scores: dict[int, float], reasons: dict[int, tuple[float, str]]
+        self, liked: dict[int, float], affinity: dict[int, float], reasons: dict[int, tuple[float, str]]
     ) -> None:
         if not liked:
             return
         with store_call("graph"):
             people = self.stores.graph.read(
-                "MATCH (m:Movie)<-[r1:ACTED_IN|DIRECTED|WROTE|PRODUCED]-(p:Person)-[r2:ACTED_IN|DIRECTED|WROTE|PRODUCED]->"
-                "(c:Movie) WHERE m.id IN $ids AND c.id <> m.id "
+                f"MATCH (m:Movie)<-[:{CREDITS}]-(p:Person)-[r2:{CREDITS}]->(c:Movie) "
+                "WHERE m.id IN $ids AND c.id <> m.id "
                 "RETURN c.id AS candidate, m.id AS source, m.title AS title, p.id AS person, type(r2) AS rel",
-                {"ids": list(liked)},
-            )
-            genres = self.stores.graph.read(
-                "MATCH (m:Movie)-[:HAS_GENRE]->(g:Genre)<-[:HAS_GENRE]-(c:Movie) WHERE m.id IN $ids AND c.id <> m.id "
-                "RETURN c.id AS candidate, m.id AS source, m.title AS title, g.name AS genre",
                 {"ids": list(liked)},
             )
         for row in people:
             rating = liked[int(row["source"])]
             weight = PERSON_WEIGHT * rating / 5.0
             candidate = int(row["candidate"])
-            scores[candidate] += weight
+            affinity[candidate] += weight
             role = ROLE_NAMES.get(str(row["rel"]), "person")
             why = f"shares {role} {row['person']} with {row['title']}, which you rated {rating:g}"
             if candidate not in reasons or reasons[candidate][0] < weight:
                 reasons[candidate] = (weight, why)
-        for row in genres:
-            rating = liked[int(row["source"])]
-            weight = GENRE_WEIGHT * rating / 5.0 / len(liked)
-            candidate = int(row["candidate"])
-            scores[candidate] += weight
-            why = f"shares genre {row['genre']} with {row['title']}, which you rated {rating:g}"
-            if candidate not in reasons or reasons[candidate][0] < weight:
-                reasons[candidate] = (weight, why)
+
+    def _genre_candidates(
+        self,
+        liked: dict[int, float],
+        popular: list[_Popular],
+        affinity: dict[int, float],
+        reasons: dict[int, tuple[float, str]],
+    ) -> None:
+        """Genre overlap with the liked movies, for popular movies only (a genre alone is weak evidence)."""
+        catalogue = self._catalogue()
+        for p in popular:
+            genres = catalogue.genres.get(p.movie_id, frozenset())
+            for source, rating in liked.items():
+                shared = genres & catalogue.genres.get(source, frozenset())
+                if not shared:
+                    continue
+                weight = GENRE_WEIGHT * len(shared) * rating / 5.0 / len(liked)
+                affinity[p.movie_id] += weight
+                title = catalogue.titles.get(source, f"movie {source}")
+                why = f"shares genre {min(shared)} with {title}, which you rated {rating:g}"
+                if p.movie_id not in reasons or reasons[p.movie_id][0] < weight:
+                    reasons[p.movie_id] = (weight, why)
+
+    def _catalogue(self) -> _Catalogue:
+        """Titles and genres of every movie, read from PostgreSQL once per process."""
+        with self._lock:
+            if self._movies is None:
+                with store_call("postgres"), self.stores.pg.connect() as conn:
+                    titles = {row[0]: row[1] for row in conn.execute(text("SELECT id, title FROM movies"))}
+                    genres: dict[int, set[str]] = defaultdict(set)
+                    for movie_id, name in conn.execute(
+                        text("SELECT mg.movie_id, g.name FROM movie_genres mg JOIN genres g ON g.id = mg.genre_id")
+                    ):
+                        genres[movie_id].add(name)
+                self._movies = _Catalogue(titles, {m: frozenset(g) for m, g in genres.items()})
+            return self._movies
 
     def _popularity(self) -> list[_Popular]:
-        """The most-rated movies, read from the graph at most once per TTL per process."""
+        """The most-rated movies, computed at most once per TTL per process: from the graph, or
+        (when the graph is away) from a scan of the reviews in Mongo."""
         with self._lock:
             if time.monotonic() - self._popular_at < self.popularity_ttl_s:
                 return self._popular
             try:
-                with store_call("graph"):
-                    rows = self.stores.graph.read(
-                        "MATCH (:User)-[r:RATED]->(m:Movie) RETURN m.id AS id, m.title AS title, "
-                        "count(r) AS n, avg(r.score) AS avg ORDER BY n DESC, id LIMIT $k",
-                        {"k": POPULAR_POOL},
-                    )
+                popular = self._popularity_from_graph()
             except StoreDown:
-                if self._popular:  # a stale list beats none while the graph is away
+                if self._popular:  # a stale list beats a slow scan while the graph is away
                     return self._popular
-                raise
-            self._popular = [_Popular(int(r["id"]), str(r["title"]), int(r["n"]), float(r["avg"])) for r in rows]
-            self._popular_at = time.monotonic()
-            return self._popular
+                popular = self._popularity_from_reviews()
+            self._popular, self._popular_at = popular, time.monotonic()
+            return popular
+
+    def _popularity_from_graph(self) -> list[_Popular]:
+        with store_call("graph"):
+            rows = self.stores.graph.read(
+                "MATCH (:User)-[r:RATED]->(m:Movie) RETURN m.id AS id, count(r) AS n, avg(r.score) AS avg "
+                "ORDER BY n DESC, id LIMIT $k",
+                {"k": POPULAR_POOL},
+            )
+        return [_Popular(int(r["id"]), int(r["n"]), float(r["avg"])) for r in rows]
+
+    def _popularity_from_reviews(self) -> list[_Popular]:
+        counts: dict[int, list[float]] = defaultdict(lambda: [0, 0.0])
+        with store_call("mongo"):
+            reviews = mongo.live(self.stores.mongo, "reviews")
+            for doc in reviews.find({}, {"_id": 0, "movie_id": 1, "rating": 1}, batch_size=20_000):
+                entry = counts[int(doc["movie_id"])]
+                entry[0] += 1
+                entry[1] += float(doc["rating"])
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))[:POPULAR_POOL]
+        return [_Popular(movie_id, int(n), total / n) for movie_id, (n, total) in ranked]
 
 
 class WithFallback:

@@ -59,7 +59,7 @@ feat_movie_neighbours = _feat_table("feat_movie_neighbours")
 user_profile_source = PostgreSQLSource(
     name="user_profile_source",
     query="""
-        SELECT u.id::bigint AS user_id, u.age::int AS age, u.gender, u.occupation, u.city,
+        SELECT u.id AS user_id, u.age::int AS age, u.gender, u.occupation, u.city,
                t.name AS tier, t.monthly_price::float8 AS monthly_price,
                s.started_at AS event_timestamp, s.started_at AS created_timestamp
         FROM users u
@@ -76,7 +76,7 @@ user_profile_source = PostgreSQLSource(
 movie_profile_source = PostgreSQLSource(
     name="movie_profile_source",
     query=f"""
-        SELECT m.id::bigint AS movie_id, m.year::int AS year,
+        SELECT m.id AS movie_id, m.year::int AS year,
                coalesce((SELECT string_agg(g.name, '|' ORDER BY g.id)
                          FROM movie_genres mg JOIN genres g ON g.id = mg.genre_id
                          WHERE mg.movie_id = m.id), '') AS genres,
@@ -95,7 +95,7 @@ movie_profile_source = PostgreSQLSource(
 movie_embedding_source = PostgreSQLSource(
     name="movie_embedding_source",
     query=f"""
-        SELECT e.movie_id::bigint AS movie_id, e.embedding::real[] AS title_embedding,
+        SELECT e.movie_id AS movie_id, e.embedding::real[] AS title_embedding,
                coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
                coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
         FROM movie_embeddings e JOIN movies m ON m.id = e.movie_id

@@ -78,14 +78,22 @@ def ensure_registry_schema(endpoints: Endpoints) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {REGISTRY_SCHEMA}")
 
 
-def open_feature_store(endpoints: Endpoints) -> FeatureStore:
+def open_feature_store(endpoints: Endpoints, *, offline_store_type: str | None = None) -> FeatureStore:
     """A FeatureStore over ``feature_repo/`` talking to Marquee's PostgreSQL.
 
     Sets the ``MARQUEE_FEAST_*`` variables in this process's environment (Feast reads the
-    YAML, and re-reads it in places, through ``os.environ``).
+    YAML, and re-reads it in places, through ``os.environ``). ``offline_store_type`` replaces
+    the YAML's offline store type (``"postgres"``: Feast's stock join, for comparisons).
     """
-    from feast import FeatureStore
+    import yaml
+    from feast import FeatureStore, RepoConfig
 
     os.environ.update(feast_environment(endpoints))
     ensure_registry_schema(endpoints)
-    return FeatureStore(repo_path=str(FEATURE_REPO))
+    if offline_store_type is None:
+        return FeatureStore(repo_path=str(FEATURE_REPO))
+    raw = yaml.safe_load(os.path.expandvars((FEATURE_REPO / "feature_store.yaml").read_text()))
+    raw["offline_store"]["type"] = offline_store_type
+    config = RepoConfig(**raw)
+    config.repo_path = FEATURE_REPO
+    return FeatureStore(config=config)

@@ -89,6 +89,8 @@ class ExportWatermark(Base):
 
 
 class FeatUserPlayback(Base):
+    """Per user, at each instant with a playback session: running stats over all sessions so far."""
+
     __tablename__ = "feat_user_playback"
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     event_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
@@ -106,6 +108,9 @@ class FeatUserPlayback(Base):
 
 
 class FeatUserReviews(Base):
+    """Per user, at each instant with a review. ``days_since_previous``: days since the user's
+    latest earlier review instant (0 for the first)."""
+
     __tablename__ = "feat_user_reviews"
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     event_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
@@ -116,6 +121,8 @@ class FeatUserReviews(Base):
 
 
 class FeatMovieReviews(Base):
+    """Per movie, at each instant with a review (as ``feat_user_reviews``)."""
+
     __tablename__ = "feat_movie_reviews"
     movie_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     event_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
@@ -126,6 +133,8 @@ class FeatMovieReviews(Base):
 
 
 class FeatUserGraph(Base):
+    """Per user, at each instant with a WATCHED edge; followers/following are static (FOLLOWS)."""
+
     __tablename__ = "feat_user_graph"
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     event_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
@@ -136,6 +145,10 @@ class FeatUserGraph(Base):
 
 
 class FeatMovieGraph(Base):
+    """Per movie, at each instant with a RATED or WATCHED edge on it, plus one a second before
+    ``movies.added_at``. Degrees count edges up to then; the rest is static (credits, genres,
+    pagerank over Person–Movie and Movie–Genre edges, summing to 1 over that graph)."""
+
     __tablename__ = "feat_movie_graph"
     movie_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     event_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
@@ -150,6 +163,9 @@ class FeatMovieGraph(Base):
 
 
 class FeatMovieNeighbours(Base):
+    """Per movie, one row at ``movies.added_at``: the top 20 movies sharing people (1 each) or
+    genres (0.1 each), best first, ties to the lower id."""
+
     __tablename__ = "feat_movie_neighbours"
     movie_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     event_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)

@@ -87,13 +87,15 @@ def repo_contents() -> RepoContents:
 def apply_repo(store: FeatureStore) -> dict[str, int]:
     """Make the registry match ``definitions.py``: add and update its objects, delete objects it
     no longer defines, create the online tables. Idempotent. Returns counts applied/deleted."""
-    from feast.repo_operations import extract_objects_for_apply_delete
-
+    from feast.feature_view import DUMMY_ENTITY_NAME
     from feast.project import Project
+    from feast.repo_operations import extract_objects_for_apply_delete
 
     contents = repo_contents()
     contents.projects.append(Project(name=store.project))  # else the diff deletes the project
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, contents)
+    # Feast adds a placeholder entity on every apply; it is not ours to delete.
+    to_delete = [obj for obj in to_delete if obj.name != DUMMY_ENTITY_NAME]
     store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     return {"applied": len(to_apply), "deleted": len(to_delete)}
 
@@ -120,6 +122,15 @@ def earliest_event(store: FeatureStore, view: FeatureView) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
+def _resume_from(store: FeatureStore, view: FeatureView, last_end: datetime) -> datetime:
+    """Where an incremental run starts: the last run's end, or earlier when rows written since
+    then carry older event times (a re-export of 1998 events lands after a 2026 run).
+    Feast windows on event time only, so those rows would otherwise never reach the online store."""
+    table, _ = _source_sql(view)
+    late = _scalar(store, f"SELECT min(event_timestamp) FROM {table} AS src WHERE created_timestamp > %s", (last_end,))
+    return min(last_end, late) if isinstance(late, datetime) else last_end
+
+
 def _entities_in_window(store: FeatureStore, view: FeatureView, start: datetime, end: datetime) -> int:
     table, key = _source_sql(view)
     return int(
@@ -141,9 +152,12 @@ def materialize(
 ) -> MaterializeReport:
     """Copy each view's latest values in [start, end] into the online store.
 
-    Without ``start`` it is incremental: a view resumes where its last materialization ended,
-    and a view never materialized starts at its earliest offline event (see the module
-    docstring). ``end`` defaults to now. Re-running is safe (the online store upserts).
+    Without ``start`` it is incremental: a view resumes where its last materialization ended
+    (earlier if rows exported since then carry older event times), and a view never
+    materialized starts at its earliest offline event (see the module docstring). ``end``
+    defaults to now. Re-running is safe (the online store upserts). An explicit window writes
+    each entity's latest row *in that window*, over newer online values too (Feast's postgres
+    online store overwrites unconditionally): backfill with it, then run incrementally.
     """
     end = _utc(end) if end is not None else datetime.now(UTC)
     start = _utc(start) if start is not None else None
@@ -157,7 +171,8 @@ def materialize(
         t0 = time.perf_counter()
         view_start = start
         if view_start is None:
-            view_start = view.most_recent_end_time or earliest_event(store, view)
+            last_end = view.most_recent_end_time
+            view_start = earliest_event(store, view) if last_end is None else _resume_from(store, view, last_end)
         if view_start is None:  # an empty source: nothing to write yet
             continue
         view_start = _utc(view_start)

@@ -136,4 +136,6 @@ class IngestRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     counts: Mapped[dict[str, int] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+
+
 from sources import feature_tables  # noqa: E402,F401  (register feature tables on Base.metadata)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +17,9 @@ from sources import datasets
 from sources import migrate as migrations
 from sources.embedded import EmbeddedStores
 from sources.ingest import IngestReport, ingest
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 from sources.settings import Settings
 from sources.stores import Stores
 
@@ -57,3 +61,17 @@ def ml100k() -> datasets.Dataset:
 def loaded(stores: Stores, ml100k: datasets.Dataset, settings: Settings) -> IngestReport:
     """ML-100K in all three stores (loaded once per test session)."""
     return ingest(stores, ml100k, seed=settings.seed, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def feature_store(stores: Stores, loaded: IngestReport) -> FeatureStore:
+    """Features exported, the Feast repo applied and materialized (each step idempotent)."""
+    from sources.export import export
+    from sources.feast_env import open_feature_store
+    from sources.materialize import apply_repo, materialize
+
+    export(stores, quiet=True)
+    opened = open_feature_store(stores.endpoints)
+    apply_repo(opened)
+    materialize(opened)
+    return opened

@@ -11,8 +11,14 @@ edges plus the static graph). Each source runs in ONE PostgreSQL transaction:
 4. move the watermark.
 
 A failure anywhere rolls the source's transaction back: its raw rows, features and watermark
-stay as they were. A new ``marquee ingest`` (a newer complete ``ingest_runs`` row) makes the
-next export rebuild from scratch, as does ``full=True``.
+stay as they were.
+
+Watermarks are event times read with ``>=`` (the watermark's own instant is re-read; landing
+skips what it already holds). An event that arrives with a time older than its source's
+watermark is not seen by an incremental run: reviews and graph edges carry only their
+event time. Playback documents carry ``updated_at``, so a late session is picked up when its
+document is re-read. ``full=True`` (``--full``) rebuilds everything, and so does the first
+export after a new ``marquee ingest`` (a newer complete ``ingest_runs`` row).
 """
 
 from __future__ import annotations
@@ -102,7 +108,10 @@ def _marks(conn: Connection, source: str) -> dict[str, _Mark]:
     return {r[0]: _Mark(r[1], r[2], r[3]) for r in rows}
 
 
-def _save_mark(conn: Connection, name: str, mark: _Mark, rows: int) -> None:
+def _save_mark(conn: Connection, name: str, old: _Mark | None, mark: _Mark, rows: int) -> None:
+    """Move a watermark; a run that found nothing new writes nothing (a no-op export changes no byte)."""
+    if rows == 0 and old == mark:
+        return
     conn.execute(
         text(
             "INSERT INTO export_watermarks (source, watermark, rows, ingest_run_id, digest, updated_at) "
@@ -144,7 +153,7 @@ def _land(
     conn.execute(text(f"CREATE TEMP TABLE _landed (LIKE {raw_table}) ON COMMIT DROP"))
     names = ", ".join(columns)
     read = landed = 0
-    for batch in batches:
+    for batch in extract.prefetch(batches):
         _copy(conn, "_batch", columns, batch)
         landed += conn.execute(
             text(
@@ -206,7 +215,7 @@ def _export_reviews(
     features.mark_affected(conn, "movie_id", "SELECT movie_id, ts FROM _landed")
     for feature in (features.USER_REVIEWS, features.MOVIE_REVIEWS):
         report.feature_rows[feature.table] = features.recompute(conn, feature)
-    _save_mark(conn, "reviews", _Mark(_newest(conn, since), run_id, None), report.rows_landed)
+    _save_mark(conn, "reviews", mark, _Mark(_newest(conn, since), run_id, None), report.rows_landed)
 
 
 def _export_playback(
@@ -217,12 +226,15 @@ def _export_playback(
     since = _start(conn, "playback", report, mark, run_id)
     task = progress.add_task("export playback (mongo)", total=None)
     columns = ("session_id", "user_id", "movie_id", "ts", "duration_s", "device", "buffer_rate", "errors")
-    batches = extract.session_batches(stores.mongo, since, batch_size)
-    report.rows_read, report.rows_landed = _land(conn, "raw_playback_sessions", columns, iter(batches), progress, task)
+    reader = extract.PlaybackReader(stores.mongo, since, batch_size)
+    report.rows_read, report.rows_landed = _land(
+        conn, "raw_playback_sessions", columns, reader.batches(), progress, task
+    )
     features.create_affected(conn, "user_id")
     features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
     report.feature_rows["feat_user_playback"] = features.recompute(conn, features.USER_PLAYBACK)
-    _save_mark(conn, "playback", _Mark(_newest(conn, since), run_id, None), report.rows_landed)
+    # Watermark: the newest document update read (the field the filter reads), not a session time.
+    _save_mark(conn, "playback", mark, _Mark(reader.newest_update, run_id, None), report.rows_landed)
 
 
 def _export_graph(stores: Stores, conn: Connection, report: SourceReport, progress: Progress, batch_size: int) -> None:
@@ -263,13 +275,13 @@ def _export_graph(stores: Stores, conn: Connection, report: SourceReport, progre
         if kind == "WATCHED":
             features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
         previous = mark.watermark if mark is not None else None
-        _save_mark(conn, f"graph.{kind}", _Mark(_newest(conn, previous), run_id, None), landed)
+        _save_mark(conn, f"graph.{kind}", mark, _Mark(_newest(conn, previous), run_id, None), landed)
         conn.execute(text("DROP TABLE _batch, _landed"))
         report.rows_read += read
         report.rows_landed += landed
     for feature in (features.USER_GRAPH, features.MOVIE_GRAPH):
         report.feature_rows[feature.table] = features.recompute(conn, feature)
-    _save_mark(conn, "graph.static", _Mark(None, run_id, static.digest), 0)
+    _save_mark(conn, "graph.static", static_mark, _Mark(None, run_id, static.digest), 0)
 
 
 def _start(

@@ -1,0 +1,138 @@
+"""The Starlette application: GraphQL (+ GraphiQL served offline), health and readiness.
+
+``create_app(settings)`` returns the app; its lifespan opens the stores once per process,
+builds the ``Services`` (stores, recommender, feature store hooks) on ``app.state`` and
+closes the stores at shutdown. ``configure`` lets the caller swap plug-ins in once the
+stores are open, e.g. a model-backed recommender::
+
+    def plug_model(services: Services) -> None:
+        services.recommender = WithFallback(ModelRecommender(...), services.recommender)
+
+    app = create_app(settings, configure=plug_model)
+
+Routes: ``/graphql`` (POST queries; GET shows GraphiQL when enabled), ``/healthz`` (the
+process lives), ``/readyz`` (every store answers within a timeout; 503 otherwise), and the
+GraphiQL assets. Uvicorn runs it with ``factory=True`` on ``api.app:app_from_env``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from api import writes
+from api.context import Context, Services, build_context
+from api.errors import StoreDown, store_call
+from api.graphiql import DEFAULT_ASSETS_DIR, OfflineGraphQL, graphiql_assets_mount
+from api.recommend import FallbackRecommender
+from api.schema import build_schema
+from sources.settings import Settings
+from sources.stores import Stores
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 2.0
+
+
+class MarqueeGraphQL(OfflineGraphQL[Context, None]):
+    """The GraphQL endpoint; each request gets a Context with fresh DataLoaders."""
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        services: Services = request.app.state.services
+        return build_context(services, request, response if isinstance(response, Response) else None)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    stores: Stores | None = None,
+    configure: Callable[[Services], None] | None = None,
+    assets_dir: Path = DEFAULT_ASSETS_DIR,
+) -> Starlette:
+    """The API app. Pass ``stores`` to share already-open clients (then they are not closed here)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        opened = stores if stores is not None else await run_in_threadpool(Stores.open, settings)
+        try:
+            await run_in_threadpool(_prepare_mongo, opened)
+            services = Services(settings=settings, stores=opened, recommender=FallbackRecommender(opened))
+            if configure is not None:
+                configure(services)
+            app.state.services = services
+            yield
+        finally:
+            if stores is None:
+                opened.close()
+
+    graphql = MarqueeGraphQL(
+        build_schema(introspection=settings.introspection),
+        assets_dir=assets_dir,
+        graphql_ide="graphiql" if settings.graphiql else None,
+    )
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        graphiql_assets_mount(assets_dir),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _prepare_mongo(stores: Stores) -> None:
+    """The mutation log's index; a Mongo that is down now only costs the fields that need it."""
+    try:
+        with store_call("mongo"):
+            writes.ensure_indexes(stores.mongo)
+    except StoreDown as exc:
+        log.warning("starting without Mongo: %s", exc)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Each store pinged in parallel, each within READY_TIMEOUT_S; 503 when any does not answer."""
+    services: Services = request.app.state.services
+    stores = services.stores
+    probes: dict[str, Callable[[], None]] = {
+        "postgres": stores.ping_pg,
+        "mongo": stores.ping_mongo,
+        "graph": stores.graph.ping,
+    }
+
+    async def probe(check: Callable[[], None]) -> dict[str, Any]:
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(run_in_threadpool(check), timeout=READY_TIMEOUT_S)
+            outcome: dict[str, Any] = {"ok": True}
+        except TimeoutError:
+            outcome = {"ok": False, "error": f"no answer within {READY_TIMEOUT_S:g}s"}
+        except Exception as exc:  # a ping's failure is the report, not a crash of the probe
+            outcome = {"ok": False, "error": (str(exc).splitlines() or [type(exc).__name__])[0][:300]}
+        outcome["ms"] = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+        return outcome
+
+    results = await asyncio.gather(*(probe(check) for check in probes.values()))
+    report = dict(zip(probes, results, strict=True))
+    report["feature_store"] = {"ok": services.online_features is not None, "optional": True}
+    ready = all(r["ok"] for name, r in report.items() if name != "feature_store")
+    return JSONResponse({"ready": ready, "stores": report}, status_code=200 if ready else 503)
+
+
+def app_from_env() -> Starlette:
+    """Uvicorn factory (``uvicorn --factory api.app:app_from_env``): settings from the environment."""
+    return create_app(Settings())

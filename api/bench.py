@@ -1,0 +1,198 @@
+"""Serving benchmark: latency and throughput of API queries over real HTTP, beside a floor.
+
+``python -m api.bench`` (or ``marquee bench serve`` once wired) starts Uvicorn in a child
+process with the real app plus one extra route, ``/floor``: a GraphQL schema whose only
+query returns 10 constant items shaped like recommendations. That floor is what
+Strawberry + Uvicorn alone cost on this machine; each measured query is reported next
+to it at the same concurrency. The load client runs in this process (same cores, as
+the figures in STACK.md were taken).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import strawberry
+from starlette.applications import Starlette
+from starlette.routing import Route
+from strawberry.asgi import GraphQL
+
+from sources.settings import Settings
+
+
+@strawberry.type
+class FloorMovie:
+    movie_id: int
+    title: str
+
+
+@strawberry.type
+class FloorItem:
+    rank: int
+    score: float
+    explanation: str
+    movie: FloorMovie
+
+
+@strawberry.type
+class FloorQuery:
+    @strawberry.field
+    def floor(self) -> list[FloorItem]:
+        return [
+            FloorItem(rank=i + 1, score=1.0 - i / 10, explanation="constant", movie=FloorMovie(movie_id=i, title="x"))
+            for i in range(10)
+        ]
+
+
+def bench_app() -> Starlette:
+    """Uvicorn factory: the real app (settings from the environment) plus ``/floor``."""
+    from api.app import create_app
+
+    app = create_app(Settings())
+    floor: GraphQL[None, None] = GraphQL(strawberry.Schema(query=FloorQuery), graphql_ide=None)
+    app.router.routes.insert(0, Route("/floor", floor, methods=["POST"]))
+    return app
+
+
+ITEM = "rank score explanation movie { movieId title }"
+QUERIES: dict[str, tuple[str, str, Callable[[int], dict[str, Any]]]] = {
+    "floor (no-op, 10 items)": ("/floor", f"{{ floor {{ {ITEM} }} }}", lambda i: {}),
+    "recommendations(first: 10)": (
+        "/graphql",
+        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ items {{ {ITEM} }} }} }}",
+        lambda i: {"u": 1 + i % 943},
+    ),
+    "movie.similar(first: 10)": (
+        "/graphql",
+        "query($m: Int!) { movie(id: $m) { similar(first: 10) { similarity movie { movieId title } } } }",
+        lambda i: {"m": 1 + i % 1682},
+    ),
+    "movie.neighbours(first: 10)": (
+        "/graphql",
+        "query($m: Int!) { movie(id: $m) { neighbours(first: 10) { depth description movie { movieId title } } } }",
+        lambda i: {"m": 1 + i % 1682},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Figures:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _load(base: str, path: str, query: str, variables: Callable[[int], dict[str, Any]], *, concurrency: int,
+                seconds: float) -> Figures:  # fmt: skip
+    counter = itertools.count()
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                started = time.perf_counter()
+                response = await client.post(path, json={"query": query, "variables": variables(i)})
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 200 or "errors" in response.json():
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Figures(len(latencies), errors, elapsed, latencies)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "api.bench:bench_app", "--factory", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    process = subprocess.Popen(command, env=dict(os.environ))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError("the benchmark server exited before it was ready")
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("the benchmark server did not become ready within 120 s")
+
+
+def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] | None = None) -> None:
+    port = _free_port()
+    server = _start_server(port, workers)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        names = [n for n in QUERIES if only is None or any(o in n for o in only) or n.startswith("floor")]
+        for name in names:  # warm every path once (model load, caches, connection pools)
+            path, query, variables = QUERIES[name]
+            asyncio.run(_load(base, path, query, variables, concurrency=2, seconds=1.0))
+        print(f"uvicorn workers={workers}, {seconds:g}s per cell, client in this process")
+        print(f"{'query':32} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  vs floor")
+        for concurrency in concurrencies:
+            floor: Figures | None = None
+            for name in names:
+                path, query, variables = QUERIES[name]
+                figures = asyncio.run(_load(base, path, query, variables, concurrency=concurrency, seconds=seconds))
+                if floor is None:
+                    floor, ratio = figures, ""
+                else:
+                    ratio = (
+                        f"{figures.rps / floor.rps:5.0%} of floor req/s, p50 {figures.pct(0.5) / floor.pct(0.5):.1f}x"
+                    )
+                print(
+                    f"{name:32} {concurrency:>4} {figures.rps:>8.1f} {figures.pct(0.5):>8.1f} "
+                    f"{figures.pct(0.99):>8.1f} {figures.errors:>6}  {ratio}"
+                )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api.bench", description=__doc__)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--only", nargs="*", help="substrings of query names to run (the floor always runs)")
+    args = parser.parse_args(argv)
+    run(args.concurrency, args.seconds, args.workers, args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

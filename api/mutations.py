@@ -1,0 +1,242 @@
+"""Mutations: record a rating or a playback in Mongo, then push the event to the feature store.
+
+Expected failures are members of the result unions (``MovieNotFound``, ``InvalidRating``…),
+so clients branch on ``__typename``; a missing or wrong X-API-Key (when keys are
+configured) and an unavailable store are GraphQL errors with codes UNAUTHENTICATED and
+STORE_UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+from starlette.concurrency import run_in_threadpool
+
+from api import writes
+from api.context import Context
+from api.errors import Unauthenticated
+from api.features import FeatureEvent
+from api.types.movie import Movie
+from api.types.user import User
+
+log = logging.getLogger(__name__)
+Info = strawberry.Info[Context, None]
+
+MAX_DURATION_S = 24 * 3600
+MAX_CLIENT_ID = 128
+
+
+@strawberry.enum
+class Device(Enum):
+    TV = "tv"
+    MOBILE = "mobile"
+    DESKTOP = "desktop"
+    TABLET = "tablet"
+
+
+@strawberry.interface(description="An expected reason a mutation did not happen.")
+class MutationError:
+    message: str
+
+
+@strawberry.type
+class UserNotFound(MutationError):
+    user_id: int
+
+
+@strawberry.type
+class MovieNotFound(MutationError):
+    movie_id: int
+
+
+@strawberry.type
+class InvalidRating(MutationError):
+    rating: int
+
+
+@strawberry.type
+class InvalidDuration(MutationError):
+    duration_seconds: int
+
+
+@strawberry.type(description="The clientMutationId was used before for a different mutation or input.")
+class InvalidClientMutationId(MutationError):
+    client_mutation_id: str
+
+
+@strawberry.type(description="The rating is stored in the reviews store (Mongo).")
+class RatingRecorded:
+    review_id: str
+    rating: int
+    rated_at: datetime
+    client_mutation_id: str | None
+    replayed: bool = strawberry.field(description="True when this clientMutationId was already applied (no new write).")
+    features_pushed: bool = strawberry.field(description="True when the online feature store was updated.")
+    user: User
+    movie: Movie
+
+
+@strawberry.type(description="The playback session is stored in the playback logs (Mongo).")
+class PlaybackRecorded:
+    session_id: str
+    duration_seconds: int
+    device: Device
+    started_at: datetime
+    client_mutation_id: str | None
+    replayed: bool
+    features_pushed: bool
+    user: User
+    movie: Movie
+
+
+RateMovieResult = Annotated[
+    RatingRecorded | UserNotFound | MovieNotFound | InvalidRating | InvalidClientMutationId,
+    strawberry.union("RateMovieResult"),
+]
+RecordPlaybackResult = Annotated[
+    PlaybackRecorded | UserNotFound | MovieNotFound | InvalidDuration | InvalidClientMutationId,
+    strawberry.union("RecordPlaybackResult"),
+]
+
+
+async def _subjects(info: Info, user_id: int, movie_id: int) -> tuple[User | UserNotFound, Movie | MovieNotFound]:
+    user_row = await info.context.loaders.user.load(user_id)
+    movie_row = await info.context.loaders.movie.load(movie_id)
+    user = User.from_row(user_row) if user_row else UserNotFound(message=f"no user with id {user_id}", user_id=user_id)
+    movie = (
+        Movie.from_row(movie_row)
+        if movie_row
+        else MovieNotFound(message=f"no movie with id {movie_id}", movie_id=movie_id)
+    )
+    return user, movie
+
+
+def _check_client_id(client_mutation_id: str | None) -> InvalidClientMutationId | None:
+    if client_mutation_id is not None and not 1 <= len(client_mutation_id) <= MAX_CLIENT_ID:
+        return InvalidClientMutationId(
+            message=f"clientMutationId must be 1 to {MAX_CLIENT_ID} characters", client_mutation_id=client_mutation_id
+        )
+    return None
+
+
+async def _push(info: Info, event: FeatureEvent) -> bool:
+    """Tell the feature store; the write already happened, so a failed push is logged, not raised."""
+    try:
+        pushed: bool = await run_in_threadpool(info.context.services.feature_pusher.push, event)
+        return pushed
+    except Exception:
+        log.exception("feature push failed for user %s", event.user_id)
+        return False
+
+
+def _require_key(info: Info) -> None:
+    if not info.context.api_key_valid():
+        raise Unauthenticated("this mutation needs a valid X-API-Key header")
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Rate a movie 1-5 stars. Idempotent per clientMutationId.")
+    async def rate_movie(
+        self, info: Info, user_id: int, movie_id: int, rating: int, client_mutation_id: str | None = None
+    ) -> RateMovieResult:
+        _require_key(info)
+        if bad_id := _check_client_id(client_mutation_id):
+            return bad_id
+        if not 1 <= rating <= 5:
+            return InvalidRating(message=f"rating must be a whole number from 1 to 5, got {rating}", rating=rating)
+        user, movie = await _subjects(info, user_id, movie_id)
+        if isinstance(user, UserNotFound):
+            return user
+        if isinstance(movie, MovieNotFound):
+            return movie
+        db = info.context.stores.mongo
+        try:
+            written, replayed = await run_in_threadpool(
+                lambda: writes.rate_movie(
+                    db, user_id=user_id, movie_id=movie_id, rating=rating, client_id=client_mutation_id
+                )
+            )
+        except writes.MutationIdConflict as exc:
+            return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
+        pushed = False
+        if not replayed:
+            event = FeatureEvent(
+                "rating", user_id, movie_id, written.rated_at, float(rating), record_id=written.review_id
+            )
+            pushed = await _push(info, event)
+        return RatingRecorded(
+            review_id=written.review_id,
+            rating=written.rating,
+            rated_at=written.rated_at,
+            client_mutation_id=client_mutation_id,
+            replayed=replayed,
+            features_pushed=pushed,
+            user=user,
+            movie=movie,
+        )
+
+    @strawberry.mutation(description="Record a playback session. Idempotent per clientMutationId.")
+    async def record_playback(
+        self,
+        info: Info,
+        user_id: int,
+        movie_id: int,
+        duration_seconds: int,
+        device: Device,
+        client_mutation_id: str | None = None,
+    ) -> RecordPlaybackResult:
+        _require_key(info)
+        if bad_id := _check_client_id(client_mutation_id):
+            return bad_id
+        if not 1 <= duration_seconds <= MAX_DURATION_S:
+            return InvalidDuration(
+                message=f"durationSeconds must be from 1 to {MAX_DURATION_S}, got {duration_seconds}",
+                duration_seconds=duration_seconds,
+            )
+        user, movie = await _subjects(info, user_id, movie_id)
+        if isinstance(user, UserNotFound):
+            return user
+        if isinstance(movie, MovieNotFound):
+            return movie
+        db = info.context.stores.mongo
+        try:
+            written, replayed = await run_in_threadpool(
+                lambda: writes.record_playback(
+                    db,
+                    user_id=user_id,
+                    movie_id=movie_id,
+                    duration_seconds=duration_seconds,
+                    device=device.value,
+                    client_id=client_mutation_id,
+                )
+            )
+        except writes.MutationIdConflict as exc:
+            return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
+        pushed = False
+        if not replayed:
+            event = FeatureEvent(
+                "playback",
+                user_id,
+                movie_id,
+                written.started_at,
+                float(duration_seconds),
+                device.value,
+                record_id=written.session_id,
+            )
+            pushed = await _push(info, event)
+        return PlaybackRecorded(
+            session_id=written.session_id,
+            duration_seconds=written.duration_seconds,
+            device=Device(written.device),
+            started_at=written.started_at,
+            client_mutation_id=client_mutation_id,
+            replayed=replayed,
+            features_pushed=pushed,
+            user=user,
+            movie=movie,
+        )

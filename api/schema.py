@@ -1,0 +1,253 @@
+"""The Marquee GraphQL schema: queries, mutations, limits and error policy.
+
+``build_schema(introspection=...)`` is what the app serves; ``python -m api.schema`` prints
+the SDL that is committed as ``schema.graphql`` (a test fails when it is stale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import strawberry
+from graphql.error import GraphQLError
+from starlette.concurrency import run_in_threadpool
+from strawberry import relay
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.printer import print_schema
+from strawberry.types import ExecutionContext
+
+from api import reads
+from api.context import Context
+from api.errors import ApiError, BadUserInput, ErrorPolicy, is_user_error, store_call
+from api.mutations import Mutation
+from api.types.movie import Movie, load_movie
+from api.types.paging import MAX_FIRST, check_first, decode_cursor, encode_cursor
+from api.types.recommendation import RecommendationList, recommend
+from api.types.user import User, load_user
+
+Info = strawberry.Info[Context, None]
+
+MAX_DEPTH = 10
+MAX_ALIASES = 30
+MAX_TOKENS = 2000
+MAX_SEARCH_CHARS = 200
+MIN_YEAR, MAX_YEAR = 1800, 2100
+
+
+@strawberry.type(name="MovieConnection", description="A page of movies.")
+class MovieConnection(relay.Connection[Movie]):
+    total_count: int = strawberry.field(description="Movies matching the filters, over all pages.")
+
+
+@strawberry.type(name="UserConnection", description="A page of users.")
+class UserConnection(relay.Connection[User]):
+    total_count: int
+
+
+@strawberry.type(description="A movie found by semantic search, with its similarity to the query text.")
+class MovieSearchHit:
+    movie: Movie
+    similarity: float = strawberry.field(description="Cosine similarity of the query and title embeddings, -1..1.")
+
+
+def _page_info(keys: list[int], has_next: bool, after: int | None) -> relay.PageInfo:
+    return relay.PageInfo(
+        has_next_page=has_next,
+        has_previous_page=after is not None,
+        start_cursor=encode_cursor(keys[0]) if keys else None,
+        end_cursor=encode_cursor(keys[-1]) if keys else None,
+    )
+
+
+def _check_text(value: str | None, name: str, *, required: bool) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if required and not value:
+        raise BadUserInput(f"`{name}` must not be empty", argument=name)
+    if len(value) > MAX_SEARCH_CHARS:
+        raise BadUserInput(f"`{name}` is {len(value)} characters; at most {MAX_SEARCH_CHARS} allowed", argument=name)
+    return value or None
+
+
+def _check_year(value: int | None, name: str) -> int | None:
+    if value is not None and not MIN_YEAR <= value <= MAX_YEAR:
+        raise BadUserInput(f"`{name}` must be between {MIN_YEAR} and {MAX_YEAR}, got {value}", argument=name)
+    return value
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global ID (Relay).")
+    async def node(self, info: Info, id: relay.GlobalID) -> relay.Node | None:
+        return await _resolve_node(info, id)
+
+    @strawberry.field(description="Objects by global ID (Relay), in the order given.")
+    async def nodes(self, info: Info, ids: list[relay.GlobalID]) -> list[relay.Node | None]:
+        check_first(len(ids) or 1, name="ids (count)", maximum=MAX_FIRST)
+        # One unknown id nulls its own entry with an error at its index (graphql-core raises
+        # an exception found in a list in place), not the whole list.
+        results = await asyncio.gather(*(_resolve_node(info, gid) for gid in ids), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ApiError):
+                raise result
+        return cast(list[relay.Node | None], results)
+
+    @strawberry.field(description="A user by MovieLens user id.")
+    async def user(self, info: Info, id: int) -> User | None:
+        return await load_user(info, id)
+
+    @strawberry.field(description="Users ordered by id (cursor paging).")
+    async def users(self, info: Info, first: int = 20, after: str | None = None) -> UserConnection:
+        check_first(first)
+        after_id = decode_cursor(after)
+        pg = info.context.stores.pg
+
+        def read() -> tuple[list[reads.UserRow], bool, int]:
+            with store_call("postgres"):
+                return reads.users_page(pg=pg, after=after_id, first=first)
+
+        rows, has_next, total = await run_in_threadpool(read)
+        for row in rows:
+            info.context.loaders.user.prime(row.id, row)
+        edges = [relay.Edge(cursor=encode_cursor(r.id), node=User.from_row(r)) for r in rows]
+        return UserConnection(
+            edges=edges, page_info=_page_info([r.id for r in rows], has_next, after_id), total_count=total
+        )
+
+    @strawberry.field(description="A movie by MovieLens movie id.")
+    async def movie(self, info: Info, id: int) -> Movie | None:
+        return await load_movie(info, id)
+
+    @strawberry.field(description="Movies filtered by title substring, genre and year range, ordered by id.")
+    async def movies(
+        self,
+        info: Info,
+        search: str | None = None,
+        genre: str | None = None,
+        year_from: int | None = None,
+        year_to: int | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> MovieConnection:
+        check_first(first)
+        after_id = decode_cursor(after)
+        search = _check_text(search, "search", required=False)
+        genre = _check_text(genre, "genre", required=False)
+        year_from, year_to = _check_year(year_from, "yearFrom"), _check_year(year_to, "yearTo")
+        if year_from is not None and year_to is not None and year_from > year_to:
+            raise BadUserInput(f"`yearFrom` ({year_from}) is after `yearTo` ({year_to})", argument="yearFrom")
+        pg = info.context.stores.pg
+
+        def read() -> tuple[list[reads.MovieRow], bool, int]:
+            with store_call("postgres"):
+                if genre is not None and genre.lower() not in {g.lower() for g in reads.genre_names(pg=pg)}:
+                    raise BadUserInput(f"unknown genre {genre!r}", argument="genre")
+                return reads.movies_page(
+                    pg=pg,
+                    search=search,
+                    genre=genre,
+                    year_from=year_from,
+                    year_to=year_to,
+                    after=after_id,
+                    first=first,
+                )
+
+        rows, has_next, total = await run_in_threadpool(read)
+        for row in rows:
+            info.context.loaders.movie.prime(row.id, row)
+        edges = [relay.Edge(cursor=encode_cursor(r.id), node=Movie.from_row(r)) for r in rows]
+        return MovieConnection(
+            edges=edges, page_info=_page_info([r.id for r in rows], has_next, after_id), total_count=total
+        )
+
+    @strawberry.field(description="All genre names.")
+    async def genres(self, info: Info) -> list[str]:
+        pg = info.context.stores.pg
+
+        def read() -> list[str]:
+            with store_call("postgres"):
+                return reads.genre_names(pg=pg)
+
+        return await run_in_threadpool(read)
+
+    @strawberry.field(
+        description="Semantic search: the text is embedded with the same MiniLM model as the titles "
+        "and matched against them with pgvector (HNSW, cosine)."
+    )
+    async def search_movies(self, info: Info, text: str, first: int = 10) -> list[MovieSearchHit]:
+        check_first(first)
+        query = _check_text(text, "text", required=True)
+        assert query is not None
+        vector = await info.context.services.encoder.encode(query)
+        pg = info.context.stores.pg
+
+        def read() -> list[tuple[int, float]]:
+            with store_call("postgres"):
+                return reads.nearest_to_vector(pg=pg, vector=vector, k=first)
+
+        hits = await run_in_threadpool(read)
+        rows = await info.context.loaders.movie.load_many([movie_id for movie_id, _ in hits])
+        return [
+            MovieSearchHit(movie=Movie.from_row(row), similarity=similarity)
+            for (_, similarity), row in zip(hits, rows, strict=True)
+            if row is not None
+        ]
+
+    @strawberry.field(description="Movies recommended for a user, best first.")
+    async def recommendations(
+        self, info: Info, user_id: int, first: int = 10, exclude_seen: bool = True
+    ) -> RecommendationList:
+        check_first(first)
+        await load_user(info, user_id)  # NOT_FOUND for unknown users, before any ranking work
+        return await recommend(info, user_id=user_id, first=first, exclude_seen=exclude_seen)
+
+
+#: Node type name → its loader (NOT_FOUND for unknown ids).
+NODE_LOADERS: dict[str, Callable[[Info, str], Awaitable[relay.Node]]] = {"User": load_user, "Movie": load_movie}
+
+
+async def _resolve_node(info: Info, gid: relay.GlobalID) -> relay.Node:
+    load = NODE_LOADERS.get(gid.type_name)
+    if load is None:
+        known = ", ".join(NODE_LOADERS)
+        raise BadUserInput(f"global ID names type {gid.type_name[:40]!r}; known node types: {known}", argument="id")
+    return await load(info, gid.node_id)
+
+
+class MarqueeSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # Expected errors (ours, bad queries) are answers, not incidents: log only the unexpected.
+        unexpected = [
+            e for e in errors if e.path is not None and e.original_error and not is_user_error(e.original_error)
+        ]
+        super().process_errors(unexpected, execution_context)
+
+
+def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+    # Factories, so each request gets fresh extension instances.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        ErrorPolicy,
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return MarqueeSchema(query=Query, mutation=Mutation, types=[User, Movie], extensions=extensions)
+
+
+def sdl() -> str:
+    return print_schema(build_schema()) + "\n"
+
+
+if __name__ == "__main__":
+    print(sdl(), end="")

@@ -1,0 +1,43 @@
+"""Recommendations as the API shows them, from whichever ``Recommender`` is plugged in."""
+
+from __future__ import annotations
+
+import strawberry
+from starlette.concurrency import run_in_threadpool
+
+from api.context import Context
+from api.recommend import RecommendationResult
+from api.types.movie import Movie
+from api.types.paging import check_first
+
+Info = strawberry.Info[Context, None]
+
+
+@strawberry.type(description="One recommended movie.")
+class Recommendation:
+    movie: Movie
+    score: float = strawberry.field(description="The recommender's score; higher is better (scale is model-specific).")
+    rank: int = strawberry.field(description="1 for the best.")
+    explanation: str = strawberry.field(description="Why this movie, e.g. a person shared with a movie you rated.")
+
+
+@strawberry.type(description="A ranked list of recommendations for one user.")
+class RecommendationList:
+    items: list[Recommendation]
+    model_version: str = strawberry.field(description="Which recommender (and model checkpoint) produced the list.")
+    degraded: bool = strawberry.field(
+        description="True when a store or the model was unavailable and a simpler fallback answered."
+    )
+
+
+async def recommend(info: Info, *, user_id: int, first: int, exclude_seen: bool) -> RecommendationList:
+    check_first(first)
+    recommender = info.context.services.recommender
+    result: RecommendationResult = await run_in_threadpool(recommender.recommend, user_id, first, exclude_seen)
+    rows = await info.context.loaders.movie.load_many([item.movie_id for item in result.items])
+    items = [
+        Recommendation(movie=Movie.from_row(row), score=item.score, rank=item.rank, explanation=item.explanation)
+        for item, row in zip(result.items, rows, strict=True)
+        if row is not None
+    ]
+    return RecommendationList(items=items, model_version=result.model_version, degraded=result.degraded)

@@ -1,0 +1,178 @@
+"""The app around the schema: committed SDL, switches for GraphiQL and introspection,
+GraphiQL on the real schema in a browser, and `marquee serve` as a real Uvicorn process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from api.graphiql import DEFAULT_ASSETS_DIR, FETCH_COMMAND, AssetFetchError, fetch_assets
+from api.schema import sdl
+from sources.ingest import IngestReport
+from sources.settings import Settings
+from sources.stores import Stores
+
+REPO = Path(__file__).resolve().parents[2]
+HTML = {"accept": "text/html"}
+INTROSPECT = "{ __schema { queryType { name } } }"
+
+
+def test_committed_schema_is_current() -> None:
+    committed = (REPO / "schema.graphql").read_text(encoding="utf-8")
+    assert committed == sdl(), "schema.graphql is stale: run `marquee schema -o schema.graphql`"
+
+
+def test_schema_command_prints_the_sdl() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "api.schema"], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout == sdl()
+    assert "type Query" in result.stdout and "interface Node" in result.stdout
+
+
+def test_graphiql_and_introspection_on_by_default(api_client: TestClient) -> None:
+    assert api_client.get("/graphql", headers=HTML).status_code in (200, 503)  # 503: assets not fetched yet
+    body = api_client.post("/graphql", json={"query": INTROSPECT}).json()
+    assert body == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+
+
+def test_graphiql_and_introspection_can_be_turned_off(settings: Settings, stores: Stores, loaded: IngestReport) -> None:
+    closed = settings.model_copy(update={"graphiql": False, "introspection": False})
+    with TestClient(create_app(closed, stores=stores)) as client:
+        page = client.get("/graphql", headers=HTML)
+        assert page.status_code == 404
+        body = client.post("/graphql", json={"query": INTROSPECT}).json()
+        assert body["data"] is None and "introspection" in body["errors"][0]["message"].lower()
+        assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        assert client.post("/graphql", json={"query": "{ movie(id: 1) { title } }"}).json() == {
+            "data": {"movie": {"title": "Toy Story"}}
+        }
+
+
+def test_health(api_client: TestClient) -> None:
+    assert api_client.get("/healthz").json() == {"status": "ok"}
+
+
+# -- GraphiQL on the real schema, in Chromium ----------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--headless=new",
+]
+
+
+@pytest.fixture(scope="module")
+def live_api(settings: Settings, stores: Stores, loaded: IngestReport) -> Iterator[str]:
+    try:
+        fetch_assets(DEFAULT_ASSETS_DIR)
+    except AssetFetchError as exc:
+        pytest.fail(f"cannot fetch the GraphiQL assets (run `{FETCH_COMMAND}`): {exc}")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, stores=stores), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start within 20 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.mark.browser
+def test_graphiql_runs_a_real_query_offline(live_api: str) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (apt chromium)")
+    from playwright.sync_api import Route, expect, sync_playwright
+
+    off_host: list[str] = []
+
+    def local_only(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            route.continue_()
+        else:
+            off_host.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            context.set_default_timeout(20_000)
+            context.route("**/*", local_only)
+            page = context.new_page()
+            page.goto(f"{live_api}/graphql")
+            page.locator(".graphiql-query-editor .CodeMirror").click()
+            page.keyboard.press("Control+A")
+            page.keyboard.press("Delete")
+            page.keyboard.type("{ movie(id: 1) { title year genres } }")
+            page.locator(".graphiql-execute-button").click()
+            response = page.locator(".graphiql-response")
+            expect(response).to_contain_text("Toy Story")
+            expect(response).to_contain_text("Children's")
+        finally:
+            browser.close()
+    assert off_host == []
+
+
+# -- marquee serve ---------------------------------------------------------------------------
+
+
+def test_marquee_serve_answers_over_http(settings: Settings, loaded: IngestReport) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MARQUEE_DATA_DIR": str(settings.data_dir)}
+    marquee = Path(sys.executable).with_name("marquee")
+    process = subprocess.Popen(
+        [str(marquee), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(f"marquee serve did not become ready:\n{process.communicate()[0][-3000:]}")
+            time.sleep(0.5)
+        answer = httpx.post(f"{base}/graphql", json={"query": "{ user(id: 1) { age occupation } }"}, timeout=30)
+        assert answer.json() == {"data": {"user": {"age": 24, "occupation": "technician"}}}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,136 @@
+"""Online features through GraphQL, and mutations pushing into them (real Feast, real stores)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import text
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from api.feast_features import VIEW_OF_TABLE, FeastUserFeatures, plug_feature_store
+from sources import mongo
+from sources.export import features
+from sources.settings import Settings
+from sources.stores import Stores
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+USER = 1  # rated 272 movies in ML-100K
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, stores: Stores, feature_store: FeatureStore) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, stores=stores, configure=plug_feature_store)) as opened:
+        yield opened
+
+
+def gql(client: TestClient, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = client.post("/graphql", json={"query": query, "variables": variables or {}})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def online(client: TestClient, user_id: int) -> dict[str, Any]:
+    body = gql(client, "query($id: Int!) { user(id: $id) { onlineFeatures } }", {"id": user_id})
+    assert "errors" not in body, body
+    features_: dict[str, Any] = body["data"]["user"]["onlineFeatures"]
+    return features_
+
+
+def _offline_latest(stores: Stores, table: str, user_id: int) -> dict[str, Any]:
+    with stores.pg.connect() as conn:
+        row = (
+            conn.execute(
+                text(f"SELECT * FROM {table} WHERE user_id = :u ORDER BY event_timestamp DESC LIMIT 1"), {"u": user_id}
+            )
+            .mappings()
+            .one()
+        )
+    return dict(row)
+
+
+def test_online_features_are_the_latest_offline_values(client: TestClient, stores: Stores) -> None:
+    got = online(client, USER)
+    reviews = _offline_latest(stores, "feat_user_reviews", USER)
+    assert got["user_reviews__review_count"] == reviews["review_count"] == 272
+    assert got["user_reviews__mean_rating"] == pytest.approx(reviews["mean_rating"])
+    assert got["user_profile__age"] == 24 and got["user_profile__occupation"] == "technician"
+    assert len(got["user_playback__last5_durations"]) == 5
+
+
+def _unrated_movie(stores: Stores, user_id: int) -> int:
+    rated = {d["movie_id"] for d in mongo.live(stores.mongo, "reviews").find({"user_id": user_id}, {"movie_id": 1})}
+    return min(m for m in range(1, 1683) if m not in rated)
+
+
+def _restore(stores: Stores, store: FeatureStore, review_id: str, user_id: int, movie_id: int, at: datetime) -> None:
+    """Undo the rating everywhere it went: Mongo, the mutation log, raw and feature tables, online."""
+    mongo.live(stores.mongo, "reviews").delete_one({"_id": review_id})
+    stores.mongo[mongo.MUTATION_LOG].delete_many({"input.user_id": user_id, "input.movie_id": movie_id})
+    with stores.pg.begin() as conn:
+        conn.execute(text("DELETE FROM raw_reviews WHERE review_id = :r"), {"r": review_id})
+        for entity, key in (("user_id", user_id), ("movie_id", movie_id)):
+            features.create_affected(conn, entity)
+            features.mark_affected(conn, entity, f"SELECT {key}, CAST('{at.isoformat()}' AS timestamptz)")
+        for feature in (features.USER_REVIEWS, features.MOVIE_REVIEWS):
+            features.recompute(conn, feature)
+    for table, entity, key in (("feat_user_reviews", "user_id", user_id), ("feat_movie_reviews", "movie_id", movie_id)):
+        with stores.pg.connect() as conn:
+            row = (
+                conn.execute(
+                    text(f"SELECT * FROM {table} WHERE {entity} = :k ORDER BY event_timestamp DESC LIMIT 1"), {"k": key}
+                )
+                .mappings()
+                .one()
+            )
+        import pandas as pd
+
+        store.write_to_online_store(VIEW_OF_TABLE[table], pd.DataFrame([dict(row)]))
+
+
+def test_rate_movie_pushes_features_and_changes_recommendations(
+    client: TestClient, stores: Stores, feature_store: FeatureStore
+) -> None:
+    movie = _unrated_movie(stores, USER)
+    before = online(client, USER)
+    result = gql(
+        client,
+        """mutation($u: Int!, $m: Int!) {
+             rateMovie(userId: $u, movieId: $m, rating: 5, clientMutationId: "feat-test-1") {
+               __typename ... on RatingRecorded { reviewId ratedAt featuresPushed } } }""",
+        {"u": USER, "m": movie},
+    )
+    recorded = result["data"]["rateMovie"]
+    assert recorded["__typename"] == "RatingRecorded", result
+    try:
+        assert recorded["featuresPushed"] is True
+        after = online(client, USER)
+        n = before["user_reviews__review_count"]
+        assert after["user_reviews__review_count"] == n + 1
+        assert after["user_reviews__mean_rating"] == pytest.approx(
+            (before["user_reviews__mean_rating"] * n + 5) / (n + 1)
+        )
+        # the offline table holds the same new row (the next export will skip the event)
+        assert _offline_latest(stores, "feat_user_reviews", USER)["review_count"] == n + 1
+        recs = gql(
+            client,
+            "query($u: Int!) { recommendations(userId: $u, first: 20) { items { movie { movieId } } } }",
+            {"u": USER},
+        )
+        assert "errors" not in recs, recs
+        ids = [item["movie"]["movieId"] for item in recs["data"]["recommendations"]["items"]]
+        assert ids and movie not in ids
+    finally:
+        at = datetime.fromisoformat(recorded["ratedAt"])
+        _restore(stores, feature_store, recorded["reviewId"], USER, movie, at)
+    assert online(client, USER) == before
+
+
+def test_reader_refuses_an_unapplied_repository(stores: Stores, feature_store: FeatureStore) -> None:
+    assert FeastUserFeatures(stores, feature_store).user_features(10**6) == {}
