@@ -6,7 +6,7 @@ closes the stores at shutdown. ``configure`` lets the caller swap plug-ins in on
 stores are open, e.g. a model-backed recommender::
 
     def plug_model(services: Services) -> None:
-        services.recommender = WithFallback(ModelRecommender(...), services.recommender)
+        services.recommender = WithFallback(RankerRecommender(...), services.recommender)
 
     app = create_app(settings, configure=plug_model)
 
@@ -134,5 +134,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 def app_from_env() -> Starlette:
-    """Uvicorn factory (``uvicorn --factory api.app:app_from_env``): settings from the environment."""
-    return create_app(Settings())
+    """Uvicorn factory (``uvicorn --factory api.app:app_from_env``): settings from the environment,
+    Feast online features and the trained ranker plugged in when they are available."""
+    from api.serving import plug_serving
+
+    return create_app(Settings(), configure=plug_serving)

@@ -34,6 +34,15 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _add_bench() -> None:
+    from api.cli_bench import bench_app
+
+    app.add_typer(bench_app, name="bench")
+
+
+_add_bench()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
@@ -266,23 +275,27 @@ def materialize(
 
 
 def _train_options(
-    epochs: int, device: str, seed: int, quiet: bool, batch_size: int | None, lr: float | None
+    epochs: int | None, device: str, seed: int, quiet: bool, batch_size: int | None, lr: float | None
 ) -> tuple[TrainOptions, set[str]]:
     """TrainOptions plus the fields the user set (the rest take each model's defaults)."""
     from model.train import TrainOptions
 
-    options = TrainOptions(epochs=epochs, device=device, seed=seed, quiet=quiet)
+    options = TrainOptions(device=device, seed=seed, quiet=quiet)
+    if epochs is not None:
+        options.epochs = epochs
     if batch_size is not None:
         options.batch_size = batch_size
     if lr is not None:
         options.lr = lr
-    return options, {k for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None}
+    return options, {k for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None}
 
 
 @app.command()
 def train(
     model: Annotated[str, typer.Option(help="engagement, two_tower, bpr, pop or all.")] = "all",
-    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs (early stopping may end sooner).")] = 40,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epoch cap (default per model; early stopping may end sooner).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
     split: Annotated[str, typer.Option(help="time (served), recbole or random.")] = "time",
     features: Annotated[str, typer.Option(help="Engagement features: auto, feast or local.")] = "auto",
@@ -324,7 +337,7 @@ def evaluate(
     protocol: Annotated[
         str, typer.Option(help="time (held-out last 10%), recbole (per-user 80/10/10) or random.")
     ] = "time",
-    epochs: Annotated[int, typer.Option(min=1, help="Epoch cap for models trained on the way.")] = 40,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epoch cap for models trained on the way.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     features: Annotated[str, typer.Option(help="Engagement features: auto, feast or local.")] = "auto",
     retrain: Annotated[bool, typer.Option(help="Train every model again, even with a current checkpoint.")] = False,
@@ -336,7 +349,7 @@ def evaluate(
     from sources.stores import Stores
 
     settings = _settings()
-    options, explicit = _train_options(epochs, device, settings.seed, quiet, None, None)
+    options, explicit = _train_options(epochs, device, settings.seed, quiet, None, None)  # per-model defaults
     kinds = None if models == "all" else [m.strip() for m in models.split(",")]
     with Stores.open(settings) as stores:
         report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol=protocol,
@@ -388,24 +401,63 @@ def schema(
 
 @app.command()
 def up(
+    host: Annotated[str, typer.Option(help="Interface to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="End by serving GraphiQL.")] = True,
+    epochs: Annotated[int, typer.Option(min=1, help="Epoch cap when models must be trained.")] = 40,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Start the stores, migrate, ingest MovieLens-100K (idempotent: re-running is cheap)."""
+    """The whole job on the embedded default: stores, migrate, ingest ML-100K, export, feast apply,
+    materialize, train (or reuse a compatible checkpoint), then serve GraphiQL. Every step is
+    idempotent, so re-running is cheap."""
+    from model.checkpoint import checkpoint_path, load_checkpoint
+    from model.device import pick_device
+    from model.score import service_features
+    from model.train import train_models
     from sources import datasets
     from sources import migrate as migrations
+    from sources.export import export as run_export
+    from sources.feast_env import open_feature_store
     from sources.ingest import ingest as run_ingest
+    from sources.materialize import apply_repo
+    from sources.materialize import materialize as run_materialize
     from sources.stores import Stores
 
     settings = _settings()
     started = time.perf_counter()
+
+    def step(n: int, what: str) -> None:
+        console.print(f"[bold]{n}/7[/] {what} [dim]({time.perf_counter() - started:.0f}s)[/]")
+
     with Stores.open(settings) as stores:
         stores.require_all()
-        console.print("[bold]1/2[/] stores answer; migrating schema")
+        step(1, "stores answer; migrating schema")
         migrations.upgrade(stores.pg)
-        console.print("[bold]2/2[/] ingesting MovieLens-100K")
-        report = run_ingest(stores, datasets.movielens_100k(), seed=settings.seed, quiet=quiet)
-        _print_ingest(report)
+        step(2, "ingesting MovieLens-100K")
+        _print_ingest(run_ingest(stores, datasets.movielens_100k(), seed=settings.seed, quiet=quiet))
+        step(3, "exporting Mongo and graph features to the offline store")
+        exported = run_export(stores, quiet=quiet)
+        console.print(f"landed {sum(exported.rows_landed.values()):,} new rows")
+        step(4, "feast apply")
+        store = open_feature_store(stores.endpoints)
+        apply_repo(store)
+        step(5, "materializing the online store")
+        console.print(f"materialized {run_materialize(store).rows:,} rows")
+        step(6, "models")
+        try:
+            folder = settings.models_dir / "time"
+            load_checkpoint(checkpoint_path(folder, "two_tower"))
+            load_checkpoint(checkpoint_path(folder, "engagement"), service_features(store))
+            console.print("reusing the trained checkpoints (their features match the feature service)")
+        except MarqueeError as reason:
+            console.print(f"training on {pick_device('auto')}: {reason}")
+            options, explicit = _train_options(epochs, "auto", settings.seed, quiet, None, None)
+            train_models(stores, settings.models_dir, kinds=["two_tower", "engagement"], split_name="time",
+                         options=options, feature_source="feast", explicit=explicit)  # fmt: skip
     console.print(f"[green]marquee is up[/] in {time.perf_counter() - started:.1f}s")
+    if serve_api:
+        step(7, "serving")
+        serve(host=host, port=port, workers=1)
 
 
 def main() -> None:

@@ -46,6 +46,10 @@ class FeastUserFeatures:
             raise LookupError(f"feature views not applied: {', '.join(missing)} (run `marquee apply`)")
         self._refs = [f"{name}:{field.name}" for name in USER_VIEWS for field in views[name].features]
 
+    @property
+    def store(self) -> FeatureStore:
+        return self._store
+
     def user_features(self, user_id: int) -> dict[str, Any]:
         found = self._store.get_online_features(
             features=self._refs, entity_rows=[{"user_id": user_id}], full_feature_names=True

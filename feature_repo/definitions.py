@@ -70,8 +70,8 @@ user_profile_source = PostgreSQLSource(
     created_timestamp_column="created_timestamp",
 )
 
-# Year and genres from the moment the movie entered the catalogue (movies.added_at, its first
-# rating; so that first rating itself, read strictly before, sees no profile: a cold start).
+# Year and genres from the moment the movie entered the catalogue: a second before its first
+# rating (movies.added_at), so even that first rating sees its content (profile, embedding).
 # genre_multi_hot is ordered by genres.id.
 movie_profile_source = PostgreSQLSource(
     name="movie_profile_source",
@@ -83,21 +83,21 @@ movie_profile_source = PostgreSQLSource(
                ARRAY(SELECT (mg.movie_id IS NOT NULL)::int
                      FROM genres g LEFT JOIN movie_genres mg ON mg.genre_id = g.id AND mg.movie_id = m.id
                      ORDER BY g.id) AS genre_multi_hot,
-               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
-               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
+               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
+               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
         FROM movies m
     """,
     timestamp_field="event_timestamp",
     created_timestamp_column="created_timestamp",
 )
 
-# The 384-d title embedding (pgvector → real[]), valid from the movie's catalogue entry.
+# The 384-d title embedding (pgvector → real[]), valid from the movie's catalogue entry (as above).
 movie_embedding_source = PostgreSQLSource(
     name="movie_embedding_source",
     query=f"""
         SELECT e.movie_id AS movie_id, e.embedding::real[] AS title_embedding,
-               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
-               coalesce(m.added_at, TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
+               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
+               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
         FROM movie_embeddings e JOIN movies m ON m.id = e.movie_id
     """,
     timestamp_field="event_timestamp",

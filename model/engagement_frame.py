@@ -32,7 +32,8 @@ from sources import mongo
 from sources.stores import Stores
 
 LABEL = "rating"
-ENTITY_COLUMNS = ("user_id", "movie_id", "event_timestamp", LABEL)
+# keys, time and labels: never features (model.training_data adds "engagement" = (rating - 1) / 4)
+ENTITY_COLUMNS = ("user_id", "movie_id", "event_timestamp", LABEL, "engagement", "label")
 GRAPH_VIEW = "movie_graph"
 GRAPH_NAMES = ("rated_degree", "watched_degree", "genre_count", "people_count", "actor_count", "director_count",
                "pagerank")  # fmt: skip
@@ -52,7 +53,55 @@ def _view(name: str) -> str:
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     """Feature columns of a training frame: everything but entity keys, time and label."""
-    return [c for c in frame.columns if c not in ENTITY_COLUMNS and c != "label"]
+    return [c for c in frame.columns if c not in ENTITY_COLUMNS and not c.startswith("__")]
+
+
+def _is_list_column(column: pd.Series) -> bool:
+    first = column.dropna()
+    return len(first) > 0 and isinstance(first.iloc[0], list | tuple | np.ndarray)
+
+
+def _expanded(name: str) -> tuple[str, int] | None:
+    """``"view__col[3]"`` -> ``("view__col", 3)``: one slot of a list-valued feature."""
+    if name.endswith("]") and "[" in name:
+        base, index = name[:-1].rsplit("[", 1)
+        if index.isdigit():
+            return base, int(index)
+    return None
+
+
+def base_column(name: str) -> str:
+    """The frame column a feature name reads: ``"view__col[3]"`` -> ``"view__col"``."""
+    slot = _expanded(name)
+    return name if slot is None else slot[0]
+
+
+def _numeric_matrix(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """``(rows, len(names))`` float32; a ``col[i]`` name reads slot i of list column ``col``; nulls -> 0."""
+    out = np.zeros((len(frame), len(names)), dtype=np.float32)
+    lists: dict[str, np.ndarray] = {}
+    for j, name in enumerate(names):
+        slot = _expanded(name)
+        if slot is None:
+            out[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float32, na_value=np.nan)
+            continue
+        base, i = slot
+        if base not in lists:
+            slots = [_expanded(n) for n in names]
+            width = max(x[1] for x in slots if x is not None and x[0] == base) + 1
+            lists[base] = (
+                np.stack([_padded(v, width) for v in frame[base].tolist()]) if len(frame) else np.zeros((0, width))
+            )
+        out[:, j] = lists[base][:, i]
+    return np.nan_to_num(out, nan=0.0)
+
+
+def _padded(value: Any, width: int) -> np.ndarray:
+    arr = np.zeros(width, dtype=np.float32)
+    if isinstance(value, list | tuple | np.ndarray):
+        vals = np.asarray(value, dtype=np.float32)[:width]
+        arr[: len(vals)] = vals
+    return arr
 
 
 @dataclass
@@ -91,15 +140,16 @@ class FrameEncoder:
     def encode(self, frame: pd.DataFrame) -> dict[str, Tensor]:
         """``frame`` (rows with every feature column) -> batch dict of CPU tensors."""
         c = self.config
-        missing = [f for f in self.features if f not in frame.columns]
+        missing = [f for f in self.features if (_expanded(f) or (f, 0))[0] not in frame.columns]
         if missing:
             raise KeyError(f"frame lacks feature columns {missing}")
+        embedding = np.stack([np.asarray(v, dtype=np.float32) for v in frame[c.embedding_feature].tolist()])
         batch = {
-            "numeric": torch.tensor(frame[c.numeric_features].to_numpy(np.float32, na_value=0.0)),
+            "numeric": torch.tensor(_numeric_matrix(frame, c.numeric_features)),
             "sequence": torch.tensor(np.stack(frame[c.sequence_feature].map(_fixed_list).to_numpy())),
-            "embedding": torch.tensor(np.stack(frame[c.embedding_feature].map(np.asarray).to_numpy()).astype(np.float32)),
-            "graph": torch.tensor(frame[c.graph_features].to_numpy(np.float32, na_value=0.0)),
-        }  # fmt: skip
+            "embedding": torch.tensor(embedding),
+            "graph": torch.tensor(_numeric_matrix(frame, c.graph_features)),
+        }
         if c.categorical_features:
             cols = []
             for name in c.categorical_features:
@@ -123,8 +173,8 @@ def _fixed_list(value: Any) -> np.ndarray:
 def schema_config(
     frame: pd.DataFrame,
     *,
-    user_ids: Sequence[int] = (),
-    movie_ids: Sequence[int] = (),
+    user_ids: Sequence[int] | np.ndarray = (),
+    movie_ids: Sequence[int] | np.ndarray = (),
     factor_dim: int = 0,
     **sizes: Any,
 ) -> FrameEncoder:
@@ -135,8 +185,19 @@ def schema_config(
     if len(sequence) != 1 or len(embedding) != 1:
         raise ValueError(f"need exactly one *last5_durations and one *embedding column, got {sequence}, {embedding}")
     graph = [n for n in names if _view(n) == GRAPH_VIEW or (not _view(n) and n in GRAPH_NAMES)]
-    rest = [n for n in names if n not in {sequence[0], embedding[0], *graph}]
-    categorical = [n for n in rest if not pd.api.types.is_numeric_dtype(frame[n])]
+    rest: list[str] = []
+    categorical: list[str] = []
+    for n in names:
+        if n in {sequence[0], embedding[0], *graph}:
+            continue
+        if _is_list_column(frame[n]):  # e.g. a genre multi-hot: one numeric per slot
+            width = int(frame[n].dropna().map(len).max())
+            rest += [f"{n}[{i}]" for i in range(width)]
+        elif pd.api.types.is_numeric_dtype(frame[n]) or pd.api.types.is_bool_dtype(frame[n]):
+            rest.append(n)
+        else:
+            categorical.append(n)
+            rest.append(n)
     vocab = {n: sorted({str(v) for v in frame[n].dropna().unique()}) for n in categorical}
     config = EngagementNetConfig.from_feature_names(
         rest,
@@ -179,28 +240,14 @@ def _prior_stats(events: pd.DataFrame, key: str, prefix: str) -> pd.DataFrame:
     return events[[key, "ts"]].join(out, on=[key, "ts"]).drop(columns=[key, "ts"])
 
 
-def _last_durations(stores: Stores, events: pd.DataFrame) -> pd.Series:
-    """The durations of the user's 5 latest playback sessions that started before this event's
-    own session (its own session is excluded: its length follows the rating, a label leak)."""
-    docs = mongo.live(stores.mongo, "playback_logs").find({}, {"user_id": 1, "sessions": 1})
-    starts: dict[int, np.ndarray] = {}
-    durations: dict[int, np.ndarray] = {}
-    own: dict[tuple[int, int], int] = {}
-    for doc in docs:
-        sessions = sorted(doc["sessions"], key=lambda s: (s["timestamp"], s["movie_id"]))
-        uid = int(doc["user_id"])
-        starts[uid] = np.array([s["timestamp"].timestamp() for s in sessions])
-        durations[uid] = np.array([s["duration_seconds"] for s in sessions], dtype=np.float32)
-        for i, s in enumerate(sessions):
-            own[(uid, int(s["movie_id"]))] = i
-    out = []
-    for uid, mid, ts in zip(events.user_id.tolist(), events.movie_id.tolist(), events.ts.tolist(), strict=True):
-        if uid not in starts:
-            out.append([])
-            continue
-        end = own.get((uid, mid), int(np.searchsorted(starts[uid], ts)))
-        out.append(durations[uid][max(0, end - SEQUENCE_LENGTH) : end].tolist())
-    return pd.Series(out, index=events.index)
+@dataclass(frozen=True)
+class SideInfo:
+    """What the frame joins onto events, read once from the stores."""
+
+    users: pd.DataFrame  # index user_id, user_profile__* columns
+    movies: pd.DataFrame  # index movie_id, movie_profile__* and movie_graph__* columns
+    embeddings: pd.Series  # movie_id -> (384,) float32
+    sessions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # user -> (starts, durations, movie ids)
 
 
 def pg_vector(value: Any) -> np.ndarray:
@@ -210,12 +257,7 @@ def pg_vector(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def local_frame(stores: Stores, data: Interactions) -> pd.DataFrame:
-    """One row per interaction with user/movie/review/playback/graph features as of its time."""
-    events = pd.DataFrame(
-        {"user_id": data.user_ids[data.users], "movie_id": data.movie_ids[data.items], "rating": data.ratings,
-         "ts": data.ts}  # fmt: skip
-    )
+def load_side_info(stores: Stores) -> SideInfo:
     with stores.pg.connect() as conn:
         users = pd.read_sql(
             text(
@@ -228,9 +270,6 @@ def local_frame(stores: Stores, data: Interactions) -> pd.DataFrame:
         )
         movies = pd.read_sql(text("SELECT id AS movie_id, year::float AS year FROM movies"), conn)
         emb = conn.execute(text("SELECT movie_id, embedding FROM movie_embeddings")).all()
-    users = users.set_index("user_id").add_prefix("user_profile__")
-    movies = movies.set_index("movie_id").add_prefix("movie_profile__")
-    embeddings = pd.Series({int(m): pg_vector(e) for m, e in emb}, name="movie_embedding__embedding")
     graph = pd.DataFrame(
         stores.graph.read(
             "MATCH (m:Movie) OPTIONAL MATCH (m)-[:HAS_GENRE]->(g:Genre) WITH m, count(g) AS genre_count "
@@ -241,17 +280,92 @@ def local_frame(stores: Stores, data: Interactions) -> pd.DataFrame:
         )
     )
     graph = graph.set_index("movie_id").astype(np.float64).add_prefix(f"{GRAPH_VIEW}__")
-    frame = events.join(users, on="user_id").join(movies, on="movie_id").join(embeddings, on="movie_id")
-    frame = frame.join(graph, on="movie_id")
+    movies = movies.set_index("movie_id").add_prefix("movie_profile__").join(graph)
+    sessions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for doc in mongo.live(stores.mongo, "playback_logs").find({}, {"user_id": 1, "sessions": 1}):
+        ordered = sorted(doc["sessions"], key=lambda s: (s["timestamp"], s["movie_id"]))
+        sessions[int(doc["user_id"])] = (
+            np.array([s["timestamp"].timestamp() for s in ordered]),
+            np.array([s["duration_seconds"] for s in ordered], dtype=np.float32),
+            np.array([s["movie_id"] for s in ordered], dtype=np.int64),
+        )
+    return SideInfo(
+        users.set_index("user_id").add_prefix("user_profile__"),
+        movies,
+        pd.Series({int(m): pg_vector(e) for m, e in emb}, name="movie_embedding__title_embedding"),
+        sessions,
+    )
+
+
+def _last_durations(side: SideInfo, events: pd.DataFrame, seen: pd.DataFrame) -> pd.Series:
+    """Per event, the durations of the user's 5 latest playback sessions that started before it.
+
+    Only sessions of movies in ``seen`` (the user's known events) count, and an event's own
+    session never does: its length follows the rating, a label leak.
+    """
+    seen_pairs = set(zip(seen.user_id.tolist(), seen.movie_id.tolist(), strict=True))
+    allowed: dict[int, np.ndarray] = {}
+    out: list[list[float]] = []
+    for uid, mid, ts in zip(events.user_id.tolist(), events.movie_id.tolist(), events.ts.tolist(), strict=True):
+        if uid not in side.sessions:
+            out.append([])
+            continue
+        starts, durations, movies = side.sessions[uid]
+        if uid not in allowed:
+            allowed[uid] = np.array([(uid, m) in seen_pairs for m in movies.tolist()], dtype=bool)
+        ok = allowed[uid] & (starts < ts) & (movies != mid)
+        out.append(durations[ok][-SEQUENCE_LENGTH:].tolist())
+    return pd.Series(out, index=events.index)
+
+
+def _frame(side: SideInfo, events: pd.DataFrame, seen: pd.DataFrame) -> pd.DataFrame:
+    """``events`` (user_id, movie_id, rating (NaN for a candidate), ts) with every feature column."""
+    frame = events.join(side.users, on="user_id").join(side.movies, on="movie_id")
+    frame = frame.join(side.embeddings, on="movie_id")
     frame = pd.concat(
         [frame, _prior_stats(events, "user_id", "user_reviews"), _prior_stats(events, "movie_id", "movie_reviews")],
         axis=1,
     )
-    frame["user_playback__last5_durations"] = _last_durations(stores, events)
-    missing = frame["movie_embedding__embedding"].isna()
+    frame["user_playback__last5_durations"] = _last_durations(side, events, seen)
+    missing = frame["movie_embedding__title_embedding"].isna()
     if missing.any():
-        zero = np.zeros(len(embeddings.iloc[0]), dtype=np.float32)
-        frame.loc[missing, "movie_embedding__embedding"] = pd.Series([zero] * int(missing.sum()),
+        zero = np.zeros(len(side.embeddings.iloc[0]), dtype=np.float32)
+        frame.loc[missing, "movie_embedding__title_embedding"] = pd.Series([zero] * int(missing.sum()),
                                                                      index=frame.index[missing])  # fmt: skip
     frame["event_timestamp"] = pd.to_datetime(frame.pop("ts"), unit="s", utc=True)
     return frame
+
+
+def _events(data: Interactions) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": data.user_ids[data.users],
+            "movie_id": data.movie_ids[data.items],
+            "rating": data.ratings,
+            "ts": data.ts,
+        }
+    )
+
+
+def local_frame(side: SideInfo, data: Interactions) -> pd.DataFrame:
+    """One row per interaction with user/movie/review/playback/graph features as of its time."""
+    events = _events(data)
+    return _frame(side, events, events)
+
+
+def pair_frame(
+    side: SideInfo, history: Interactions, user_ids: np.ndarray, movie_ids: np.ndarray, at_ts: np.ndarray
+) -> pd.DataFrame:
+    """Feature rows for candidate (user, movie) pairs as of ``at_ts``, computed from ``history`` only
+    (what an online store would hold then). Ratings of the candidate rows are NaN."""
+    seen = _events(history)
+    n = len(user_ids)
+    events = pd.DataFrame(
+        {
+            "user_id": np.concatenate([seen.user_id.to_numpy(), np.asarray(user_ids, dtype=np.int64)]),
+            "movie_id": np.concatenate([seen.movie_id.to_numpy(), np.asarray(movie_ids, dtype=np.int64)]),
+            "rating": np.concatenate([seen.rating.to_numpy(np.float64), np.full(n, np.nan)]),
+            "ts": np.concatenate([seen.ts.to_numpy(), np.asarray(at_ts, dtype=np.int64)]),
+        }
+    )
+    return _frame(side, events, seen).iloc[len(seen) :].reset_index(drop=True)

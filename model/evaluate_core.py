@@ -10,11 +10,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from model.interactions import Interactions
-from model.networks import TwoTowerRetriever
+from model.networks import TwoTowerRetriever, UserHistory
 from model.ranking_metrics import catalog_coverage, ranking_metrics, top_k_items
 
 
@@ -24,30 +23,76 @@ class Scorer(Protocol):
     def score_all(self, user_ids: Tensor) -> Tensor: ...
 
 
-def history_bag(data: Interactions) -> Tensor:
-    """``(n_users, n_movies)`` 0/1: which movies each user interacted with in ``data``."""
-    bag = torch.zeros(data.n_users, data.n_movies)
-    bag[torch.as_tensor(data.users), torch.as_tensor(data.items)] = 1.0
-    return bag
+class HistoryIndex:
+    """Each user's movies in time order (CSR) and ``UserHistory`` batches for the user tower.
+
+    Weights are ``1/sqrt(n)`` over the ``n`` movies kept, so long and short histories give
+    user inputs of similar size. ``prefix`` keeps only each row's first ``prefix[i]`` movies:
+    training reads the history *before* the target (the tower learns what comes next, which
+    is what a chronological test asks); ``drop`` removes one movie per row instead.
+    """
+
+    def __init__(self, parts: Sequence[Interactions]) -> None:
+        users = np.concatenate([p.users for p in parts])
+        items = np.concatenate([p.items for p in parts])
+        ts = np.concatenate([p.ts for p in parts])
+        order = np.lexsort((items, ts, users))  # by user, then time (ties by movie id)
+        self.indices = torch.as_tensor(items[order], dtype=torch.long)
+        counts = np.bincount(users, minlength=parts[0].n_users)
+        self.indptr = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.long)
+
+    @staticmethod
+    def positions(data: Interactions) -> np.ndarray:
+        """Each row's position in its user's time-ordered history (0 = the user's first event)."""
+        order = np.lexsort((data.items, data.ts, data.users))
+        pos = np.empty(len(data), dtype=np.int64)
+        starts = np.searchsorted(data.users[order], data.users[order], side="left")
+        pos[order] = np.arange(len(data)) - starts
+        return pos
+
+    def to(self, device: torch.device) -> HistoryIndex:
+        self.indices, self.indptr = self.indices.to(device), self.indptr.to(device)
+        return self
+
+    def batch(self, users: Tensor, *, prefix: Tensor | None = None, drop: Tensor | None = None) -> UserHistory:
+        users = users.to(self.indptr.device)
+        starts = self.indptr[users]
+        lens = self.indptr[users + 1] - starts
+        if prefix is not None:
+            lens = torch.minimum(lens, prefix.to(lens.device))
+        row = torch.repeat_interleave(torch.arange(len(users), device=users.device), lens)
+        offsets = torch.cumsum(lens, 0) - lens
+        items = self.indices[starts[row] + torch.arange(len(row), device=users.device) - offsets[row]]
+        keep = torch.ones(len(items), device=users.device)
+        if drop is not None:
+            keep = (items != drop.to(users.device)[row]).float()
+        kept = torch.zeros(len(users), device=users.device).index_add_(0, row, keep)
+        return UserHistory(items, offsets, keep / kept.clamp_min(1).sqrt()[row])
 
 
-def bag_features(bag_rows: Tensor) -> Tensor:
-    """A user's history bag as the user tower's dense input: rows scaled to unit L2 norm."""
-    return F.normalize(bag_rows, dim=-1)
+def one_history(movie_ids: Sequence[int]) -> UserHistory:
+    """A single user's ``UserHistory`` from dense movie ids (serving)."""
+    items = torch.as_tensor(sorted(set(movie_ids)), dtype=torch.long)
+    weights = torch.full((len(items),), 1.0 / max(1, len(items)) ** 0.5)
+    return UserHistory(items, torch.zeros(1, dtype=torch.long), weights)
 
 
 class TwoTowerScorer:
-    """A retriever plus the history its user tower reads (the user's training interactions)."""
+    """A retriever plus the histories its user tower reads (the users' known interactions)."""
 
-    def __init__(self, model: TwoTowerRetriever, bag: Tensor) -> None:
+    def __init__(self, model: TwoTowerRetriever, history: HistoryIndex, movie_vectors: Tensor | None = None) -> None:
         self.model = model
-        self.bag = bag
+        self.history = history
+        self.movie_vectors = movie_vectors  # precomputed (checkpoint) or None: from the movie tower
 
     @torch.no_grad()
     def score_all(self, user_ids: Tensor) -> Tensor:
         device = self.model.user_tower.id_embedding.weight.device
-        feats = bag_features(self.bag[user_ids.cpu()].to(device)) if self.model.config.user_feature_dim else None
-        return self.model.score_all(user_ids.to(device), feats).float().cpu()
+        user_ids = user_ids.to(device)
+        history = self.history.to(device).batch(user_ids) if self.model.config.history_dim else None
+        users = self.model.user_vectors(user_ids, None, history)
+        movies = self.model.all_movie_vectors() if self.movie_vectors is None else self.movie_vectors.to(device)
+        return (users @ movies.T / self.model.config.temperature).float().cpu()
 
 
 def masks(target: Interactions, seen: Sequence[Interactions]) -> tuple[Tensor, Tensor]:

@@ -51,9 +51,7 @@ class EngagementNetConfig(_DictConfig):
     Feature order in the lists is the column order of the batch tensors.
     """
 
-    numeric_features: list[str] = field(
-        default_factory=lambda: ["age", "city_index", "subscription_price"]
-    )
+    numeric_features: list[str] = field(default_factory=lambda: ["age", "city_index", "subscription_price"])
     categorical_features: dict[str, int] = field(default_factory=dict)  # name -> cardinality
     categorical_embedding_dim: int = 8
     sequence_feature: str = "recent_watch_seconds"
@@ -152,12 +150,9 @@ class TabularBranch(nn.Module):
         super().__init__()
         self.norm = Standardize(len(config.numeric_features))
         self.embeddings = nn.ModuleList(
-            nn.Embedding(card, config.categorical_embedding_dim)
-            for card in config.categorical_features.values()
+            nn.Embedding(card, config.categorical_embedding_dim) for card in config.categorical_features.values()
         )
-        n_in = (
-            len(config.numeric_features) + len(self.embeddings) * config.categorical_embedding_dim
-        )
+        n_in = len(config.numeric_features) + len(self.embeddings) * config.categorical_embedding_dim
         h = config.tabular_hidden
         self.mlp = nn.Sequential(nn.Linear(n_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
 
@@ -203,13 +198,9 @@ class MultimodalEngagementNet(nn.Module):
         self.config = config
         self.tabular_branch = TabularBranch(config)
         self.sequence_branch = SequenceBranch(config)
-        self.embedding_branch = nn.Sequential(
-            nn.Linear(config.embedding_dim, config.embedding_out), nn.ReLU()
-        )
+        self.embedding_branch = nn.Sequential(nn.Linear(config.embedding_dim, config.embedding_out), nn.ReLU())
         self.graph_norm = Standardize(len(config.graph_features))
-        self.graph_branch = nn.Sequential(
-            nn.Linear(len(config.graph_features), config.graph_out), nn.ReLU()
-        )
+        self.graph_branch = nn.Sequential(nn.Linear(len(config.graph_features), config.graph_out), nn.ReLU())
         self.head = nn.Sequential(
             nn.Linear(config.fusion_in, config.fusion_hidden),
             nn.ReLU(),
@@ -227,7 +218,11 @@ class MultimodalEngagementNet(nn.Module):
                 }
             )
             for name, table in self.factors.items():  # small start: MF with large factors overfits fast
-                nn.init.normal_(table.weight, std=0.01) if "bias" not in name else nn.init.zeros_(table.weight)
+                assert isinstance(table, nn.Embedding)
+                if "bias" in name:
+                    nn.init.zeros_(table.weight)
+                else:
+                    nn.init.normal_(table.weight, std=0.01)
 
     def collaborative(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``(batch,)`` biased-MF logit term from ``user``/``movie`` dense ids; zeros when off."""
@@ -282,6 +277,9 @@ class TwoTowerConfig(_DictConfig):
     out_dim: int = 64
     temperature: float = 0.05
     dropout: float = 0.0
+    # User history: an EmbeddingBag over the movies the user met (weighted sum), fed to the
+    # user tower beside the id; 0 turns it off. Cost grows with history length, not catalogue.
+    history_dim: int = 0
 
 
 class Tower(nn.Module):
@@ -310,6 +308,16 @@ class Tower(nn.Module):
         return F.normalize(self.mlp(x), dim=-1)
 
 
+@dataclass
+class UserHistory:
+    """A batch of histories in ``nn.EmbeddingBag``'s flat form: ``items (n,)`` movie ids,
+    ``offsets (batch,)`` where each user's run starts, ``weights (n,)`` per-item weights."""
+
+    items: Tensor
+    offsets: Tensor
+    weights: Tensor
+
+
 class TwoTowerRetriever(nn.Module):
     """User and movie towers on a unit sphere; score = cosine / temperature.
 
@@ -327,8 +335,9 @@ class TwoTowerRetriever(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.user_tower = Tower(c.n_users, c.id_dim, c.user_feature_dim, c)
+        self.user_tower = Tower(c.n_users, c.id_dim, c.user_feature_dim + c.history_dim, c)
         self.movie_tower = Tower(c.n_movies, c.id_dim, c.movie_content_dim + c.n_genres, c)
+        self.history = nn.EmbeddingBag(c.n_movies, c.history_dim, mode="sum") if c.history_dim else None
         self.register_buffer("catalog_content", torch.empty(0), persistent=False)
         self.register_buffer("catalog_genres", torch.empty(0), persistent=False)
 
@@ -342,13 +351,18 @@ class TwoTowerRetriever(nn.Module):
         self.catalog_content = content.float().to(device)
         self.catalog_genres = genres.float().to(device)
 
-    def user_vectors(self, user_ids: Tensor, user_features: Tensor | None = None) -> Tensor:
-        """``(batch,) [, (batch, user_feature_dim)] -> (batch, out_dim)`` unit vectors."""
+    def user_vectors(
+        self, user_ids: Tensor, user_features: Tensor | None = None, history: UserHistory | None = None
+    ) -> Tensor:
+        """``(batch,) [, (batch, user_feature_dim)] [, history] -> (batch, out_dim)`` unit vectors."""
+        if self.history is not None:
+            if history is None:
+                raise ValueError("config has history_dim > 0: pass the users' history")
+            bag = self.history(history.items, history.offsets, per_sample_weights=history.weights)
+            user_features = bag if user_features is None else torch.cat([user_features, bag], dim=-1)
         return self.user_tower(user_ids, user_features)
 
-    def movie_vectors(
-        self, movie_ids: Tensor, content: Tensor | None = None, genres: Tensor | None = None
-    ) -> Tensor:
+    def movie_vectors(self, movie_ids: Tensor, content: Tensor | None = None, genres: Tensor | None = None) -> Tensor:
         """``(batch,) [, (batch, content_dim), (batch, n_genres)] -> (batch, out_dim)``.
 
         Content/genres left as None are looked up in the catalogue.
@@ -379,11 +393,7 @@ class TwoTowerRetriever(nn.Module):
     @torch.no_grad()
     def score_all(self, user_ids: Tensor, user_features: Tensor | None = None) -> Tensor:
         """``(batch,) -> (batch, n_movies)`` logits against the whole catalogue."""
-        return (
-            self.user_vectors(user_ids, user_features)
-            @ self.all_movie_vectors().T
-            / (self.config.temperature)
-        )
+        return self.user_vectors(user_ids, user_features) @ self.all_movie_vectors().T / (self.config.temperature)
 
 
 def sampled_softmax_loss(
@@ -396,6 +406,7 @@ def sampled_softmax_loss(
     neg_log_q: Tensor | None = None,
     pos_ids: Tensor | None = None,
     neg_ids: Tensor | None = None,
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """In-batch sampled softmax, optionally with shared extra negatives and logQ correction.
 
@@ -406,12 +417,13 @@ def sampled_softmax_loss(
     logit corrects that (Yi et al., RecSys 2019). Candidates with the same id as
     a row's positive are masked, so duplicates in a batch are not negatives.
 
+    ``exclude (B, B + M)`` bool masks more candidates per row, e.g. other movies the user is
+    known to like (false negatives); each row's own positive is never masked.
+
     Shapes: ``user_vecs, pos_movie_vecs (B, d)``; ``neg_movie_vecs (M, d)``;
     ``pos_log_q, pos_ids (B,)``; ``neg_log_q, neg_ids (M,)``. Returns a scalar mean.
     """
-    candidates = (
-        pos_movie_vecs if neg_movie_vecs is None else torch.cat([pos_movie_vecs, neg_movie_vecs])
-    )
+    candidates = pos_movie_vecs if neg_movie_vecs is None else torch.cat([pos_movie_vecs, neg_movie_vecs])
     logits = user_vecs @ candidates.T / temperature  # (B, B + M)
     if pos_log_q is not None:
         if neg_movie_vecs is not None and neg_log_q is None:
@@ -424,6 +436,10 @@ def sampled_softmax_loss(
         clash = pos_ids[:, None] == torch.cat([pos_ids, other])[None, :]
         clash.fill_diagonal_(False)  # the diagonal is each row's own positive
         logits = logits.masked_fill(clash, torch.finfo(logits.dtype).min)
+    if exclude is not None:
+        exclude = exclude.clone()
+        exclude.fill_diagonal_(False)
+        logits = logits.masked_fill(exclude, torch.finfo(logits.dtype).min)
     labels = torch.arange(user_vecs.shape[0], device=user_vecs.device)
     return F.cross_entropy(logits, labels)
 
@@ -472,9 +488,7 @@ class BPRMF(nn.Module):
     @torch.no_grad()
     def score_all(self, user_ids: Tensor) -> Tensor:
         """``(batch,) -> (batch, n_items)``."""
-        return (
-            self.user_embedding(user_ids) @ self.item_embedding.weight.T + self.item_bias.weight.T
-        )
+        return self.user_embedding(user_ids) @ self.item_embedding.weight.T + self.item_bias.weight.T
 
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:

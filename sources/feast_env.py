@@ -9,6 +9,7 @@ resolved PostgreSQL endpoint (the embedded server's Unix socket or an external D
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,8 @@ def open_feature_store(endpoints: Endpoints, *, offline_store_type: str | None =
     import yaml
     from feast import FeatureStore, RepoConfig
 
+    # Our one on-demand view is a row-wise arithmetic; Feast warns about every on-demand view.
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     os.environ.update(feast_environment(endpoints))
     ensure_registry_schema(endpoints)
     if offline_store_type is None:

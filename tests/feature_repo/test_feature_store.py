@@ -171,7 +171,7 @@ def profile_features(stores: Stores, user: int, movie: int, before: datetime) ->
                     "SELECT m.year, (SELECT string_agg(g.name, '|' ORDER BY g.id) FROM movie_genres x "
                     "JOIN genres g ON g.id = x.genre_id WHERE x.movie_id = m.id) AS genres, "
                     "e.embedding::text AS embedding FROM movies m JOIN movie_embeddings e ON e.movie_id = m.id "
-                    "WHERE m.id = :m AND m.added_at < :t"
+                    "WHERE m.id = :m AND m.added_at - interval '1 second' < :t"
                 ),
                 {"m": movie, "t": before},
             )
@@ -259,7 +259,11 @@ def test_hard_cases_are_in_the_sample(frame: pd.DataFrame) -> None:
     """The sample exercises empty histories (so the null branch above is really tested)."""
     assert frame["user_reviews__review_count"].isna().any()
     assert frame["movie_reviews__review_count"].isna().any()
-    assert frame["movie_profile__year"].isna().any()  # a movie's first rating: not yet in the catalogue
+    # A movie's first rating has no review history yet, but the movie is in the catalogue (from a
+    # second before that rating), so its content features are there: the engagement net needs them.
+    first_ratings = frame[frame["movie_reviews__review_count"].isna()]
+    assert first_ratings["movie_profile__year"].notna().all()
+    assert first_ratings["movie_embedding__title_embedding"].notna().all()
 
 
 def test_later_feature_rows_change_nothing_at_t(stores: Stores, store: FeatureStore, sample: pd.DataFrame) -> None:

@@ -1,0 +1,60 @@
+"""``marquee bench …``: commands that measure and print figures (never timed assertions).
+
+Each compares against a floor or a peer measured in the same run, so the ratio means
+something on a noisy machine. Results are printed as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+bench_app = typer.Typer(help="Benchmarks: print figures beside a floor measured in the same run.", no_args_is_help=True)
+
+
+def _print(result: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+@bench_app.command("export")
+def export_bench() -> None:
+    """Full export rebuild then a no-change run: rows and rows/s per source."""
+    from sources.export import bench_export
+    from sources.settings import Settings
+    from sources.stores import Stores
+
+    with Stores.open(Settings()) as stores:
+        _print(bench_export(stores))
+
+
+@bench_app.command("features")
+def features_bench(
+    labels: Annotated[int, typer.Option(min=1, help="Labelled rows for historical retrieval.")] = 100_000,
+    stock_labels: Annotated[int, typer.Option(min=0, help="Rows for Feast's stock join (0: skip; it is slow).")] = 5000,
+) -> None:
+    """Materialization rows/s; historical retrieval through Feast vs a hand-written SQL PIT join."""
+    from model.feature_bench import bench_feature_store
+    from sources.settings import Settings
+    from sources.stores import Stores
+
+    with Stores.open(Settings()) as stores:
+        _print(bench_feature_store(stores, n_labels=labels, stock_labels=stock_labels))
+
+
+@bench_app.command("serve")
+def serve_bench(
+    concurrency: Annotated[list[int] | None, typer.Option(help="Concurrency levels (repeat the option).")] = None,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds of load per query and level.")] = 5.0,
+    workers: Annotated[int, typer.Option(min=1, help="Uvicorn workers.")] = 1,
+    only: Annotated[list[str] | None, typer.Option(help="Only queries whose name contains this.")] = None,
+) -> None:
+    """p50/p99 and req/s of recommendations, similar and neighbours over HTTP beside the GraphQL floor."""
+    from api.bench import main as run_serve_bench
+
+    argv = ["--concurrency", *map(str, concurrency or [1, 8, 32]), "--seconds", str(seconds), "--workers", str(workers)]
+    if only:
+        argv += ["--only", *only]
+    raise typer.Exit(run_serve_bench(argv))

@@ -1,0 +1,124 @@
+"""Checkpoints: a model's weights with everything needed to serve or resume it exactly.
+
+One file per model kind (``<models_dir>/<kind>.pt``), written atomically (temp file, then
+``os.replace``), holding only tensors and plain containers so it loads with
+``torch.load(weights_only=True)`` (no pickled code runs on load):
+
+    kind, format, created_at
+    config            the network's config dict (``*Config.to_dict``)
+    state             state_dict (or, for most-popular, the counts)
+    feature_service   e.g. "engagement_training_v1" and ``features``, its feature list
+    data_snapshot     max event time and row count of the data it was trained on
+    split, metrics    the split it used and what it measured on valid/test
+    extras            id maps, the two-tower's precomputed movie vectors, encoder vocabularies
+
+``load_checkpoint(path, expected_features)`` refuses a checkpoint whose feature list no longer
+matches the feature service (``FeatureMismatch``): serving would otherwise feed columns in the
+wrong order, or miss one, and answer plausibly but wrongly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sources.errors import MarqueeError
+
+FORMAT = 1
+
+
+class CheckpointError(MarqueeError):
+    """A checkpoint is missing, unreadable or of an unknown format."""
+
+
+class FeatureMismatch(CheckpointError):
+    """A checkpoint was trained on features that differ from the ones serving would feed it."""
+
+
+@dataclass
+class Checkpoint:
+    kind: str
+    config: dict[str, Any]
+    state: dict[str, Tensor]
+    feature_service: str
+    features: list[str]
+    data_snapshot: dict[str, Any]
+    split: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    format: int = FORMAT
+
+    @property
+    def version(self) -> str:
+        """A short model version for API answers: kind and when it was trained."""
+        return f"{self.kind}@{self.created_at}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def checkpoint_path(models_dir: Path, kind: str) -> Path:
+    return models_dir / f"{kind}.pt"
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> Path:
+    """Write atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(checkpoint.to_dict(), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path, expected_features: Sequence[str] | None = None) -> Checkpoint:
+    """Read a checkpoint; with ``expected_features``, refuse one trained on other features."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: run `marquee train` first")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several kinds for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"checkpoint {path} has format {got!r}, this Marquee reads format {FORMAT}")
+    try:
+        checkpoint = Checkpoint(**raw)
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint {path} is missing fields: {exc}") from exc
+    if expected_features is not None:
+        check_features(checkpoint, expected_features, path)
+    return checkpoint
+
+
+def check_features(checkpoint: Checkpoint, expected: Sequence[str], path: Path | str = "checkpoint") -> None:
+    """Raise ``FeatureMismatch`` naming what was added or removed.
+
+    Order does not matter: the model's encoder reads columns by name.
+    """
+    trained, now = list(checkpoint.features), list(expected)
+    added, removed = sorted(set(now) - set(trained)), sorted(set(trained) - set(now))
+    if not added and not removed:
+        return
+    detail = []
+    if added:
+        detail.append(f"new: {', '.join(added)}")
+    if removed:
+        detail.append(f"gone: {', '.join(removed)}")
+    raise FeatureMismatch(
+        f"{checkpoint.kind} checkpoint {path} was trained on {len(trained)} features of "
+        f"{checkpoint.feature_service!r} that no longer match ({'; '.join(detail)}); retrain with `marquee train`"
+    )

@@ -1,0 +1,156 @@
+"""Serving: two-tower candidates re-ranked by the engagement net, behind the API's ``Recommender``.
+
+``Ranker`` loads the checkpoints once (``<models_dir>/<split>/two_tower.pt`` and
+``engagement.pt``). Candidate generation needs no feature store: the movie vectors were
+precomputed at training time and travel in the two-tower checkpoint (1,682 x 64 floats for
+ML-100K, ~430 KB), so a request is one user-tower pass and one (1, 64) x (64, n_movies) product
+in memory; a catalogue in the millions would move them into a pgvector HNSW table instead.
+The user tower reads the user's history (movies rated), which comes from MongoDB, the system
+of record, so a rating made a moment ago already counts.
+
+Re-ranking reads online features for the (user, candidate) pairs through ``PairFeatures``
+(Feast's ``get_online_features`` on ``engagement_serving_v1``) and adds ``beta`` x the
+engagement logit (beta as chosen by ``marquee evaluate`` on validation, stored in the
+engagement checkpoint's metrics; 0 = retriever order). When features cannot be read the
+answer is the retriever's order with ``degraded=True``.
+
+The API wraps ``Ranker`` as a Recommender in ``api/serving.py`` (``plug_serving``), loading it
+with ``expected_features`` from the feature service.
+
+``expected_features`` makes a checkpoint trained on another feature list fail at start-up
+(``FeatureMismatch``) instead of scoring with misread columns; a checkpoint trained on the
+local frame (``--features local``) is refused there too, by design: train with
+``--features feast`` to serve with Feast's online features.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from model.checkpoint import Checkpoint, CheckpointError, FeatureMismatch, checkpoint_path, load_checkpoint
+from model.engagement_frame import FrameEncoder
+from model.evaluate_core import one_history
+from model.networks import MultimodalEngagementNet, TwoTowerRetriever
+from model.train import FEAST_SERVICE, from_checkpoint, predict_ratings
+
+log = logging.getLogger(__name__)
+SERVING_SERVICE = "engagement_serving_v1"
+
+
+class PairFeatures(Protocol):
+    def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
+        """One row per movie id with ``user_id``, ``movie_id`` and ``<view>__<feature>`` columns."""
+        ...
+
+
+class FeastPairFeatures:
+    """Online features of (user, movie) pairs from Feast (``full_feature_names``: view__feature)."""
+
+    def __init__(self, store: Any, service: str = SERVING_SERVICE) -> None:
+        self.store = store
+        self.service = store.get_feature_service(service)
+
+    def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
+        rows = [{"user_id": int(user_id), "movie_id": int(m)} for m in movie_ids]
+        return self.store.get_online_features(features=self.service, entity_rows=rows, full_feature_names=True).to_df()
+
+
+def service_features(store: Any, service: str = FEAST_SERVICE) -> list[str]:
+    """``view__feature`` names a Feast feature service serves now, in its order."""
+    names = []
+    for projection in store.get_feature_service(service).feature_view_projections:
+        prefix = projection.name_to_use()
+        names += [f"{prefix}__{f.name}" for f in projection.features]
+    return names
+
+
+@dataclass(frozen=True)
+class Scored:
+    movie_id: int
+    score: float
+    retriever: float
+    rating: float | None  # the engagement net's predicted rating, when it re-ranked
+
+
+class Ranker:
+    """Checkpoints loaded once; ``rank`` answers one user at a time."""
+
+    def __init__(
+        self, two_tower: Checkpoint, engagement: Checkpoint | None = None, *, beta: float | None = None
+    ) -> None:
+        self.retriever: TwoTowerRetriever = from_checkpoint(two_tower)
+        self.movie_vectors: Tensor = two_tower.extras["movie_vectors"].float()
+        self.movie_ids = np.asarray(two_tower.extras["movie_ids"])
+        self.user_index = {int(u): i for i, u in enumerate(np.asarray(two_tower.extras["user_ids"]).tolist())}
+        self.movie_index = {int(m): i for i, m in enumerate(self.movie_ids.tolist())}
+        self.engagement: MultimodalEngagementNet | None = None
+        self.encoder: FrameEncoder | None = None
+        self.beta = 0.0
+        self.version = two_tower.version
+        if engagement is not None:
+            self.engagement = from_checkpoint(engagement)
+            self.encoder = FrameEncoder.from_dict(engagement.extras["encoder"])
+            self.beta = float(beta if beta is not None else engagement.metrics.get("rerank_beta", 0.0))
+            self.version += f"+{engagement.version}"
+
+    @classmethod
+    def load(cls, models_dir: Path, *, split: str = "time", expected_features: Sequence[str] | None = None) -> Ranker:
+        """Both checkpoints of ``split``; ``expected_features`` (the training service's current
+        feature list) makes a stale engagement checkpoint fail here, not on a request."""
+        folder = models_dir / split
+        two_tower = load_checkpoint(checkpoint_path(folder, "two_tower"))
+        try:
+            engagement = load_checkpoint(checkpoint_path(folder, "engagement"), expected_features)
+        except CheckpointError as exc:
+            if isinstance(exc, FeatureMismatch):
+                raise
+            log.warning("no engagement re-ranker (%s); serving retriever order", exc)
+            engagement = None
+        return cls(two_tower, engagement)
+
+    @torch.no_grad()
+    def candidates(self, user_id: int, history: Sequence[int], n: int, exclude: set[int]) -> tuple[np.ndarray, Tensor]:
+        """Top ``n`` movie ids (external) and their retriever logits, excluding ``exclude``."""
+        if user_id not in self.user_index:
+            raise CheckpointError(f"user {user_id} is newer than the retriever checkpoint; retrain to include them")
+        seen = one_history([self.movie_index[m] for m in history if m in self.movie_index])
+        user = self.retriever.user_vectors(torch.tensor([self.user_index[user_id]]), None, seen)
+        logits = (user @ self.movie_vectors.T / self.retriever.config.temperature)[0]
+        blocked = [self.movie_index[m] for m in exclude if m in self.movie_index]
+        logits[blocked] = float("-inf")
+        top = logits.topk(min(n, int(torch.isfinite(logits).sum())))
+        return self.movie_ids[top.indices.numpy()], top.values
+
+    def rank(
+        self, user_id: int, history: Sequence[int], k: int, *, exclude: set[int], features: PairFeatures | None,
+        n_candidates: int = 100,
+    ) -> tuple[list[Scored], bool]:  # fmt: skip
+        """Top ``k`` and whether the answer is degraded (features wanted but unreadable)."""
+        movie_ids, logits = self.candidates(user_id, history, max(n_candidates, k), exclude)
+        if self.engagement is None or self.encoder is None or not self.beta or features is None:
+            return [Scored(int(m), float(s), float(s), None) for m, s in zip(movie_ids[:k], logits[:k], strict=True)], (
+                self.beta > 0 and features is None
+            )
+        try:
+            frame = features.pairs(user_id, movie_ids.tolist())
+            ratings = predict_ratings(self.engagement, self.encoder.encode(frame))
+        except Exception as exc:  # a feature store hiccup must not fail the request
+            log.warning("engagement re-rank skipped (%s)", exc)
+            return [
+                Scored(int(m), float(s), float(s), None) for m, s in zip(movie_ids[:k], logits[:k], strict=True)
+            ], True
+        p = ((ratings - 1.0) / 4.0).clamp(1e-6, 1 - 1e-6)
+        combined = logits + self.beta * (torch.log(p) - torch.log1p(-p))
+        order = combined.argsort(descending=True, stable=True)[:k]
+        return [
+            Scored(int(movie_ids[i]), float(combined[i]), float(logits[i]), float(ratings[i])) for i in order
+        ], False
