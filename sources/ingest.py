@@ -27,6 +27,7 @@ from sources import embeddings, enrich, mongo
 from sources.datasets import Dataset, MovieRecord
 from sources.errors import IngestError, MarqueeError
 from sources.graph import GraphWriter
+from sources.pgcopy import copy_rows
 from sources.progress import console, progress_bar
 from sources.stores import Stores
 
@@ -401,14 +402,6 @@ def _write_credits(writer: GraphWriter, role: str, rows: list[list[Any]]) -> Non
     )
 
 
-def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: Any) -> None:
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
 def _load_postgres(
     conn: Connection,
     movies: list[MovieRecord],
@@ -421,7 +414,7 @@ def _load_postgres(
 ) -> None:
     task = progress.add_task("postgres", total=len(users) + len(movies))
     conn.execute(text(f"TRUNCATE {', '.join(PG_TABLES)} RESTART IDENTITY CASCADE"))
-    _copy(conn, "subscription_tiers", ("id", "name", "monthly_price"), enrich.TIERS)
+    copy_rows(conn, "subscription_tiers", ("id", "name", "monthly_price"), enrich.TIERS)
     default_ts = min((a.first_ts for a in stream.activity.values()), default=0)
     bills = {}
     user_rows = []
@@ -432,19 +425,19 @@ def _load_postgres(
         user_rows.append(
             (u.id, u.age, u.gender, u.occupation, u.zip_code, enrich.city_for(u.zip_code, u.id), bill.signed_up_at)
         )
-    _copy(
+    copy_rows(
         conn,
         "users",
         ("id", "age", "gender", "occupation", "zip_code", "city", "signed_up_at"),
         user_rows,
     )
-    _copy(
+    copy_rows(
         conn,
         "subscriptions",
         ("user_id", "tier_id", "started_at"),
         ((uid, b.tier_id, b.signed_up_at) for uid, b in bills.items()),
     )
-    _copy(
+    copy_rows(
         conn,
         "payments",
         ("user_id", "amount", "method", "paid_at"),
@@ -452,7 +445,7 @@ def _load_postgres(
     )
     progress.advance(task, len(users))
     first_seen = stream.first_seen
-    _copy(
+    copy_rows(
         conn,
         "movies",
         ("id", "title", "year", "freebase_id", "imdb_id", "added_at"),
@@ -470,14 +463,14 @@ def _load_postgres(
     )
     genres = sorted({g for m in movies for g in m.genres})
     genre_id = {g: i + 1 for i, g in enumerate(genres)}
-    _copy(conn, "genres", ("id", "name"), ((genre_id[g], g) for g in genres))
-    _copy(
+    copy_rows(conn, "genres", ("id", "name"), ((genre_id[g], g) for g in genres))
+    copy_rows(
         conn,
         "movie_genres",
         ("movie_id", "genre_id"),
         ((m.id, genre_id[g]) for m in movies for g in dict.fromkeys(m.genres)),
     )
-    _copy(
+    copy_rows(
         conn,
         "movie_embeddings",
         ("movie_id", "embedding", "model", "source_text"),

@@ -36,6 +36,7 @@ from sqlalchemy import Connection, text
 from sources import mongo
 from sources.errors import MarqueeError
 from sources.export import extract, features, graph_static
+from sources.pgcopy import copy_rows
 from sources.progress import progress_bar
 from sources.stores import Stores
 
@@ -131,14 +132,6 @@ def _latest_ingest(conn: Connection) -> int | None:
 # landing ------------------------------------------------------------------------------------
 
 
-def _copy(conn: Connection, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
 def _land(
     conn: Connection,
     raw_table: str,
@@ -154,7 +147,7 @@ def _land(
     names = ", ".join(columns)
     read = landed = 0
     for batch in extract.prefetch(batches):
-        _copy(conn, "_batch", columns, batch)
+        copy_rows(conn, "_batch", columns, batch)
         landed += conn.execute(
             text(
                 f"WITH new AS (INSERT INTO {raw_table} ({names}) SELECT {names} FROM _batch "
@@ -298,14 +291,14 @@ def _start(
 def _replace_static(conn: Connection, static: graph_static.StaticGraph) -> None:
     """New per-movie/per-user static values; entities whose values changed are recomputed in full."""
     conn.execute(text("CREATE TEMP TABLE _movie_static (LIKE raw_graph_movie_static) ON COMMIT DROP"))
-    _copy(
+    copy_rows(
         conn,
         "_movie_static",
         ("movie_id", "genre_count", "people_count", "actor_count", "director_count", "pagerank"),
         graph_static.movie_static(static),
     )
     conn.execute(text("CREATE TEMP TABLE _user_static (LIKE raw_graph_user_static) ON COMMIT DROP"))
-    _copy(conn, "_user_static", ("user_id", "followers", "following"), graph_static.user_static(static))
+    copy_rows(conn, "_user_static", ("user_id", "followers", "following"), graph_static.user_static(static))
     for entity, temp, table in (
         ("movie_id", "_movie_static", "raw_graph_movie_static"),
         ("user_id", "_user_static", "raw_graph_user_static"),
@@ -327,7 +320,7 @@ def _replace_neighbours(conn: Connection, stores: Stores, static: graph_static.S
     rows = graph_static.neighbours(stores.graph, static.movie_ids)
     conn.execute(text("DELETE FROM feat_movie_neighbours"))
     conn.execute(text("CREATE TEMP TABLE _neighbours (movie_id int, ids int[], scores float8[]) ON COMMIT DROP"))
-    _copy(conn, "_neighbours", ("movie_id", "ids", "scores"), rows)
+    copy_rows(conn, "_neighbours", ("movie_id", "ids", "scores"), rows)
     # No catalogue time → the catalogue's first one (or the epoch), so the row is never "in the future".
     conn.execute(
         text(
