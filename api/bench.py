@@ -183,13 +183,51 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
         server.wait(timeout=30)
 
 
+def data_floor(calls: int = 200) -> None:
+    """Floor (b): the same path without GraphQL or HTTP: two-tower candidates, their online
+    features read from Feast, the engagement forward pass. Also times the feature read alone."""
+    import numpy as np
+
+    from api.recommend import FallbackRecommender
+    from model.score import FeastPairFeatures, Ranker, service_features
+    from sources.feast_env import open_feature_store
+    from sources.stores import Stores
+
+    settings = Settings()
+    with Stores.open(settings) as stores:
+        store = open_feature_store(stores.endpoints)
+        ranker = Ranker.load(settings.models_dir, expected_features=service_features(store))
+        features, history = FeastPairFeatures(store), FallbackRecommender(stores)
+        total, reads = [], []
+        for i in range(calls):
+            user = 1 + (i * 37) % 943
+            seen = sorted(history._user_ratings(user)[0])
+            t0 = time.perf_counter()
+            movie_ids, _ = ranker.candidates(user, seen, 100, set(seen))
+            t1 = time.perf_counter()
+            features.pairs(user, movie_ids.tolist())
+            reads.append(time.perf_counter() - t1)
+            t2 = time.perf_counter()
+            ranker.rank(user, seen, 10, exclude=set(seen), features=features)
+            total.append(time.perf_counter() - t2)
+    for name, values in (
+        ("data floor: rank(first 10) incl. features", total),
+        ("  of which Feast read, 100 pairs", reads),
+    ):
+        ms = np.array(values) * 1000
+        print(f"{name:44} p50 {np.percentile(ms, 50):7.1f} ms   p99 {np.percentile(ms, 99):7.1f} ms   ({calls} calls)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.bench", description=__doc__)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="substrings of query names to run (the floor always runs)")
+    parser.add_argument("--data-floor-calls", type=int, default=200, help="calls for floor (b); 0 skips it")
     args = parser.parse_args(argv)
+    if args.data_floor_calls:
+        data_floor(args.data_floor_calls)
     run(args.concurrency, args.seconds, args.workers, args.only)
     return 0
 

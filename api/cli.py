@@ -412,8 +412,8 @@ def up(
     idempotent, so re-running is cheap."""
     from model.checkpoint import checkpoint_path, load_checkpoint
     from model.device import pick_device
+    from model.evaluate import evaluate as run_evaluate
     from model.score import service_features
-    from model.train import train_models
     from sources import datasets
     from sources import migrate as migrations
     from sources.export import export as run_export
@@ -447,13 +447,19 @@ def up(
         try:
             folder = settings.models_dir / "time"
             load_checkpoint(checkpoint_path(folder, "two_tower"))
-            load_checkpoint(checkpoint_path(folder, "engagement"), service_features(store))
+            engagement = load_checkpoint(checkpoint_path(folder, "engagement"), service_features(store))
+            if "rerank_beta" not in engagement.metrics:
+                raise MarqueeError("the re-rank weight has not been chosen on validation yet")
             console.print("reusing the trained checkpoints (their features match the feature service)")
         except MarqueeError as reason:
-            console.print(f"training on {pick_device('auto')}: {reason}")
+            # evaluate trains what is missing, picks the re-rank weight on validation and
+            # writes the report (markdown, JSON, PNG) of the held-out period.
+            console.print(f"training and evaluating on {pick_device('auto')}: {reason}")
             options, explicit = _train_options(epochs, "auto", settings.seed, quiet, None, None)
-            train_models(stores, settings.models_dir, kinds=["two_tower", "engagement"], split_name="time",
-                         options=options, feature_source="feast", explicit=explicit)  # fmt: skip
+            _, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol="time",
+                                    options=options, feature_source="feast", retrain=False,
+                                    models=["two_tower", "engagement"], explicit=explicit)  # fmt: skip
+            console.print(f"evaluation report: {paths.get('markdown', next(iter(paths.values())))}")
     console.print(f"[green]marquee is up[/] in {time.perf_counter() - started:.1f}s")
     if serve_api:
         step(7, "serving")

@@ -143,7 +143,12 @@ class FrameEncoder:
         missing = [f for f in self.features if (_expanded(f) or (f, 0))[0] not in frame.columns]
         if missing:
             raise KeyError(f"frame lacks feature columns {missing}")
-        embedding = np.stack([np.asarray(v, dtype=np.float32) for v in frame[c.embedding_feature].tolist()])
+        # A movie not yet in the catalogue at the row's time has no embedding: a zero vector, as
+        # other missing features become their neutral value.
+        zero = np.zeros(c.embedding_dim, dtype=np.float32)
+        embedding = np.stack(
+            [zero if v is None else np.asarray(v, dtype=np.float32) for v in frame[c.embedding_feature].tolist()]
+        )
         batch = {
             "numeric": torch.tensor(_numeric_matrix(frame, c.numeric_features)),
             "sequence": torch.tensor(np.stack(frame[c.sequence_feature].map(_fixed_list).to_numpy())),
