@@ -74,6 +74,13 @@ def explain(stores: Stores, ratings: dict[int, float], movie_ids: Sequence[int])
     return {m: why for m, (_, why) in best.items()}
 
 
+def catalogue_ids(stores: Stores) -> list[int]:
+    from sqlalchemy import text
+
+    with stores.pg.connect() as conn:
+        return [int(m) for m in conn.execute(text("SELECT id FROM movies ORDER BY id")).scalars()]
+
+
 def plug_serving(services: Services) -> None:
     """Feast features when the repository is applied; the trained ranker when its checkpoints fit."""
     plug_feature_store(services)
@@ -81,13 +88,14 @@ def plug_serving(services: Services) -> None:
         return
     store: Any = services.online_features.store
     try:
-        from model.score import FeastPairFeatures, Ranker, service_features
+        from model.score import CachedPairFeatures, Ranker, service_features
 
         ranker = Ranker.load(services.settings.models_dir, expected_features=service_features(store))
+        pair_features = CachedPairFeatures(store, catalogue_ids(services.stores))
     except Exception as exc:  # no checkpoint yet, or one for other features: serve the fallback
         log.warning("model recommendations unavailable: %s", (str(exc).splitlines() or [type(exc).__name__])[0])
         return
     fallback = services.recommender
     assert isinstance(fallback, FallbackRecommender)
-    primary = RankerRecommender(services.stores, ranker, FeastPairFeatures(store), fallback)
+    primary = RankerRecommender(services.stores, ranker, pair_features, fallback)
     services.recommender = WithFallback(primary, fallback)

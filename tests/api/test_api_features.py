@@ -134,3 +134,25 @@ def test_rate_movie_pushes_features_and_changes_recommendations(
 
 def test_reader_refuses_an_unapplied_repository(stores: Stores, feature_store: FeatureStore) -> None:
     assert FeastUserFeatures(stores, feature_store).user_features(10**6) == {}
+
+
+def test_cached_pair_features_equal_feasts_own_read(stores: Stores, feature_store: FeatureStore) -> None:
+    """The serving hot path (movie features held in memory, one user row read) gives exactly
+    what Feast's get_online_features gives for the same pairs, on-demand view included."""
+    import numpy as np
+
+    from api.serving import catalogue_ids
+    from model.score import CachedPairFeatures, FeastPairFeatures
+
+    movies = [1, 50, 181, 300, 1682, 7]
+    expected = FeastPairFeatures(feature_store).pairs(USER, movies)
+    got = CachedPairFeatures(feature_store, catalogue_ids(stores)).pairs(USER, movies)
+    assert sorted(got.columns) == sorted(expected.columns)
+    for column in expected.columns:
+        for want, have in zip(expected[column].tolist(), got[column].tolist(), strict=True):
+            if isinstance(want, list | np.ndarray):
+                np.testing.assert_allclose(np.asarray(have, dtype=float), np.asarray(want, dtype=float))
+            elif want is None or (isinstance(want, float) and np.isnan(want)):
+                assert have is None or (isinstance(have, float) and np.isnan(have)), column
+            else:
+                assert have == pytest.approx(want), column
