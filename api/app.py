@@ -37,6 +37,7 @@ from api.errors import StoreDown, store_call
 from api.graphiql import DEFAULT_ASSETS_DIR, OfflineGraphQL, graphiql_assets_mount
 from api.recommend import FallbackRecommender
 from api.schema import build_schema
+from sources.errors import first_line
 from sources.settings import Settings
 from sources.stores import Stores
 
@@ -122,7 +123,7 @@ async def readyz(request: Request) -> JSONResponse:
         except TimeoutError:
             outcome = {"ok": False, "error": f"no answer within {READY_TIMEOUT_S:g}s"}
         except Exception as exc:  # a ping's failure is the report, not a crash of the probe
-            outcome = {"ok": False, "error": (str(exc).splitlines() or [type(exc).__name__])[0][:300]}
+            outcome = {"ok": False, "error": first_line(exc)}
         outcome["ms"] = round((asyncio.get_running_loop().time() - started) * 1000, 1)
         return outcome
 

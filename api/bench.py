@@ -202,7 +202,7 @@ def data_floor(calls: int = 200) -> None:
         total, reads = [], []
         for i in range(calls):
             user = 1 + (i * 37) % 943
-            seen = sorted(history._user_ratings(user)[0])
+            seen = sorted(history.user_ratings(user)[0])
             movie_ids, _ = ranker.candidates(user, seen, 100, set(seen))
             t1 = time.perf_counter()
             features.pairs(user, movie_ids.tolist())

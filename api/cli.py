@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from sources.errors import MarqueeError
+from sources.errors import MarqueeError, first_line
 from sources.progress import console
 from sources.settings import Settings, redact
 
@@ -481,7 +481,7 @@ def main() -> None:
     except Exception as exc:
         if _state["debug"]:
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc)
         console.print(
             f"[red]error:[/] {type(exc).__name__}: {first} (run with --debug for the traceback)", soft_wrap=True
         )

@@ -23,7 +23,7 @@ from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.relay.types import GlobalIDValueError
 
-from sources.errors import StoreUnavailable
+from sources.errors import StoreUnavailable, first_line
 
 MASKED_MESSAGE = "Unexpected error."
 
@@ -100,14 +100,8 @@ def store_call(store: str) -> Iterator[None]:
         raise
     except Exception as exc:
         if _is_connection_error(exc):
-            raise StoreDown(store, _first_line(exc)) from exc
+            raise StoreDown(store, first_line(exc)) from exc
         raise
-
-
-def _first_line(exc: BaseException) -> str:
-    exc = getattr(exc, "orig", None) or exc
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _code_for_request_error(error: GraphQLError) -> str:

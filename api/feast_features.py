@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from api.features import FeatureEvent
+from sources.errors import first_line
 from sources.export.push import Event, apply_event
 from sources.stores import Stores
 
@@ -76,7 +77,7 @@ def plug_feature_store(services: Services) -> None:
         store = open_feature_store(services.stores.endpoints)
         feast = FeastUserFeatures(services.stores, store)
     except Exception as exc:  # no feature store yet: the API still serves everything else
-        log.warning("online features unavailable: %s", (str(exc).splitlines() or [type(exc).__name__])[0])
+        log.warning("online features unavailable: %s", first_line(exc))
         return
     services.online_features = feast
     services.feature_pusher = feast

@@ -92,7 +92,7 @@ class FallbackRecommender:
 
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
         try:
-            ratings, degraded = self._user_ratings(user_id)
+            ratings, degraded = self.user_ratings(user_id)
         except StoreDown:
             ratings, degraded = {}, True  # unknown history: popularity alone still answers
         seen = set(ratings) if exclude_seen else set()
@@ -126,7 +126,7 @@ class FallbackRecommender:
             raise StoreDown("graph", "no candidates could be read for recommendations")
         return RecommendationResult(items, FALLBACK_VERSION, degraded)
 
-    def _user_ratings(self, user_id: int) -> tuple[dict[int, float], bool]:
+    def user_ratings(self, user_id: int) -> tuple[dict[int, float], bool]:
         """(movie id → the user's latest rating, degraded?).
 
         The graph mirrors every loaded rating (RATED edges) and answers in milliseconds; the

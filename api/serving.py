@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from api.errors import StoreDown, store_call
 from api.feast_features import FeastUserFeatures, plug_feature_store
 from api.recommend import CREDITS, ROLE_NAMES, FallbackRecommender, RecommendationResult, Recommended, WithFallback
+from sources.errors import first_line
 from sources.stores import Stores
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class RankerRecommender:
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
         # The user's ratings from the graph plus the API's own recent ones: milliseconds, where
         # a scan of reviews on the embedded Mongo takes ~0.2 s.
-        ratings, degraded = self._history._user_ratings(user_id)
+        ratings, degraded = self._history.user_ratings(user_id)
         history = sorted(ratings)
         exclude = set(history) if exclude_seen else set()
         scored, features_degraded = self.ranker.rank(user_id, history, k, exclude=exclude, features=self.features)
@@ -93,7 +94,7 @@ def plug_serving(services: Services) -> None:
         ranker = Ranker.load(services.settings.models_dir, expected_features=service_features(store))
         pair_features = CachedPairFeatures(store, catalogue_ids(services.stores))
     except Exception as exc:  # no checkpoint yet, or one for other features: serve the fallback
-        log.warning("model recommendations unavailable: %s", (str(exc).splitlines() or [type(exc).__name__])[0])
+        log.warning("model recommendations unavailable: %s", first_line(exc))
         return
     fallback = services.recommender
     assert isinstance(fallback, FallbackRecommender)

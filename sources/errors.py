@@ -29,3 +29,11 @@ class DatasetError(MarqueeError):
 
 class IngestError(MarqueeError):
     """A load failed part-way; the stores keep what they held before it."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (the driver's, when SQLAlchemy wraps one): what a
+    one-line report or log shows. Falls back to the error's type name."""
+    exc = getattr(exc, "orig", None) or exc
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

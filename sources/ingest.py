@@ -25,7 +25,7 @@ from sqlalchemy import Connection, text
 
 from sources import embeddings, enrich, mongo
 from sources.datasets import Dataset, MovieRecord
-from sources.errors import IngestError, MarqueeError
+from sources.errors import IngestError, MarqueeError, first_line
 from sources.graph import GraphWriter
 from sources.pgcopy import copy_rows
 from sources.progress import console, progress_bar
@@ -166,7 +166,7 @@ def ingest(
             report = _load(stores, dataset, run_id=run_id, seed=seed, batch_size=batch_size, quiet=quiet)
         except BaseException as exc:
             mongo.drop_unpublished(stores.mongo)
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = first_line(exc)
             with stores.pg.begin() as conn:
                 conn.execute(
                     text("UPDATE ingest_runs SET status='failed', finished_at=now(), error=:e WHERE id=:i"),

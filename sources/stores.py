@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import pymongo
 from pymongo.database import Database
@@ -18,7 +17,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from sources.embedded import EmbeddedStores, Notify, _stderr
-from sources.errors import StoreUnavailable
+from sources.errors import StoreUnavailable, first_line
 from sources.graph import GraphStore, open_graph
 from sources.settings import Settings, redact
 
@@ -112,13 +111,13 @@ class Stores:
             with self.pg.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
-            raise StoreUnavailable("PostgreSQL", redact(self.endpoints.pg_dsn), _first_line(exc)) from exc
+            raise StoreUnavailable("PostgreSQL", redact(self.endpoints.pg_dsn), first_line(exc)) from exc
 
     def ping_mongo(self) -> None:
         try:
             self.mongo_client.admin.command("ping")
         except Exception as exc:
-            raise StoreUnavailable("MongoDB", redact(self.endpoints.mongo_uri), _first_line(exc)) from exc
+            raise StoreUnavailable("MongoDB", redact(self.endpoints.mongo_uri), first_line(exc)) from exc
 
     def require_all(self) -> None:
         """Raise StoreUnavailable for the first store that does not answer."""
@@ -138,14 +137,3 @@ class Stores:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    exc = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
-    lines = str(exc).strip().splitlines()
-    message = lines[0] if lines else type(exc).__name__
-    return message[:200]
-
-
-def host_of(uri: str) -> str:
-    return urlsplit(uri).hostname or ""

@@ -34,7 +34,7 @@ from rich.progress import Progress, TaskID
 from sqlalchemy import Connection, text
 
 from sources import mongo
-from sources.errors import MarqueeError
+from sources.errors import MarqueeError, first_line
 from sources.export import extract, features, graph_static
 from sources.pgcopy import copy_rows
 from sources.progress import progress_bar
@@ -182,9 +182,7 @@ def _source_transaction(stores: Stores, source: str) -> Iterator[Connection]:
     except extract.BadRecord as exc:
         raise ExportError(f"export of {source} failed, nothing of it was written: {exc}") from exc
     except Exception as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        reason = first[0][:300] if first else type(exc).__name__
-        raise ExportError(f"export of {source} failed, nothing of it was written: {reason}") from exc
+        raise ExportError(f"export of {source} failed, nothing of it was written: {first_line(exc)}") from exc
 
 
 # sources ------------------------------------------------------------------------------------

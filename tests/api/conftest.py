@@ -6,11 +6,17 @@ goes through routing, Strawberry, the DataLoaders and the real stores.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from api.app import create_app
 from sources.ingest import IngestReport
@@ -43,3 +49,34 @@ def gql(api_client: TestClient) -> Query:
         return _post(api_client, query, variables, **headers)
 
     return run
+
+
+ServeInThread = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture(scope="session")
+def serve_in_thread() -> ServeInThread:
+    """``with serve_in_thread(app, lifespan="on") as url``: Uvicorn on a free 127.0.0.1 port in
+    a thread (it skips signal handlers there), stopped when the block ends."""
+
+    @contextmanager
+    def serve(app: ASGIApp, lifespan: str = "auto", start_timeout_s: float = 20.0) -> Iterator[str]:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + start_timeout_s
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                pytest.fail(f"uvicorn did not start within {start_timeout_s:g} s")
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+    return serve

@@ -7,15 +7,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -81,26 +80,18 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def live_api(settings: Settings, stores: Stores, loaded: IngestReport) -> Iterator[str]:
+def live_api(
+    settings: Settings,
+    stores: Stores,
+    loaded: IngestReport,
+    serve_in_thread: Callable[..., AbstractContextManager[str]],
+) -> Iterator[str]:
     try:
         fetch_assets(DEFAULT_ASSETS_DIR)
     except AssetFetchError as exc:
         pytest.fail(f"cannot fetch the GraphiQL assets (run `{FETCH_COMMAND}`): {exc}")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, stores=stores), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 20 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serve_in_thread(create_app(settings, stores=stores)) as url:
+        yield url
 
 
 @pytest.mark.browser

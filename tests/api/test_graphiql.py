@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import strawberry
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
@@ -157,24 +154,9 @@ def test_tampered_assets_are_fetched_again(assets_dir: Path, tmp_path: Path, mon
 
 
 @pytest.fixture(scope="module")
-def live_server(assets_dir: Path) -> Iterator[str]:
-    """Uvicorn on a free 127.0.0.1 port, in a thread (it skips signal handlers there)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(make_app(assets_dir), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 10 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+def live_server(assets_dir: Path, serve_in_thread: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+    with serve_in_thread(make_app(assets_dir), lifespan="off", start_timeout_s=10) as url:
+        yield url
 
 
 @pytest.mark.browser
