@@ -110,6 +110,9 @@ class FalkorGraph:
         except BaseException:
             self.discard_staging()
             raise
+        # The server snapshots only every 300 s; a kill before that would lose the new graph
+        # (seen: a machine reset right after `marquee up`). A load is rare, so save it now.
+        self._db.connection.save()
 
     def discard_staging(self) -> bool:
         staging_name = f"{self.name}__staging"

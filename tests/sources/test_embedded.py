@@ -62,3 +62,23 @@ def test_falkordb_keeps_its_graph_across_down_and_up(embedded: tuple[EmbeddedSto
     graph = open_graph(native, "falkordb")
     assert graph.read("MATCH (p:Probe) RETURN p.v AS v") == [{"v": 7}]
     graph.close()
+
+
+def test_a_loaded_graph_survives_a_killed_server(embedded: tuple[EmbeddedStores, list[str]]) -> None:
+    """A graph published by ``replace`` (what ingest does) is on disk at once, not only after
+    the server's next periodic snapshot: a kill -9 right after the load loses nothing."""
+    from sources.graph import open_graph
+
+    stores, _ = embedded
+    native, _ = stores.ensure_falkordb()
+    graph = open_graph(native, "falkordb")
+    graph.replace(lambda writer: writer.run("UNWIND range(1, 50) AS i CREATE (:Probe {v: i})"))
+    graph.close()
+    for status in stores.processes():
+        if status.name == "FalkorDB" and status.pid:
+            os.kill(status.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    native, _ = stores.ensure_falkordb()
+    graph = open_graph(native, "falkordb")
+    assert graph.read("MATCH (p:Probe) RETURN count(p) AS n") == [{"n": 50}]
+    graph.close()
