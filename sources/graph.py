@@ -92,7 +92,14 @@ class FalkorGraph:
         return self._db.select_graph(name or self.name)
 
     def read(self, cypher: str, params: Params | None = None) -> list[Row]:
-        result = self._graph().ro_query(cypher, dict(params or {}))
+        try:
+            result = self._graph().ro_query(cypher, dict(params or {}))
+        except Exception as exc:
+            # FalkorDB refuses queries on a graph that was never written (or was lost); an
+            # empty graph answers nothing, as Neo4j's empty database would.
+            if "empty key" in str(exc):
+                return []
+            raise
         header = [column[1] for column in result.header]
         return [dict(zip(header, (_plain(v) for v in row), strict=True)) for row in result.result_set]
 

@@ -82,3 +82,15 @@ def test_a_loaded_graph_survives_a_killed_server(embedded: tuple[EmbeddedStores,
     graph = open_graph(native, "falkordb")
     assert graph.read("MATCH (p:Probe) RETURN count(p) AS n") == [{"n": 50}]
     graph.close()
+
+
+def test_a_graph_never_written_reads_as_empty(embedded: tuple[EmbeddedStores, list[str]]) -> None:
+    """FalkorDB errors on a missing graph key; the adapter answers no rows, so counting a lost
+    graph says 0 (and ingest reloads) instead of failing `marquee up`."""
+    from sources.graph import open_graph
+
+    stores, _ = embedded
+    native, _ = stores.ensure_falkordb()
+    graph = open_graph(native, "never_written")
+    assert graph.read("MATCH (n) RETURN count(n) AS n") == []
+    graph.close()
