@@ -56,10 +56,11 @@ class FloorQuery:
 
 
 def bench_app() -> Starlette:
-    """Uvicorn factory: the real app (settings from the environment) plus ``/floor``."""
-    from api.app import create_app
+    """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features)
+    plus ``/floor``."""
+    from api.app import app_from_env
 
-    app = create_app(Settings())
+    app = app_from_env()
     floor: GraphQL[None, None] = GraphQL(strawberry.Schema(query=FloorQuery), graphql_ide=None)
     app.router.routes.insert(0, Route("/floor", floor, methods=["POST"]))
     return app
@@ -70,7 +71,7 @@ QUERIES: dict[str, tuple[str, str, Callable[[int], dict[str, Any]]]] = {
     "floor (no-op, 10 items)": ("/floor", f"{{ floor {{ {ITEM} }} }}", lambda i: {}),
     "recommendations(first: 10)": (
         "/graphql",
-        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ items {{ {ITEM} }} }} }}",
+        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
         lambda i: {"u": 1 + i % 943},
     ),
     "movie.similar(first: 10)": (
@@ -118,7 +119,8 @@ async def _load(base: str, path: str, query: str, variables: Callable[[int], dic
                 started = time.perf_counter()
                 response = await client.post(path, json={"query": query, "variables": variables(i)})
                 latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200 or "errors" in response.json():
+                # A degraded answer (fallback recommender) is not the path being measured.
+                if response.status_code != 200 or "errors" in response.json() or '"degraded":true' in response.text:
                     errors += 1
 
         started = time.perf_counter()
@@ -135,7 +137,8 @@ def _free_port() -> int:
 
 
 def _start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", "api.bench:bench_app", "--factory", "--host", "127.0.0.1",
+    app = os.environ.get("BENCH_APP", "api.bench:bench_app")
+    command = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
     process = subprocess.Popen(command, env=dict(os.environ))
     deadline = time.monotonic() + 120
@@ -162,6 +165,9 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
             path, query, variables = QUERIES[name]
             asyncio.run(_load(base, path, query, variables, concurrency=2, seconds=1.0))
         print(f"uvicorn workers={workers}, {seconds:g}s per cell, client in this process")
+        probe = "{ recommendations(userId: 1, first: 1) { modelVersion } }"
+        served = httpx.post(f"{base}/graphql", json={"query": probe}).json()["data"]["recommendations"]
+        print(f"recommendations served by {served['modelVersion']}")
         print(f"{'query':32} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  vs floor")
         for concurrency in concurrencies:
             floor: Figures | None = None
@@ -184,38 +190,52 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
 
 
 def data_floor(calls: int = 200) -> None:
-    """Floor (b): the same path without GraphQL or HTTP: two-tower candidates, their online
-    features read from Feast, the engagement forward pass. Also times the feature read alone."""
+    """Floor (b): the same path without GraphQL or HTTP: the user's history, two-tower
+    candidates, their encoded online features (movie side in memory, the user's row from
+    Feast), the engagement forward pass. Each part is also timed alone."""
     import numpy as np
 
     from api.recommend import FallbackRecommender
     from api.serving import catalogue_ids
-    from model.score import CachedPairFeatures, Ranker, service_features
+    from model.score import Ranker, service_features
+    from model.serving_features import CachedPairFeatures
+    from model.train import predict_ratings
     from sources.feast_env import open_feature_store
     from sources.stores import Stores
 
     settings = Settings()
+    parts: dict[str, list[float]] = {
+        "data floor: rank(first 10) incl. features": [],
+        "  user history (graph + mutation log)": [],
+        "  two-tower candidates (100)": [],
+        "  features of 100 pairs, encoded": [],
+        "  engagement forward pass": [],
+    }
+    timers = list(parts.values())
     with Stores.open(settings) as stores:
         store = open_feature_store(stores.endpoints)
         ranker = Ranker.load(settings.models_dir, expected_features=service_features(store))
         features, history = CachedPairFeatures(store, catalogue_ids(stores)), FallbackRecommender(stores)
-        total, reads = [], []
-        for i in range(calls):
+        assert ranker.engagement is not None and ranker.encoder is not None, "no engagement checkpoint to measure"
+        for i in range(calls + 10):  # the first 10 warm the caches and are not counted
             user = 1 + (i * 37) % 943
+            t0 = time.perf_counter()
             seen = sorted(history.user_ratings(user)[0])
-            movie_ids, _ = ranker.candidates(user, seen, 100, set(seen))
             t1 = time.perf_counter()
-            features.pairs(user, movie_ids.tolist())
-            reads.append(time.perf_counter() - t1)
+            movie_ids, _ = ranker.candidates(user, seen, 100, set(seen))
             t2 = time.perf_counter()
+            batch = features.encoded(user, movie_ids.tolist(), ranker.encoder)
+            t3 = time.perf_counter()
+            predict_ratings(ranker.engagement, batch)
+            t4 = time.perf_counter()
             ranker.rank(user, seen, 10, exclude=set(seen), features=features)
-            total.append(time.perf_counter() - t2)
-    for name, values in (
-        ("data floor: rank(first 10) incl. features", total),
-        ("  of which the features of 100 pairs", reads),
-    ):
+            t5 = time.perf_counter()
+            if i >= 10:
+                for timer, took in zip(timers, (t5 - t4, t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    timer.append(took)
+    for name, values in parts.items():
         ms = np.array(values) * 1000
-        print(f"{name:44} p50 {np.percentile(ms, 50):7.1f} ms   p99 {np.percentile(ms, 99):7.1f} ms   ({calls} calls)")
+        print(f"{name:44} p50 {np.percentile(ms, 50):7.2f} ms   p99 {np.percentile(ms, 99):7.2f} ms   ({calls} calls)")
 
 
 def main(argv: list[str] | None = None) -> int:

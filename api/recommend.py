@@ -29,6 +29,7 @@ from typing import Protocol
 from sqlalchemy import text
 
 from api import writes
+from api.credits import CREDITS, ROLE_NAMES
 from api.errors import StoreDown, store_call
 from sources import mongo
 from sources.stores import Stores
@@ -36,8 +37,6 @@ from sources.stores import Stores
 log = logging.getLogger(__name__)
 
 FALLBACK_VERSION = "fallback-graph-popularity-v1"
-CREDITS = "ACTED_IN|DIRECTED|WROTE|PRODUCED"
-ROLE_NAMES = {"ACTED_IN": "actor", "DIRECTED": "director", "WROTE": "writer", "PRODUCED": "producer"}
 # How much one shared person / genre / popularity counts; people say more about taste than genres.
 PERSON_WEIGHT, GENRE_WEIGHT = 1.0, 0.15
 GRAPH_SHARE = 0.5  # of the final score; popularity has the rest

@@ -10,12 +10,11 @@ scored with misread columns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from api.errors import StoreDown, store_call
+from api.credits import CreditIndex
 from api.feast_features import FeastUserFeatures, plug_feature_store
-from api.recommend import CREDITS, ROLE_NAMES, FallbackRecommender, RecommendationResult, Recommended, WithFallback
+from api.recommend import FallbackRecommender, RecommendationResult, Recommended, WithFallback
 from sources.errors import first_line
 from sources.stores import Stores
 
@@ -31,6 +30,7 @@ class RankerRecommender:
 
     def __init__(self, stores: Stores, ranker: Ranker, features: PairFeatures | None, history: FallbackRecommender):
         self.stores, self.ranker, self.features, self._history = stores, ranker, features, history
+        self.credits = CreditIndex(stores)
 
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
         # The user's ratings from the graph plus the API's own recent ones: milliseconds, where
@@ -39,7 +39,7 @@ class RankerRecommender:
         history = sorted(ratings)
         exclude = set(history) if exclude_seen else set()
         scored, features_degraded = self.ranker.rank(user_id, history, k, exclude=exclude, features=self.features)
-        reasons = explain(self.stores, ratings, [s.movie_id for s in scored])
+        reasons = self.credits.explain(ratings, [s.movie_id for s in scored])
         items = []
         for rank, s in enumerate(scored, start=1):
             why = reasons.get(s.movie_id) or f"two-tower match {s.retriever:.2f} with your {len(history)} ratings"
@@ -47,32 +47,6 @@ class RankerRecommender:
                 why += f"; predicted rating {s.rating:.1f}"
             items.append(Recommended(s.movie_id, round(float(s.score), 6), rank, why))
         return RecommendationResult(items, self.ranker.version, degraded or features_degraded)
-
-
-def explain(stores: Stores, ratings: dict[int, float], movie_ids: Sequence[int]) -> dict[int, str]:
-    """Why each movie: a person it shares with a movie the user rated ≥ 4 (one graph query)."""
-    liked = {m: r for m, r in ratings.items() if r >= 4}
-    if not liked or not movie_ids:
-        return {}
-    try:
-        with store_call("graph"):
-            rows = stores.graph.read(
-                f"MATCH (c:Movie)<-[r:{CREDITS}]-(p:Person)-[:{CREDITS}]->(m:Movie) "
-                "WHERE c.id IN $candidates AND m.id IN $liked AND c.id <> m.id "
-                "RETURN c.id AS candidate, m.id AS source, m.title AS title, p.id AS person, type(r) AS rel",
-                {"candidates": list(movie_ids), "liked": list(liked)},
-            )
-    except StoreDown:
-        return {}
-    best: dict[int, tuple[float, str]] = {}
-    for row in rows:
-        rating = liked[int(row["source"])]
-        role = ROLE_NAMES.get(str(row["rel"]), "person")
-        why = f"shares {role} {row['person']} with {row['title']}, which you rated {rating:g}"
-        candidate = int(row["candidate"])
-        if candidate not in best or best[candidate][0] < rating:
-            best[candidate] = (rating, why)
-    return {m: why for m, (_, why) in best.items()}
 
 
 def catalogue_ids(stores: Stores) -> list[int]:
@@ -89,7 +63,8 @@ def plug_serving(services: Services) -> None:
         return
     store: Any = services.online_features.store
     try:
-        from model.score import CachedPairFeatures, Ranker, service_features
+        from model.score import Ranker, service_features
+        from model.serving_features import CachedPairFeatures
 
         ranker = Ranker.load(services.settings.models_dir, expected_features=service_features(store))
         pair_features = CachedPairFeatures(store, catalogue_ids(services.stores))

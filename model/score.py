@@ -8,8 +8,9 @@ in memory; a catalogue in the millions would move them into a pgvector HNSW tabl
 The user tower reads the user's history (movies rated), which comes from MongoDB, the system
 of record, so a rating made a moment ago already counts.
 
-Re-ranking reads online features for the (user, candidate) pairs through ``PairFeatures``
-(Feast's ``get_online_features`` on ``engagement_serving_v1``) and adds ``beta`` x the
+Re-ranking reads the encoded online features of the (user, candidate) pairs through
+``PairFeatures`` (model/serving_features.py: Feast's ``engagement_serving_v1``, movie side
+held in memory) and adds ``beta`` x the
 engagement logit (beta as chosen by ``marquee evaluate`` on validation, stored in the
 engagement checkpoint's metrics; 0 = retriever order). When features cannot be read the
 answer is the retriever's order with ``degraded=True``.
@@ -29,10 +30,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -40,84 +40,10 @@ from model.checkpoint import Checkpoint, CheckpointError, FeatureMismatch, check
 from model.engagement_frame import FrameEncoder
 from model.evaluate_core import one_history
 from model.networks import MultimodalEngagementNet, TwoTowerRetriever
+from model.serving_features import PairFeatures
 from model.train import FEAST_SERVICE, from_checkpoint, predict_ratings
 
 log = logging.getLogger(__name__)
-SERVING_SERVICE = "engagement_serving_v1"
-
-
-class PairFeatures(Protocol):
-    def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
-        """One row per movie id with ``user_id``, ``movie_id`` and ``<view>__<feature>`` columns."""
-        ...
-
-
-class FeastPairFeatures:
-    """Online features of (user, movie) pairs from Feast (``full_feature_names``: view__feature)."""
-
-    def __init__(self, store: Any, service: str = SERVING_SERVICE) -> None:
-        self.store = store
-        self.service = store.get_feature_service(service)
-
-    def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
-        rows = [{"user_id": int(user_id), "movie_id": int(m)} for m in movie_ids]
-        return self.store.get_online_features(features=self.service, entity_rows=rows, full_feature_names=True).to_df()
-
-
-class CachedPairFeatures:
-    """The serving features of (user, movie) pairs without asking Feast for 100 entities a request.
-
-    Feast's Python SDK is slow for many entities at once (p50 ~44 ms for 100 pairs here), so the
-    movie side of ``service`` (profile, embedding, reviews, graph) is read once for the whole
-    catalogue and kept in memory, re-read after ``refresh_s``; a request reads only the user's
-    row, one entity. The on-demand views are computed with the repository's own registered
-    transformation, so the result equals ``FeastPairFeatures`` (a test compares them). A movie's
-    review statistics may lag a rating made through the API by up to ``refresh_s``.
-    """
-
-    def __init__(self, store: Any, movie_ids: Sequence[int], service: str = SERVING_SERVICE,
-                 refresh_s: float = 60.0) -> None:  # fmt: skip
-        import time
-
-        self.store, self.movie_ids, self.refresh_s = store, [int(m) for m in movie_ids], refresh_s
-        self._clock = time.monotonic
-        on_demand = {view.name: view for view in store.list_on_demand_feature_views()}
-        self.user_refs: list[str] = []
-        self.movie_refs: list[str] = []
-        self.on_demand: list[Any] = []
-        for projection in store.get_feature_service(service).feature_view_projections:
-            name = projection.name_to_use()
-            if name in on_demand:
-                self.on_demand.append(on_demand[name])
-                continue
-            refs = [f"{name}:{f.name}" for f in projection.features]
-            entities = store.get_feature_view(name).entities
-            (self.user_refs if "user" in entities else self.movie_refs).extend(refs)
-        self._movies: pd.DataFrame | None = None
-        self._loaded_at = 0.0
-
-    def _movie_frame(self) -> pd.DataFrame:
-        if self._movies is None or self._clock() - self._loaded_at > self.refresh_s:
-            rows = [{"movie_id": m} for m in self.movie_ids]
-            found = self.store.get_online_features(features=self.movie_refs, entity_rows=rows, full_feature_names=True)
-            self._movies = found.to_df().set_index("movie_id")
-            self._loaded_at = self._clock()
-        return self._movies
-
-    def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
-        frame = self._movie_frame().reindex([int(m) for m in movie_ids]).reset_index()
-        user = self.store.get_online_features(
-            features=self.user_refs, entity_rows=[{"user_id": int(user_id)}], full_feature_names=True
-        ).to_dict()
-        frame.insert(0, "user_id", int(user_id))
-        for name, values in user.items():
-            if name != "user_id":
-                frame[name] = pd.Series([values[0]] * len(frame), dtype=object)
-        for view in self.on_demand:
-            computed = view.feature_transformation.transform(frame)
-            for column in computed.columns:
-                frame[f"{view.name}__{column}"] = computed[column].to_numpy()
-        return frame
 
 
 def service_features(store: Any, service: str = FEAST_SERVICE) -> list[str]:
@@ -197,8 +123,8 @@ class Ranker:
                 self.beta > 0 and features is None
             )
         try:
-            frame = features.pairs(user_id, movie_ids.tolist())
-            ratings = predict_ratings(self.engagement, self.encoder.encode(frame))
+            batch = features.encoded(user_id, movie_ids.tolist(), self.encoder)
+            ratings = predict_ratings(self.engagement, batch)
         except Exception as exc:  # a feature store hiccup must not fail the request
             log.warning("engagement re-rank skipped (%s)", exc)
             return [

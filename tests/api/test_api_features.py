@@ -142,7 +142,7 @@ def test_cached_pair_features_equal_feasts_own_read(stores: Stores, feature_stor
     import numpy as np
 
     from api.serving import catalogue_ids
-    from model.score import CachedPairFeatures, FeastPairFeatures
+    from model.serving_features import CachedPairFeatures, FeastPairFeatures
 
     movies = [1, 50, 181, 300, 1682, 7]
     expected = FeastPairFeatures(feature_store).pairs(USER, movies)
@@ -156,3 +156,27 @@ def test_cached_pair_features_equal_feasts_own_read(stores: Stores, feature_stor
                 assert have is None or (isinstance(have, float) and np.isnan(have)), column
             else:
                 assert have == pytest.approx(want), column
+
+
+def test_encoded_hot_path_equals_encoding_feasts_rows(stores: Stores, feature_store: FeatureStore) -> None:
+    """What the ranker is fed on a request (movie rows encoded once, the user's row and the
+    on-demand view written in) is tensor-for-tensor what encoding Feast's own rows gives,
+    categorical vocabularies, list slots, the playback sequence and id factors included."""
+    import pandas as pd
+    import torch
+
+    from api.serving import catalogue_ids
+    from model.engagement_frame import schema_config
+    from model.serving_features import CachedPairFeatures, FeastPairFeatures
+
+    movies = [1, 50, 181, 300, 1682, 7, 50]  # a repeat is fine
+    reference = FeastPairFeatures(feature_store)
+    sample = pd.concat([reference.pairs(user, movies) for user in (1, 2, 3, 500)], ignore_index=True)
+    encoder = schema_config(sample, user_ids=range(1, 944), movie_ids=range(1, 1683), factor_dim=4)
+    assert encoder.config.categorical_features, "the sample should exercise categorical columns"
+    cached = CachedPairFeatures(feature_store, catalogue_ids(stores))
+    for user in (USER, 2, 500, 943):
+        want, got = encoder.encode(reference.pairs(user, movies)), cached.encoded(user, movies, encoder)
+        assert want.keys() == got.keys()
+        for name in want:
+            assert torch.equal(want[name], got[name]), (user, name)

@@ -133,9 +133,26 @@ def test_query_depth_limit(gql: Query) -> None:
     nested = "userId"
     for _ in range(MAX_DEPTH):
         nested = f"following {{ {nested} }}"
-    error = only_error(gql(f"{{ user(id: 1) {{ {nested} }} }}"))
-    assert "exceeds maximum operation depth" in error["message"]
-    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    for _ in range(2):  # the second answer comes from the validation cache: the limit still holds
+        error = only_error(gql(f"{{ user(id: 1) {{ {nested} }} }}"))
+        assert "exceeds maximum operation depth" in error["message"]
+        assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+
+
+def test_a_repeated_query_is_parsed_and_validated_once(gql: Query) -> None:
+    """Validation costs more than most resolvers; a frontend's repeated query must hit the cache
+    (it silently missed while the limit rules were new classes on every request)."""
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    from api.schema import QUERY_CACHE_SIZE
+
+    cache = _get_validate_cache(QUERY_CACHE_SIZE)
+    query = "{ movie(id: 2) { title year } }"
+    gql(query)
+    hits = cache.cache_info().hits
+    for _ in range(3):
+        assert gql(query)["data"]["movie"]["title"] == "GoldenEye"
+    assert cache.cache_info().hits == hits + 3
 
 
 def test_alias_limit(gql: Query) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from model import interactions as inter
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.engagement_frame import load_side_info, local_frame
+from model.engagement_frame import FrameEncoder, load_side_info, local_frame
 from model.evaluate_core import TwoTowerScorer, score_matrix
 from model.train import (
     TrainOptions,
@@ -126,6 +126,9 @@ def test_ranker_recommender_answers_with_unseen_movies(
             n = len(movie_ids)
             return pair_frame(load_side_info(stores), data, np.full(n, user_id), np.array(movie_ids),
                               np.full(n, data.max_ts + 1))  # fmt: skip
+
+        def encoded(self, user_id: int, movie_ids: list[int], encoder: FrameEncoder) -> dict[str, torch.Tensor]:
+            return encoder.encode(self.pairs(user_id, movie_ids))
 
     user = int(data.user_ids[0])
     seen = set(data.movie_ids[data.items[data.users == 0]].tolist())
