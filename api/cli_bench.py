@@ -50,11 +50,16 @@ def serve_bench(
     seconds: Annotated[float, typer.Option(min=0.5, help="Seconds of load per query and level.")] = 5.0,
     workers: Annotated[int, typer.Option(min=1, help="Uvicorn workers.")] = 1,
     only: Annotated[list[str] | None, typer.Option(help="Only queries whose name contains this.")] = None,
+    data_floor_calls: Annotated[
+        int, typer.Option(min=0, help="Calls timed for the data floor (no GraphQL, no HTTP); 0 skips it.")
+    ] = 200,
 ) -> None:
-    """p50/p99 and req/s of recommendations, similar and neighbours over HTTP beside the GraphQL floor."""
+    """p50/p99 and req/s of recommendations, similar and neighbours over HTTP beside the GraphQL
+    floor, after the data floor (the same recommendation path without GraphQL or HTTP)."""
     from api.bench import main as run_serve_bench
 
-    argv = ["--concurrency", *map(str, concurrency or [1, 8, 32]), "--seconds", str(seconds), "--workers", str(workers)]
+    argv = ["--concurrency", *map(str, concurrency or [1, 8, 32]), "--seconds", str(seconds), "--workers", str(workers),
+            "--data-floor-calls", str(data_floor_calls)]  # fmt: skip
     if only:
         argv += ["--only", *only]
     raise typer.Exit(run_serve_bench(argv))

@@ -114,6 +114,10 @@ class CachedPairFeatures:
         for projection in store.get_feature_service(service).feature_view_projections:
             name = projection.name_to_use()
             if name in on_demand:
+                if on_demand[name].mode != "pandas":
+                    # Feast 0.67's own online read drops python-mode outputs under full feature
+                    # names (its output keys are short), so only pandas mode is served.
+                    raise ValueError(f"on-demand view {name!r} is in mode {on_demand[name].mode!r}; serve pandas mode")
                 self.on_demand.append(on_demand[name])
                 continue
             refs = [f"{name}:{f.name}" for f in projection.features]
@@ -149,12 +153,13 @@ class CachedPairFeatures:
         ).to_dict()
         return {name: values[0] for name, values in found.items() if name != "user_id"}
 
-    def _on_demand(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """The registered on-demand transformations over ``frame``, by ``view__feature`` name."""
-        out: dict[str, np.ndarray] = {}
+    def _on_demand(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """The registered on-demand transformations over ``columns`` (the views' inputs, one list
+        per ``view__feature``), by ``view__feature`` name."""
+        out: dict[str, list[Any]] = {}
         for view in self.on_demand:
-            computed = view.feature_transformation.transform(frame)
-            out.update({f"{view.name}__{column}": computed[column].to_numpy() for column in computed.columns})
+            frame = view.feature_transformation.transform(pd.DataFrame(columns))
+            out.update({f"{view.name}__{f.name}": frame[f.name].tolist() for f in view.features})
         return out
 
     def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
@@ -162,7 +167,8 @@ class CachedPairFeatures:
         frame.insert(0, "user_id", int(user_id))
         for name, value in self._user_row(user_id).items():
             frame[name] = pd.Series([value] * len(frame), dtype=object)
-        return frame.assign(**self._on_demand(frame))
+        inputs = {column: frame[column].tolist() for column in self.pair_inputs}
+        return frame.assign(**{name: pd.Series(values) for name, values in self._on_demand(inputs).items()})
 
     # encoded --------------------------------------------------------------------------------
     def _block(self, encoder: FrameEncoder) -> tuple[_MovieBlock, _Layout]:
@@ -215,27 +221,17 @@ class CachedPairFeatures:
             codes = [layout.codes[column].get(str(user.get(column)), 0) for _, column in layout.user_categorical]
             batch["categorical"][:, [j for j, _ in layout.user_categorical]] = torch.tensor(codes)
         if layout.pair_numeric or layout.pair_categorical:
-            inputs = pd.DataFrame(
-                {
-                    column: pd.Series([user.get(column)] * n, dtype=object)
-                    if column in self.user_columns
-                    else block.inputs[column][rows.numpy()]
-                    for column in self.pair_inputs
-                }
-            )
+            picked = rows.tolist()
+            inputs = {
+                column: [user.get(column)] * n if column in self.user_columns else block.inputs[column][picked].tolist()
+                for column in self.pair_inputs
+            }
             pair = self._on_demand(inputs)
             if layout.pair_numeric:
-                matrix = np.stack(
-                    [
-                        pd.to_numeric(pd.Series(pair[column]), errors="coerce").to_numpy(np.float32, na_value=np.nan)
-                        for _, column in layout.pair_numeric
-                    ],
-                    axis=1,
-                )
-                batch["numeric"][:, [j for j, _ in layout.pair_numeric]] = torch.from_numpy(np.nan_to_num(matrix))
+                matrix = [[numeric_value(v) for v in pair[column]] for _, column in layout.pair_numeric]
+                batch["numeric"][:, [j for j, _ in layout.pair_numeric]] = torch.tensor(matrix).T
             for j, column in layout.pair_categorical:
-                codes = [layout.codes[column].get(str(v), 0) for v in pair[column].tolist()]
-                batch["categorical"][:, j] = torch.tensor(codes, dtype=torch.long)
+                batch["categorical"][:, j] = torch.tensor([layout.codes[column].get(str(v), 0) for v in pair[column]])
         if c.sequence_feature in self.user_columns:
             sequence = torch.from_numpy(_fixed_list(user.get(c.sequence_feature)))
             batch["sequence"] = sequence.expand(n, SEQUENCE_LENGTH).clone()
