@@ -137,8 +137,7 @@ def _free_port() -> int:
 
 
 def _start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
-    app = os.environ.get("BENCH_APP", "api.bench:bench_app")
-    command = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "uvicorn", "api.bench:bench_app", "--factory", "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
     process = subprocess.Popen(command, env=dict(os.environ))
     deadline = time.monotonic() + 120
