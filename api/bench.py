@@ -1,17 +1,20 @@
 """Serving benchmark: latency and throughput of API queries over real HTTP, beside a floor.
 
-``python -m api.bench`` (or ``marquee bench serve`` once wired) starts Uvicorn in a child
-process with the real app plus one extra route, ``/floor``: a GraphQL schema whose only
-query returns 10 constant items shaped like recommendations. That floor is what
-Strawberry + Uvicorn alone cost on this machine; each measured query is reported next
-to it at the same concurrency. The load client runs in this process (same cores, as
-the figures in STACK.md were taken).
+``marquee bench serve`` (``python -m api.bench``) starts Uvicorn in a child process with the
+served app (``marquee serve``'s) plus two routes: ``/floor``, a GraphQL schema whose only query
+returns 10 constant items shaped like recommendations (what Strawberry + Uvicorn alone cost
+here), and ``/constant``, Marquee's own schema with the recommender swapped for a constant
+one (what the API layer costs around the model). Each query is reported next to the floor
+at the same concurrency. The load client runs in this process (same cores, as the figures
+in STACK.md were taken). Before that, the data floor times the recommendation path in
+process, without GraphQL or HTTP.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import os
 import socket
@@ -25,9 +28,16 @@ from typing import Any
 import httpx
 import strawberry
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
+from api.app import MarqueeGraphQL
+from api.context import Context
+from api.recommend import RecommendationResult, Recommended
+from api.schema import build_schema
 from sources.settings import Settings
 
 
@@ -55,14 +65,32 @@ class FloorQuery:
         ]
 
 
+class ConstantRecommender:
+    """The first ``k`` movie ids for any user: what the API costs around a recommender."""
+
+    def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
+        items = [Recommended(m, 1.0 / m, m, "constant") for m in range(1, k + 1)]
+        return RecommendationResult(items, "constant")
+
+
+class ConstantRecommendations(MarqueeGraphQL):
+    """The real schema, loaders and stores, with the recommender swapped for a constant one."""
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        context = await super().get_context(request, response)
+        context.services = dataclasses.replace(context.services, recommender=ConstantRecommender())
+        return context
+
+
 def bench_app() -> Starlette:
     """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features)
-    plus ``/floor``."""
+    plus ``/floor`` and ``/constant`` (the real schema around a constant recommender)."""
     from api.app import app_from_env
 
     app = app_from_env()
     floor: GraphQL[None, None] = GraphQL(strawberry.Schema(query=FloorQuery), graphql_ide=None)
-    app.router.routes.insert(0, Route("/floor", floor, methods=["POST"]))
+    constant = ConstantRecommendations(build_schema(), graphql_ide=None)
+    app.router.routes[0:0] = [Route("/floor", floor, methods=["POST"]), Route("/constant", constant, methods=["POST"])]
     return app
 
 
@@ -71,6 +99,11 @@ QUERIES: dict[str, tuple[str, str, Callable[[int], dict[str, Any]]]] = {
     "floor (no-op, 10 items)": ("/floor", f"{{ floor {{ {ITEM} }} }}", lambda i: {}),
     "recommendations(first: 10)": (
         "/graphql",
+        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
+        lambda i: {"u": 1 + i % 943},
+    ),
+    "recommendations, constant recommender": (
+        "/constant",
         f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
         lambda i: {"u": 1 + i % 943},
     ),
@@ -117,7 +150,11 @@ async def _load(base: str, path: str, query: str, variables: Callable[[int], dic
             while time.perf_counter() < deadline:
                 i = next(counter)
                 started = time.perf_counter()
-                response = await client.post(path, json={"query": query, "variables": variables(i)})
+                try:
+                    response = await client.post(path, json={"query": query, "variables": variables(i)})
+                except httpx.TransportError:  # a dropped connection is an error of this cell, not the end
+                    errors += 1
+                    continue
                 latencies.append((time.perf_counter() - started) * 1000)
                 # A degraded answer (fallback recommender) is not the path being measured.
                 if response.status_code != 200 or "errors" in response.json() or '"degraded":true' in response.text:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -180,3 +180,48 @@ def test_encoded_hot_path_equals_encoding_feasts_rows(stores: Stores, feature_st
         assert want.keys() == got.keys()
         for name in want:
             assert torch.equal(want[name], got[name]), (user, name)
+
+
+def test_movie_features_refresh_in_the_background_and_survive_a_failed_read(
+    stores: Stores, feature_store: FeatureStore
+) -> None:
+    """A stale movie frame is re-read by a background thread while requests use the current
+    one; a re-read that fails keeps the last good frame (and records why)."""
+    import time
+
+    import pandas as pd
+    import torch
+
+    from api.serving import catalogue_ids
+    from model.engagement_frame import schema_config
+    from model.serving_features import CachedPairFeatures, FeastPairFeatures
+
+    movies = [1, 50, 181]
+    encoder = schema_config(pd.concat([FeastPairFeatures(feature_store).pairs(u, movies) for u in (1, 2)]))
+    cached = CachedPairFeatures(feature_store, catalogue_ids(stores), refresh_s=0.0)
+    first = cached.encoded(USER, movies, encoder)
+    frame = cached._movies
+    cached.encoded(USER, movies, encoder)  # stale: starts the re-read, answers from the current frame
+
+    def wait_for(done: Callable[[], bool], seconds: float = 60.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return done()
+
+    assert wait_for(lambda: cached._movies is not frame), "the background re-read never replaced the frame"
+    assert wait_for(lambda: not cached._refreshing)
+    for name, tensor in cached.encoded(USER, movies, encoder).items():
+        assert torch.equal(tensor, first[name]), name
+
+    def broken() -> pd.DataFrame:
+        raise ConnectionError("online store away")
+
+    cached._read_movies = broken  # type: ignore[method-assign]
+    assert wait_for(lambda: not cached._refreshing)  # (the call above started one more re-read)
+    served = cached._movies
+    cached.encoded(USER, movies, encoder)
+    assert wait_for(lambda: cached.refresh_error is not None and not cached._refreshing)
+    assert cached.refresh_error == "ConnectionError: online store away"
+    assert cached._movies is served
+    assert torch.equal(cached.encoded(USER, movies, encoder)["numeric"], first["numeric"])
