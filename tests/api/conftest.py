@@ -11,7 +11,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
@@ -80,3 +83,72 @@ def serve_in_thread() -> ServeInThread:
             sock.close()
 
     return serve
+
+
+# -- headless Chromium with the network cut off ----------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--headless=new",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+@dataclass
+class OfflinePage:
+    """A Playwright page whose requests to anything but localhost are aborted and listed."""
+
+    page: Any
+    off_host: list[str] = field(default_factory=list)
+
+    def run_query(self, query: str) -> Any:
+        """Replace GraphiQL's example query with ``query``, run it; the response pane's locator.
+        (GraphiQL 3 edits with CodeMirror 5: focus it, select all, type.)"""
+        self.page.locator(".graphiql-query-editor .CodeMirror").click()
+        self.page.keyboard.press("Control+A")
+        self.page.keyboard.press("Delete")
+        self.page.keyboard.type(query)
+        self.page.locator(".graphiql-execute-button").click()
+        return self.page.locator(".graphiql-response")
+
+
+OfflineBrowser = Callable[[int], AbstractContextManager[OfflinePage]]
+
+
+@pytest.fixture(scope="session")
+def offline_browser() -> OfflineBrowser:
+    """``with offline_browser(timeout_ms) as tab``: Debian's Chromium driven by Playwright (its own
+    browser download cannot work here), closed when the block ends."""
+
+    @contextmanager
+    def open_page(timeout_ms: int) -> Iterator[OfflinePage]:
+        if not CHROMIUM.exists():
+            pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (apt chromium)")
+        from playwright.sync_api import Route, sync_playwright
+
+        off_host: list[str] = []
+
+        def local_only(route: Route) -> None:
+            if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+                route.continue_()
+            else:
+                off_host.append(route.request.url)
+                route.abort()
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                context = browser.new_context()
+                context.set_default_timeout(timeout_ms)
+                context.route("**/*", local_only)
+                yield OfflinePage(context.new_page(), off_host)
+            finally:
+                browser.close()
+
+    return open_page

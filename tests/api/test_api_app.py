@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 import pytest
@@ -67,17 +67,6 @@ def test_health(api_client: TestClient) -> None:
 
 # -- GraphiQL on the real schema, in Chromium ----------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--headless=new",
-]
-
 
 @pytest.fixture(scope="module")
 def live_api(
@@ -95,39 +84,17 @@ def live_api(
 
 
 @pytest.mark.browser
-def test_graphiql_runs_a_real_query_offline(live_api: str) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (apt chromium)")
-    from playwright.sync_api import Route, expect, sync_playwright
+def test_graphiql_runs_a_real_query_offline(
+    live_api: str, offline_browser: Callable[[int], AbstractContextManager[Any]]
+) -> None:
+    from playwright.sync_api import expect
 
-    off_host: list[str] = []
-
-    def local_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
-            route.continue_()
-        else:
-            off_host.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(20_000)
-            context.route("**/*", local_only)
-            page = context.new_page()
-            page.goto(f"{live_api}/graphql")
-            page.locator(".graphiql-query-editor .CodeMirror").click()
-            page.keyboard.press("Control+A")
-            page.keyboard.press("Delete")
-            page.keyboard.type("{ movie(id: 1) { title year genres } }")
-            page.locator(".graphiql-execute-button").click()
-            response = page.locator(".graphiql-response")
-            expect(response).to_contain_text("Toy Story")
-            expect(response).to_contain_text("Children's")
-        finally:
-            browser.close()
-    assert off_host == []
+    with offline_browser(20_000) as tab:
+        tab.page.goto(f"{live_api}/graphql")
+        response = tab.run_query("{ movie(id: 1) { title year genres } }")
+        expect(response).to_contain_text("Toy Story")
+        expect(response).to_contain_text("Children's")
+    assert tab.off_host == []
 
 
 # -- marquee serve ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 import pytest
@@ -34,17 +34,6 @@ from api.graphiql import (
 
 # Only the server knows this string, so seeing it in the browser proves a round trip.
 ANSWER = "served-by-marquee-offline"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--headless=new",
-]
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # in the inline favicon; not a fetch
 HTML = {"accept": "text/html"}
 
@@ -160,52 +149,28 @@ def live_server(assets_dir: Path, serve_in_thread: Callable[..., AbstractContext
 
 
 @pytest.mark.browser
-def test_graphiql_runs_a_query_offline_in_chromium(live_server: str) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install_browser.sh (apt chromium)")
+def test_graphiql_runs_a_query_offline_in_chromium(
+    live_server: str, offline_browser: Callable[[int], AbstractContextManager[Any]]
+) -> None:
     from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import Route as PlaywrightRoute
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    off_host: list[str] = []
     page_errors: list[str] = []
     failed: list[str] = []
-
-    def local_only(route: PlaywrightRoute) -> None:
-        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            off_host.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with offline_browser(15_000) as tab:
+        tab.page.on("pageerror", lambda error: page_errors.append(str(error)))
+        tab.page.on("requestfailed", lambda request: failed.append(request.url))
         try:
-            context = browser.new_context()
-            context.set_default_timeout(15_000)
-            context.route("**/*", local_only)
-            page = context.new_page()
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
-            page.on("requestfailed", lambda request: failed.append(request.url))
-            page.goto(f"{live_server}/graphql")
-
-            # GraphiQL 3 edits with CodeMirror 5: focus it, replace the example, run.
-            page.locator(".graphiql-query-editor .CodeMirror").click()
-            page.keyboard.press("Control+A")
-            page.keyboard.press("Delete")
-            page.keyboard.type("{ greeting }")
-            page.locator(".graphiql-execute-button").click()
-            expect(page.locator(".graphiql-response")).to_contain_text(ANSWER)
-            assert page.evaluate("typeof GraphiQLPluginExplorer.explorerPlugin") == "function"
+            tab.page.goto(f"{live_server}/graphql")
+            expect(tab.run_query("{ greeting }")).to_contain_text(ANSWER)
+            assert tab.page.evaluate("typeof GraphiQLPluginExplorer.explorerPlugin") == "function"
         except (PlaywrightError, AssertionError) as exc:
             # The usual cause is an asset that did not load: name it, not just the timeout.
             pytest.fail(
                 f"GraphiQL did not run the query: {exc}\n"
-                f"off-host requests: {off_host}\nfailed: {failed}\npage errors: {page_errors}"
+                f"off-host requests: {tab.off_host}\nfailed: {failed}\npage errors: {page_errors}"
             )
-        finally:
-            browser.close()
 
-    assert off_host == [], f"page requested off-host URLs: {off_host}"
+    assert tab.off_host == [], f"page requested off-host URLs: {tab.off_host}"
     assert failed == [], f"requests failed: {failed}"
     assert page_errors == [], f"page raised: {page_errors}"
