@@ -103,16 +103,15 @@ RecordPlaybackResult = Annotated[
 ]
 
 
-async def _subjects(info: Info, user_id: int, movie_id: int) -> tuple[User | UserNotFound, Movie | MovieNotFound]:
+async def _subjects(info: Info, user_id: int, movie_id: int) -> tuple[User, Movie] | UserNotFound | MovieNotFound:
+    """The user and the movie a mutation is about, or the typed error for the one missing."""
     user_row = await info.context.loaders.user.load(user_id)
+    if user_row is None:
+        return UserNotFound(message=f"no user with id {user_id}", user_id=user_id)
     movie_row = await info.context.loaders.movie.load(movie_id)
-    user = User.from_row(user_row) if user_row else UserNotFound(message=f"no user with id {user_id}", user_id=user_id)
-    movie = (
-        Movie.from_row(movie_row)
-        if movie_row
-        else MovieNotFound(message=f"no movie with id {movie_id}", movie_id=movie_id)
-    )
-    return user, movie
+    if movie_row is None:
+        return MovieNotFound(message=f"no movie with id {movie_id}", movie_id=movie_id)
+    return User.from_row(user_row), Movie.from_row(movie_row)
 
 
 def _check_client_id(client_mutation_id: str | None) -> InvalidClientMutationId | None:
@@ -149,11 +148,10 @@ class Mutation:
             return bad_id
         if not 1 <= rating <= 5:
             return InvalidRating(message=f"rating must be a whole number from 1 to 5, got {rating}", rating=rating)
-        user, movie = await _subjects(info, user_id, movie_id)
-        if isinstance(user, UserNotFound):
-            return user
-        if isinstance(movie, MovieNotFound):
-            return movie
+        subjects = await _subjects(info, user_id, movie_id)
+        if not isinstance(subjects, tuple):
+            return subjects
+        user, movie = subjects
         db = info.context.stores.mongo
         try:
             written, replayed = await run_in_threadpool(
@@ -198,11 +196,10 @@ class Mutation:
                 message=f"durationSeconds must be from 1 to {MAX_DURATION_S}, got {duration_seconds}",
                 duration_seconds=duration_seconds,
             )
-        user, movie = await _subjects(info, user_id, movie_id)
-        if isinstance(user, UserNotFound):
-            return user
-        if isinstance(movie, MovieNotFound):
-            return movie
+        subjects = await _subjects(info, user_id, movie_id)
+        if not isinstance(subjects, tuple):
+            return subjects
+        user, movie = subjects
         db = info.context.stores.mongo
         try:
             written, replayed = await run_in_threadpool(

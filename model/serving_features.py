@@ -37,9 +37,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class PairFeatures(Protocol):
-    def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
-        """One row per movie id with ``user_id``, ``movie_id`` and ``<view>__<feature>`` columns."""
-        ...
+    """What the ranker reads; both readers below also offer ``pairs`` (the raw frame)."""
 
     def encoded(self, user_id: int, movie_ids: Sequence[int], encoder: FrameEncoder) -> dict[str, Tensor]:
         """The same rows as ``encoder.encode(self.pairs(...))`` would give."""
@@ -163,8 +161,8 @@ class CachedPairFeatures:
         try:
             movies = self._read_movies()
             with self._lock:
-                encoders = [encoder for _, _, _, encoder in self._blocks.values()]
-            blocks = {id(e): (movies, self._build_block(movies, e), self._layout(e), e) for e in encoders}
+                built = [(layout, encoder) for _, _, layout, encoder in self._blocks.values()]
+            blocks = {id(e): (movies, self._build_block(movies, e), layout, e) for layout, e in built}
             with self._lock:
                 self._movies, self._blocks, self.refresh_error = movies, blocks, None
         except Exception as exc:  # keep serving the last good frame; try again after refresh_s

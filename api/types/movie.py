@@ -184,13 +184,24 @@ class Movie(relay.Node):
         ]
 
 
+def parse_id(value: Any, what: str) -> int:
+    """An id argument as an integer, or BAD_USER_INPUT naming what it was for."""
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise BadUserInput(f"{what} id must be an integer, got {str(value)[:40]!r}") from exc
+
+
 async def load_movie(info: Info, movie_id: Any) -> Movie:
     """The movie with this id, or NOT_FOUND."""
-    try:
-        key = int(movie_id)
-    except (TypeError, ValueError) as exc:
-        raise BadUserInput(f"movie id must be an integer, got {str(movie_id)[:40]!r}") from exc
+    key = parse_id(movie_id, "movie")
     row = await info.context.loaders.movie.load(key)
     if row is None:
         raise NotFound(f"no movie with id {key}", movie_id=key)
     return Movie.from_row(row)
+
+
+async def movie_or_none(info: Info, movie_id: int) -> Movie | None:
+    """The movie a record points at, through the request's loader; None if it is gone."""
+    row = await info.context.loaders.movie.load(movie_id)
+    return Movie.from_row(row) if row else None

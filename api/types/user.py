@@ -14,9 +14,9 @@ from strawberry import relay
 from strawberry.scalars import JSON
 
 from api.context import Context
-from api.errors import BadUserInput, NotFound, StoreDown
+from api.errors import NotFound, StoreDown
 from api.reads import UserRow
-from api.types.movie import Movie
+from api.types.movie import Movie, movie_or_none, parse_id
 from api.types.paging import check_first
 from api.types.recommendation import RecommendationList, recommend
 
@@ -46,8 +46,7 @@ class Review:
 
     @strawberry.field
     async def movie(self, info: Info) -> Movie | None:
-        row = await info.context.loaders.movie.load(self.movie_id)
-        return Movie.from_row(row) if row else None
+        return await movie_or_none(info, self.movie_id)
 
 
 @strawberry.type(description="A playback session (playback logs, Mongo).")
@@ -62,8 +61,7 @@ class PlaybackSession:
 
     @strawberry.field
     async def movie(self, info: Info) -> Movie | None:
-        row = await info.context.loaders.movie.load(self.movie_id)
-        return Movie.from_row(row) if row else None
+        return await movie_or_none(info, self.movie_id)
 
 
 @strawberry.type(description="A WATCHED edge in the graph store.")
@@ -74,8 +72,7 @@ class WatchedMovie:
 
     @strawberry.field
     async def movie(self, info: Info) -> Movie | None:
-        row = await info.context.loaders.movie.load(self.movie_id)
-        return Movie.from_row(row) if row else None
+        return await movie_or_none(info, self.movie_id)
 
 
 @strawberry.type(description="A MovieLens user, with data from all three stores and the feature store.")
@@ -193,10 +190,7 @@ async def _users(info: Info, ids: list[int]) -> list[User]:
 
 async def load_user(info: Info, user_id: Any) -> User:
     """The user with this id, or NOT_FOUND."""
-    try:
-        key = int(user_id)
-    except (TypeError, ValueError) as exc:
-        raise BadUserInput(f"user id must be an integer, got {str(user_id)[:40]!r}") from exc
+    key = parse_id(user_id, "user")
     row = await info.context.loaders.user.load(key)
     if row is None:
         raise NotFound(f"no user with id {key}", user_id=key)
