@@ -137,6 +137,12 @@ async def readyz(request: Request) -> JSONResponse:
 def app_from_env() -> Starlette:
     """Uvicorn factory (``uvicorn --factory api.app:app_from_env``): settings from the environment,
     Feast online features and the trained ranker plugged in when they are available."""
+    import torch
+
     from api.serving import plug_serving
 
+    # A request's forward pass is a few thousand rows at most: too small for intra-op threads
+    # to pay, and handing their pool between request threads doubled its time (measured).
+    # Parallelism comes from batching requests and from ``--workers`` instead.
+    torch.set_num_threads(1)
     return create_app(Settings(), configure=plug_serving)

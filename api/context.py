@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from api.batcher import RecommendationBatcher
 from api.features import FeaturePusher, NoFeaturePusher, OnlineFeatureReader
 from api.loaders import Loaders
 from api.recommend import Recommender
@@ -49,6 +50,11 @@ class Services:
     #: None until a feature store is configured: ``User.onlineFeatures`` then reports it.
     online_features: OnlineFeatureReader | None = None
     encoder: TextEncoder = field(default_factory=TextEncoder)
+    #: concurrent ``recommendations`` requests are ranked together (api/batcher.py)
+    batcher: RecommendationBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = RecommendationBatcher(self.stores)
 
 
 @dataclass

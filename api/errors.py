@@ -41,6 +41,10 @@ class NotFound(ApiError):
     code = "NOT_FOUND"
 
 
+def user_not_found(user_id: int) -> NotFound:
+    return NotFound(f"no user with id {user_id}", user_id=user_id)
+
+
 class BadUserInput(ApiError):
     code = "BAD_USER_INPUT"
 

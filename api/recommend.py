@@ -13,7 +13,8 @@ GraphQL layer knows. Two implementations live here:
   net on Feast features) and answers from ``fallback`` with ``degraded=True`` when it
   fails because a store or the model is unavailable.
 
-Implementations are synchronous; the API calls them in a worker thread.
+Implementations are synchronous; the API calls them in a worker thread, several requests
+at once through ``recommend_many`` when the recommender offers one (api/batcher.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,8 +63,46 @@ class RecommendationResult:
     degraded: bool = False
 
 
+@dataclass(frozen=True)
+class RecommendationRequest:
+    user_id: int
+    k: int
+    exclude_seen: bool = True
+
+
+#: What one request of a batch comes to: its answer, or the error it alone raised.
+Outcome = RecommendationResult | Exception
+
+
 class Recommender(Protocol):
+    """One user at a time. A recommender may also offer ``recommend_many(requests) ->
+    list[Outcome]`` to answer several users in one pass (see ``recommend_many`` below)."""
+
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult: ...
+
+
+def recommend_many(recommender: Recommender, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+    """Each request's outcome, in order: through the recommender's own ``recommend_many`` when
+    it has one, else one ``recommend`` per request; one request's error fails only that one."""
+    many = getattr(recommender, "recommend_many", None)
+    if many is not None:
+        outcomes: list[Outcome] = many(requests)
+        return outcomes
+    out: list[Outcome] = []
+    for r in requests:
+        try:
+            out.append(recommender.recommend(r.user_id, r.k, r.exclude_seen))
+        except Exception as exc:  # this request's own failure
+            out.append(exc)
+    return out
+
+
+def single(recommender: Recommender, request: RecommendationRequest) -> RecommendationResult:
+    """``recommend`` through ``recommend_many``, for recommenders that batch."""
+    outcome = recommend_many(recommender, [request])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -126,42 +166,51 @@ class FallbackRecommender:
         return RecommendationResult(items, FALLBACK_VERSION, degraded)
 
     def user_ratings(self, user_id: int) -> tuple[dict[int, float], bool]:
-        """(movie id → the user's latest rating, degraded?).
+        """(movie id → the user's latest rating, degraded?); see ``user_ratings_many``."""
+        found, degraded = self.user_ratings_many([user_id])
+        return found[user_id], degraded
+
+    def user_ratings_many(self, user_ids: Sequence[int]) -> tuple[dict[int, dict[int, float]], bool]:
+        """(user → movie id → the user's latest rating, degraded?), one read per store for all.
 
         The graph mirrors every loaded rating (RATED edges) and answers in milliseconds; the
         API's own later ratings come from its mutation log in Mongo (small, indexed). Only when
-        the graph is away is ``reviews``, the system of record, read for this user (a scan on
+        the graph is away is ``reviews``, the system of record, read for these users (a scan on
         the embedded Mongo server: slow, hence not the normal path).
         """
-        latest: dict[int, tuple[float, float]] = {}  # movie → (epoch seconds, rating)
+        latest: dict[int, dict[int, tuple[float, float]]] = {int(u): {} for u in user_ids}  # → (epoch s, rating)
 
-        def keep(movie_id: int, ts: float, rating: float) -> None:
-            if movie_id not in latest or ts >= latest[movie_id][0]:
-                latest[movie_id] = (ts, rating)
+        def keep(user_id: int, movie_id: int, ts: float, rating: float) -> None:
+            mine = latest[user_id]
+            if movie_id not in mine or ts >= mine[movie_id][0]:
+                mine[movie_id] = (ts, rating)
 
         degraded = False
         try:
             with store_call("graph"):
                 rows = self.stores.graph.read(
-                    "MATCH (:User {id: $u})-[r:RATED]->(m:Movie) RETURN m.id AS movie, r.score AS score, r.ts AS ts",
-                    {"u": user_id},
+                    "MATCH (u:User)-[r:RATED]->(m:Movie) WHERE u.id IN $users "
+                    "RETURN u.id AS user, m.id AS movie, r.score AS score, r.ts AS ts",
+                    {"users": list(latest)},
                 )
             for row in rows:
-                keep(int(row["movie"]), float(row["ts"]), float(row["score"]))
+                keep(int(row["user"]), int(row["movie"]), float(row["ts"]), float(row["score"]))
             try:
                 with store_call("mongo"):
-                    written = writes.api_ratings(self.stores.mongo, user_id)
-                for movie_id, (at, rating) in written.items():
-                    keep(movie_id, at.timestamp(), rating)
+                    written = writes.api_ratings(self.stores.mongo, list(latest))
+                for user_id, movies in written.items():
+                    for movie_id, (at, rating) in movies.items():
+                        keep(user_id, movie_id, at.timestamp(), rating)
             except StoreDown:
                 degraded = True  # ratings made through the API since the load may be missing
         except StoreDown:
             degraded = True
             with store_call("mongo"):
                 reviews = mongo.live(self.stores.mongo, "reviews")
-                for doc in reviews.find({"user_id": user_id}, {"_id": 0, "movie_id": 1, "rating": 1, "ts": 1}):
-                    keep(int(doc["movie_id"]), doc["ts"].timestamp(), float(doc["rating"]))
-        return {m: r for m, (_, r) in latest.items()}, degraded
+                query = {"user_id": {"$in": list(latest)}}
+                for doc in reviews.find(query, {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}):
+                    keep(int(doc["user_id"]), int(doc["movie_id"]), doc["ts"].timestamp(), float(doc["rating"]))
+        return {u: {m: r for m, (_, r) in movies.items()} for u, movies in latest.items()}, degraded
 
     def _graph_candidates(
         self, liked: dict[int, float], affinity: dict[int, float], reasons: dict[int, tuple[float, str]]
@@ -258,16 +307,31 @@ class FallbackRecommender:
 
 
 class WithFallback:
-    """``primary`` when it answers; otherwise ``fallback``'s answer marked degraded."""
+    """``primary`` when it answers; otherwise ``fallback``'s answer marked degraded (per request:
+    in a batch, only the requests the primary failed fall back)."""
 
     def __init__(self, primary: Recommender, fallback: Recommender) -> None:
         self.primary = primary
         self.fallback = fallback
 
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
+        return single(self, RecommendationRequest(user_id, k, exclude_seen))
+
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
         try:
-            return self.primary.recommend(user_id, k, exclude_seen)
-        except Exception as exc:  # any failure of the model path: answer, but say so
-            log.warning("primary recommender failed (%s); answering from the fallback", exc)
-            result = self.fallback.recommend(user_id, k, exclude_seen)
-            return RecommendationResult(result.items, result.model_version, degraded=True)
+            outcomes = recommend_many(self.primary, requests)
+        except Exception as exc:  # the whole batch failed (e.g. a store the model path reads)
+            outcomes = [exc] * len(requests)
+        out: list[Outcome] = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if not isinstance(outcome, Exception):
+                out.append(outcome)
+                continue
+            # any failure of the model path: answer, but say so
+            log.warning("primary recommender failed (%s); answering from the fallback", outcome)
+            try:
+                result = self.fallback.recommend(request.user_id, request.k, request.exclude_seen)
+                out.append(RecommendationResult(result.items, result.model_version, degraded=True))
+            except Exception as exc:
+                out.append(exc)
+        return out

@@ -213,8 +213,6 @@ class Query:
     async def recommendations(
         self, info: Info, user_id: int, first: int = 10, exclude_seen: bool = True
     ) -> RecommendationList:
-        check_first(first)
-        await load_user(info, user_id)  # NOT_FOUND for unknown users, before any ranking work
         return await recommend(info, user_id=user_id, first=first, exclude_seen=exclude_seen)
 
 

@@ -10,17 +10,26 @@ scored with misread columns.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from api.credits import CreditIndex
 from api.feast_features import FeastUserFeatures, plug_feature_store
-from api.recommend import FallbackRecommender, RecommendationResult, Recommended, WithFallback
+from api.recommend import (
+    FallbackRecommender,
+    Outcome,
+    RecommendationRequest,
+    RecommendationResult,
+    Recommended,
+    WithFallback,
+    single,
+)
 from sources.errors import first_line
 from sources.stores import Stores
 
 if TYPE_CHECKING:
     from api.context import Services
-    from model.score import PairFeatures, Ranker
+    from model.score import PairFeatures, Ranker, RankRequest, Scored
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +42,32 @@ class RankerRecommender:
         self.credits = CreditIndex(stores)
 
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
-        # The user's ratings from the graph plus the API's own recent ones: milliseconds, where
+        return single(self, RecommendationRequest(user_id, k, exclude_seen))
+
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+        """Several users in one pass: one history read per store, then ``Ranker.rank_many``."""
+        from model.score import RankRequest
+
+        # The users' ratings from the graph plus the API's own recent ones: milliseconds, where
         # a scan of reviews on the embedded Mongo takes ~0.2 s.
-        ratings, degraded = self._history.user_ratings(user_id)
-        history = sorted(ratings)
-        exclude = set(history) if exclude_seen else set()
-        scored, features_degraded = self.ranker.rank(user_id, history, k, exclude=exclude, features=self.features)
+        ratings, degraded = self._history.user_ratings_many([r.user_id for r in requests])
+        asks = []
+        for r in requests:
+            history = sorted(ratings[r.user_id])
+            asks.append(RankRequest(r.user_id, history, r.k, set(history) if r.exclude_seen else set()))
+        ranked = self.ranker.rank_many(asks, features=self.features)
+        return [
+            outcome if isinstance(outcome, Exception) else self._result(ask, ratings[ask.user_id], *outcome, degraded)
+            for ask, outcome in zip(asks, ranked, strict=True)
+        ]
+
+    def _result(
+        self, ask: RankRequest, ratings: dict[int, float], scored: list[Scored], features_degraded: bool, degraded: bool
+    ) -> RecommendationResult:
         reasons = self.credits.explain(ratings, [s.movie_id for s in scored])
         items = []
         for rank, s in enumerate(scored, start=1):
-            why = reasons.get(s.movie_id) or f"two-tower match {s.retriever:.2f} with your {len(history)} ratings"
+            why = reasons.get(s.movie_id) or f"two-tower match {s.retriever:.2f} with your {len(ask.history)} ratings"
             if s.rating is not None:
                 why += f"; predicted rating {s.rating:.1f}"
             items.append(Recommended(s.movie_id, round(float(s.score), 6), rank, why))

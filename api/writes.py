@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,17 +75,21 @@ def ensure_indexes(db: MongoDb) -> None:
     db[MUTATIONS].create_index([("input.user_id", 1), ("kind", 1)])
 
 
-def api_ratings(db: MongoDb, user_id: int) -> dict[int, tuple[datetime, float]]:
-    """Ratings this API wrote for ``user_id``: movie id → (time, rating), latest per movie.
+def api_ratings(db: MongoDb, user_ids: Sequence[int]) -> dict[int, dict[int, tuple[datetime, float]]]:
+    """Ratings this API wrote for each of ``user_ids``: user → movie id → (time, rating), latest
+    per movie (one query for all of them).
 
     Pending records count too: their review may already be in ``reviews`` (a crash between
     the two writes), and for "has the user seen it" a false positive is the safe side.
     """
-    out: dict[int, tuple[datetime, float]] = {}
-    for doc in db[MUTATIONS].find({"input.user_id": user_id, "kind": "rateMovie"}, {"input": 1, "result": 1}):
-        movie_id, rating, at = int(doc["input"]["movie_id"]), float(doc["input"]["rating"]), doc["result"]["rated_at"]
-        if movie_id not in out or at >= out[movie_id][0]:
-            out[movie_id] = (at, rating)
+    out: dict[int, dict[int, tuple[datetime, float]]] = {int(u): {} for u in user_ids}
+    query = {"input.user_id": {"$in": list(out)}, "kind": "rateMovie"}
+    for doc in db[MUTATIONS].find(query, {"input": 1, "result": 1}):
+        inputs = doc["input"]
+        user_id, movie_id, rating = int(inputs["user_id"]), int(inputs["movie_id"]), float(inputs["rating"])
+        at, mine = doc["result"]["rated_at"], out[user_id]
+        if movie_id not in mine or at >= mine[movie_id][0]:
+            mine[movie_id] = (at, rating)
     return out
 
 

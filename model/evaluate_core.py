@@ -70,13 +70,6 @@ class HistoryIndex:
         return UserHistory(items, offsets, keep / kept.clamp_min(1).sqrt()[row])
 
 
-def one_history(movie_ids: Sequence[int]) -> UserHistory:
-    """A single user's ``UserHistory`` from dense movie ids (serving)."""
-    items = torch.as_tensor(sorted(set(movie_ids)), dtype=torch.long)
-    weights = torch.full((len(items),), 1.0 / max(1, len(items)) ** 0.5)
-    return UserHistory(items, torch.zeros(1, dtype=torch.long), weights)
-
-
 class TwoTowerScorer:
     """A retriever plus the histories its user tower reads (the users' known interactions)."""
 

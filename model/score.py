@@ -38,8 +38,7 @@ from torch import Tensor
 
 from model.checkpoint import Checkpoint, CheckpointError, FeatureMismatch, checkpoint_path, load_checkpoint
 from model.engagement_frame import FrameEncoder
-from model.evaluate_core import one_history
-from model.networks import MultimodalEngagementNet, TwoTowerRetriever
+from model.networks import MultimodalEngagementNet, TwoTowerRetriever, UserHistory
 from model.serving_features import PairFeatures
 from model.train import FEAST_SERVICE, from_checkpoint, predict_ratings
 
@@ -53,6 +52,18 @@ def service_features(store: Any, service: str = FEAST_SERVICE) -> list[str]:
         prefix = projection.name_to_use()
         names += [f"{prefix}__{f.name}" for f in projection.features]
     return names
+
+
+def _unknown(user_id: int) -> CheckpointError:
+    return CheckpointError(f"user {user_id} is newer than the retriever checkpoint; retrain to include them")
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    user_id: int
+    history: Sequence[int]  # the movies the user rated (the user tower reads them)
+    k: int
+    exclude: set[int]
 
 
 @dataclass(frozen=True)
@@ -99,40 +110,79 @@ class Ranker:
             engagement = None
         return cls(two_tower, engagement)
 
-    @torch.no_grad()
     def candidates(self, user_id: int, history: Sequence[int], n: int, exclude: set[int]) -> tuple[np.ndarray, Tensor]:
         """Top ``n`` movie ids (external) and their retriever logits, excluding ``exclude``."""
         if user_id not in self.user_index:
-            raise CheckpointError(f"user {user_id} is newer than the retriever checkpoint; retrain to include them")
-        seen = one_history([self.movie_index[m] for m in history if m in self.movie_index])
-        user = self.retriever.user_vectors(torch.tensor([self.user_index[user_id]]), None, seen)
-        logits = (user @ self.movie_vectors.T / self.retriever.config.temperature)[0]
-        blocked = [self.movie_index[m] for m in exclude if m in self.movie_index]
-        logits[blocked] = float("-inf")
-        top = logits.topk(min(n, int(torch.isfinite(logits).sum())))
-        return self.movie_ids[top.indices.numpy()], top.values
+            raise _unknown(user_id)
+        return self._candidates([RankRequest(user_id, history, n, exclude)], n)[0]
+
+    @torch.no_grad()
+    def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
+        """Each (known) user's top ``n``: one user-tower pass and one product for all of them."""
+        items: list[int] = []
+        offsets: list[int] = []
+        weights: list[float] = []
+        for r in requests:
+            seen = sorted({self.movie_index[m] for m in r.history if m in self.movie_index})
+            offsets.append(len(items))
+            items += seen
+            weights += [1.0 / max(1, len(seen)) ** 0.5] * len(seen)
+        history = UserHistory(torch.tensor(items, dtype=torch.long), torch.tensor(offsets), torch.tensor(weights))
+        ids = torch.tensor([self.user_index[r.user_id] for r in requests])
+        users = self.retriever.user_vectors(ids, None, history)
+        logits = users @ self.movie_vectors.T / self.retriever.config.temperature
+        out = []
+        for row, r in zip(logits, requests, strict=True):
+            blocked = [self.movie_index[m] for m in r.exclude if m in self.movie_index]
+            row[blocked] = float("-inf")
+            top = row.topk(min(n, len(row) - len(blocked)))
+            out.append((self.movie_ids[top.indices.numpy()], top.values))
+        return out
 
     def rank(
         self, user_id: int, history: Sequence[int], k: int, *, exclude: set[int], features: PairFeatures | None,
         n_candidates: int = 100,
     ) -> tuple[list[Scored], bool]:  # fmt: skip
         """Top ``k`` and whether the answer is degraded (features wanted but unreadable)."""
-        movie_ids, logits = self.candidates(user_id, history, max(n_candidates, k), exclude)
+        outcome = self.rank_many(
+            [RankRequest(user_id, history, k, exclude)], features=features, n_candidates=n_candidates
+        )[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def rank_many(
+        self, requests: Sequence[RankRequest], *, features: PairFeatures | None, n_candidates: int = 100
+    ) -> list[tuple[list[Scored], bool] | Exception]:
+        """``rank`` for several users at once, in order: one candidate pass, one feature read and
+        one forward pass for all of them. A user the checkpoint does not know gets its own
+        ``CheckpointError`` and does not fail the others."""
+        known = [r for r in requests if r.user_id in self.user_index]
+        n = max([n_candidates] + [r.k for r in known])
+        ranked = iter(self._rerank(known, self._candidates(known, n), features) if known else [])
+        return [next(ranked) if r.user_id in self.user_index else _unknown(r.user_id) for r in requests]
+
+    def _rerank(
+        self, requests: Sequence[RankRequest], found: list[tuple[np.ndarray, Tensor]], features: PairFeatures | None
+    ) -> list[tuple[list[Scored], bool]]:
+        def retriever_order(movie_ids: np.ndarray, logits: Tensor, k: int) -> list[Scored]:
+            return [Scored(int(m), float(s), float(s), None) for m, s in zip(movie_ids[:k], logits[:k], strict=True)]
+
         if self.engagement is None or self.encoder is None or not self.beta or features is None:
-            return [Scored(int(m), float(s), float(s), None) for m, s in zip(movie_ids[:k], logits[:k], strict=True)], (
-                self.beta > 0 and features is None
-            )
+            degraded = self.beta > 0 and features is None
+            return [(retriever_order(m, s, r.k), degraded) for r, (m, s) in zip(requests, found, strict=True)]
         try:
-            batch = features.encoded(user_id, movie_ids.tolist(), self.encoder)
-            ratings = predict_ratings(self.engagement, batch)
-        except Exception as exc:  # a feature store hiccup must not fail the request
+            batch = features.encoded_many([(r.user_id, m.tolist()) for r, (m, _) in zip(requests, found, strict=True)],
+                                          self.encoder)  # fmt: skip
+            all_ratings = predict_ratings(self.engagement, batch).split([len(m) for m, _ in found])
+        except Exception as exc:  # a feature store hiccup must not fail the requests
             log.warning("engagement re-rank skipped (%s)", exc)
-            return [
-                Scored(int(m), float(s), float(s), None) for m, s in zip(movie_ids[:k], logits[:k], strict=True)
-            ], True
-        p = ((ratings - 1.0) / 4.0).clamp(1e-6, 1 - 1e-6)
-        combined = logits + self.beta * (torch.log(p) - torch.log1p(-p))
-        order = combined.argsort(descending=True, stable=True)[:k]
-        return [
-            Scored(int(movie_ids[i]), float(combined[i]), float(logits[i]), float(ratings[i])) for i in order
-        ], False
+            return [(retriever_order(m, s, r.k), True) for r, (m, s) in zip(requests, found, strict=True)]
+        out = []
+        for r, (movie_ids, logits), ratings in zip(requests, found, all_ratings, strict=True):
+            p = ((ratings - 1.0) / 4.0).clamp(1e-6, 1 - 1e-6)
+            combined = logits + self.beta * (torch.log(p) - torch.log1p(-p))
+            order = combined.argsort(descending=True, stable=True)[: r.k]
+            scored = [Scored(int(movie_ids[i]), float(combined[i]), float(logits[i]), float(ratings[i])) for i in order]
+            out.append((scored, False))
+        return out

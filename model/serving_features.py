@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from model.engagement_frame import SEQUENCE_LENGTH, FrameEncoder, _expanded, _fixed_list, base_column
+from model.engagement_frame import FrameEncoder, _expanded, _fixed_list, base_column
 
 log = logging.getLogger(__name__)
 SERVING_SERVICE = "engagement_serving_v1"
@@ -37,10 +37,12 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class PairFeatures(Protocol):
-    """What the ranker reads; both readers below also offer ``pairs`` (the raw frame)."""
+    """What the ranker reads; both readers below also offer ``pairs`` (one user's raw frame)
+    and ``encoded`` (one user's rows)."""
 
-    def encoded(self, user_id: int, movie_ids: Sequence[int], encoder: FrameEncoder) -> dict[str, Tensor]:
-        """The same rows as ``encoder.encode(self.pairs(...))`` would give."""
+    def encoded_many(self, pairs: Sequence[tuple[int, Sequence[int]]], encoder: FrameEncoder) -> dict[str, Tensor]:
+        """Rows for each (user, candidates) in order: what encoding each user's ``pairs`` frame,
+        concatenated, would give."""
         ...
 
 
@@ -57,6 +59,10 @@ class FeastPairFeatures:
 
     def encoded(self, user_id: int, movie_ids: Sequence[int], encoder: FrameEncoder) -> dict[str, Tensor]:
         return encoder.encode(self.pairs(user_id, movie_ids))
+
+    def encoded_many(self, pairs: Sequence[tuple[int, Sequence[int]]], encoder: FrameEncoder) -> dict[str, Tensor]:
+        frame = pd.concat([self.pairs(user_id, movie_ids) for user_id, movie_ids in pairs], ignore_index=True)
+        return encoder.encode(frame)
 
 
 def numeric_value(value: Any, slot: int | None = None) -> float:
@@ -172,11 +178,13 @@ class CachedPairFeatures:
             with self._lock:
                 self._loaded_at, self._refreshing = self._clock(), False
 
-    def _user_row(self, user_id: int) -> dict[str, Any]:
+    def _user_rows(self, user_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The users' rows of the service (``view__feature`` → value), one Feast read for all."""
         found = self.store.get_online_features(
-            features=self.user_refs, entity_rows=[{"user_id": int(user_id)}], full_feature_names=True
+            features=self.user_refs, entity_rows=[{"user_id": int(u)} for u in user_ids], full_feature_names=True
         ).to_dict()
-        return {name: values[0] for name, values in found.items() if name != "user_id"}
+        columns = [name for name in found if name != "user_id"]
+        return [{name: found[name][i] for name in columns} for i in range(len(user_ids))]
 
     def _on_demand(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """The registered on-demand transformations over ``columns`` (the views' inputs, one list
@@ -190,7 +198,7 @@ class CachedPairFeatures:
     def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
         frame = self._movie_frame().reindex([int(m) for m in movie_ids]).reset_index()
         frame.insert(0, "user_id", int(user_id))
-        for name, value in self._user_row(user_id).items():
+        for name, value in self._user_rows([user_id])[0].items():
             frame[name] = pd.Series([value] * len(frame), dtype=object)
         inputs = {column: frame[column].tolist() for column in self.pair_inputs}
         return frame.assign(**{name: pd.Series(values) for name, values in self._on_demand(inputs).items()})
@@ -232,23 +240,37 @@ class CachedPairFeatures:
         return _Layout(user_numeric, pair_numeric, user_categorical, pair_categorical, codes)
 
     def encoded(self, user_id: int, movie_ids: Sequence[int], encoder: FrameEncoder) -> dict[str, Tensor]:
+        return self.encoded_many([(user_id, movie_ids)], encoder)
+
+    def encoded_many(self, pairs: Sequence[tuple[int, Sequence[int]]], encoder: FrameEncoder) -> dict[str, Tensor]:
+        """Several users' candidates at once, rows in order: one user-row read for all of them
+        and one on-demand call over every row (both cost about the same for 1 or 32 users)."""
         block, layout = self._block(encoder)
-        rows = torch.tensor([block.row[int(m)] for m in movie_ids], dtype=torch.long)
-        user = self._user_row(user_id)
+        counts = [len(movie_ids) for _, movie_ids in pairs]
+        picked = [block.row[int(m)] for _, movie_ids in pairs for m in movie_ids]
+        rows = torch.tensor(picked, dtype=torch.long)
+        users = self._user_rows([user_id for user_id, _ in pairs])
+        per_row = [user for user, n in zip(users, counts, strict=True) for _ in range(n)]
         batch = {name: tensor[rows] for name, tensor in block.batch.items()}  # copies: safe to write
-        n = len(rows)
+        repeat = torch.tensor(counts)
         c = encoder.config
         # One indexed write per group, not one per column: each torch write costs microseconds.
         if layout.user_numeric:
-            values = [numeric_value(user.get(column), slot) for _, column, slot in layout.user_numeric]
-            batch["numeric"][:, [j for j, _, _ in layout.user_numeric]] = torch.tensor(values)
+            values = [
+                [numeric_value(user.get(column), slot) for _, column, slot in layout.user_numeric] for user in users
+            ]
+            per_user = torch.tensor(values, dtype=batch["numeric"].dtype).reshape(len(users), -1)
+            batch["numeric"][:, [j for j, _, _ in layout.user_numeric]] = per_user.repeat_interleave(repeat, dim=0)
         if layout.user_categorical:
-            codes = [layout.codes[column].get(str(user.get(column)), 0) for _, column in layout.user_categorical]
-            batch["categorical"][:, [j for j, _ in layout.user_categorical]] = torch.tensor(codes)
+            codes = [[layout.codes[column].get(str(user.get(column)), 0) for _, column in layout.user_categorical]
+                     for user in users]  # fmt: skip
+            per_user = torch.tensor(codes, dtype=torch.long).reshape(len(users), -1)
+            batch["categorical"][:, [j for j, _ in layout.user_categorical]] = per_user.repeat_interleave(repeat, dim=0)
         if layout.pair_numeric or layout.pair_categorical:
-            picked = rows.tolist()
             inputs = {
-                column: [user.get(column)] * n if column in self.user_columns else block.inputs[column][picked].tolist()
+                column: [user.get(column) for user in per_row]
+                if column in self.user_columns
+                else block.inputs[column][picked].tolist()
                 for column in self.pair_inputs
             }
             pair = self._on_demand(inputs)
@@ -258,8 +280,9 @@ class CachedPairFeatures:
             for j, column in layout.pair_categorical:
                 batch["categorical"][:, j] = torch.tensor([layout.codes[column].get(str(v), 0) for v in pair[column]])
         if c.sequence_feature in self.user_columns:
-            sequence = torch.from_numpy(_fixed_list(user.get(c.sequence_feature)))
-            batch["sequence"] = sequence.expand(n, SEQUENCE_LENGTH).clone()
+            sequences = torch.stack([torch.from_numpy(_fixed_list(user.get(c.sequence_feature))) for user in users])
+            batch["sequence"] = sequences.repeat_interleave(repeat, dim=0)
         if c.factor_dim:
-            batch["user"] = torch.full((n,), encoder.user_index[int(user_id)], dtype=torch.long)
+            ids = torch.tensor([encoder.user_index[int(user_id)] for user_id, _ in pairs], dtype=torch.long)
+            batch["user"] = ids.repeat_interleave(repeat)
         return batch

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import strawberry
-from starlette.concurrency import run_in_threadpool
 
 from api.context import Context
-from api.recommend import RecommendationResult
+from api.recommend import RecommendationRequest
 from api.types.movie import Movie
 from api.types.paging import check_first
 
@@ -32,12 +31,17 @@ class RecommendationList:
 
 async def recommend(info: Info, *, user_id: int, first: int, exclude_seen: bool) -> RecommendationList:
     check_first(first)
-    recommender = info.context.services.recommender
-    result: RecommendationResult = await run_in_threadpool(recommender.recommend, user_id, first, exclude_seen)
-    rows = await info.context.loaders.movie.load_many([item.movie_id for item in result.items])
+    services = info.context.services
+    request = RecommendationRequest(user_id, first, exclude_seen)
+    answer = await services.batcher.recommend(services.recommender, request)  # NOT_FOUND for unknown users
+    loaders = info.context.loaders
+    loaders.user.prime(user_id, answer.user)
+    for movie_id, movie in answer.movies.items():
+        loaders.movie.prime(movie_id, movie)
+    result = answer.result
     items = [
         Recommendation(movie=Movie.from_row(row), score=item.score, rank=item.rank, explanation=item.explanation)
-        for item, row in zip(result.items, rows, strict=True)
-        if row is not None
+        for item in result.items
+        if (row := answer.movies.get(item.movie_id)) is not None
     ]
     return RecommendationList(items=items, model_version=result.model_version, degraded=result.degraded)

@@ -14,7 +14,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 
 from api.context import Context
-from api.errors import NotFound, StoreDown
+from api.errors import StoreDown, user_not_found
 from api.reads import UserRow
 from api.types.movie import Movie, movie_or_none, parse_id
 from api.types.paging import check_first
@@ -193,5 +193,5 @@ async def load_user(info: Info, user_id: Any) -> User:
     key = parse_id(user_id, "user")
     row = await info.context.loaders.user.load(key)
     if row is None:
-        raise NotFound(f"no user with id {key}", user_id=key)
+        raise user_not_found(key)
     return User.from_row(row)

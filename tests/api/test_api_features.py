@@ -175,11 +175,19 @@ def test_encoded_hot_path_equals_encoding_feasts_rows(stores: Stores, feature_st
     encoder = schema_config(sample, user_ids=range(1, 944), movie_ids=range(1, 1683), factor_dim=4)
     assert encoder.config.categorical_features, "the sample should exercise categorical columns"
     cached = CachedPairFeatures(feature_store, catalogue_ids(stores))
-    for user in (USER, 2, 500, 943):
+    users = (USER, 2, 500, 943)
+    wanted = []
+    for user in users:
         want, got = encoder.encode(reference.pairs(user, movies)), cached.encoded(user, movies, encoder)
         assert want.keys() == got.keys()
         for name in want:
             assert torch.equal(want[name], got[name]), (user, name)
+        wanted.append(want)
+    # Several users at once (one user-row read, one on-demand call): each user's rows, in order.
+    together = cached.encoded_many([(user, movies[: 3 + i]) for i, user in enumerate(users)], encoder)
+    for name in together:
+        rows = torch.cat([want[name][: 3 + i] for i, want in enumerate(wanted)])
+        assert torch.equal(together[name], rows), name
 
 
 def test_movie_features_refresh_in_the_background_and_survive_a_failed_read(

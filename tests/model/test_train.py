@@ -127,8 +127,8 @@ def test_ranker_recommender_answers_with_unseen_movies(
             return pair_frame(load_side_info(stores), data, np.full(n, user_id), np.array(movie_ids),
                               np.full(n, data.max_ts + 1))  # fmt: skip
 
-        def encoded(self, user_id: int, movie_ids: list[int], encoder: FrameEncoder) -> dict[str, torch.Tensor]:
-            return encoder.encode(self.pairs(user_id, movie_ids))
+        def encoded_many(self, pairs: list[tuple[int, list[int]]], encoder: FrameEncoder) -> dict[str, torch.Tensor]:
+            return encoder.encode(pd.concat([self.pairs(u, m) for u, m in pairs], ignore_index=True))
 
     user = int(data.user_ids[0])
     seen = set(data.movie_ids[data.items[data.users == 0]].tolist())
@@ -140,3 +140,24 @@ def test_ranker_recommender_answers_with_unseen_movies(
         scores = [r.score for r in result.items]
         assert scores == sorted(scores, reverse=True)
     assert "predicted rating" in result.items[0].explanation and "+engagement@" in result.model_version
+
+    # Several users in one pass answer as each would alone; a user the checkpoint does not know
+    # gets its own error and fails nobody else.
+    from api.recommend import RecommendationRequest
+    from model.checkpoint import CheckpointError
+
+    served = RankerRecommender(stores, Ranker(tt, eng, beta=1.0), FrameFeatures(), FallbackRecommender(stores))
+    others = [int(u) for u in data.user_ids[1:4]]
+    asks = [RecommendationRequest(user, 7), RecommendationRequest(10**6, 7)] + [
+        RecommendationRequest(u, 5, exclude_seen=False) for u in others
+    ]
+    together = served.recommend_many(asks)
+    assert isinstance(together[1], CheckpointError) and "newer than the retriever" in str(together[1])
+    for ask, outcome in zip(asks, together, strict=True):
+        if ask.user_id == 10**6:
+            continue
+        alone = served.recommend(ask.user_id, ask.k, ask.exclude_seen)
+        assert isinstance(outcome, RecommendationResult)
+        assert [i.movie_id for i in outcome.items] == [i.movie_id for i in alone.items]
+        assert [i.score for i in outcome.items] == pytest.approx([i.score for i in alone.items], abs=1e-4)
+        assert [i.explanation for i in outcome.items] == [i.explanation for i in alone.items]

@@ -1,0 +1,111 @@
+"""Concurrent recommendation requests of one process, ranked together.
+
+A ranked recommendation costs ~10 ms of Python here (history reads, the user's feature row,
+the on-demand view, the forward pass), and most of it is per call, not per row: reading 32
+users' feature rows or running the engagement net over 32 x 100 pairs costs a few times one
+user's, not 32 times. So requests are not ranked one by one: the first one starts a batch at
+once (no waiting, so a lone request pays nothing), and those that arrive while a batch is
+being ranked queue up and go together in the next one, up to ``max_batch``. Under load the
+batches grow by themselves; this is the dynamic batching of model servers such as Triton.
+
+The API's own reads around a recommendation are batched the same way: whether each user
+exists (NOT_FOUND otherwise, before any ranking) and the recommended movies' rows, one
+PostgreSQL query each per batch instead of two per request; the rows are handed to the
+request's loaders. Each request still gets its own outcome: one unknown user or one failure
+does not fail the others (``recommend_many`` in api/recommend.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from starlette.concurrency import run_in_threadpool
+
+from api import reads
+from api.errors import store_call, user_not_found
+from api.recommend import RecommendationRequest, RecommendationResult, Recommender, recommend_many
+from sources.stores import Stores
+
+MAX_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's recommendations with the rows the API shows them with."""
+
+    result: RecommendationResult
+    user: reads.UserRow
+    movies: dict[int, reads.MovieRow]  # the recommended movies that exist
+
+
+_Waiting = tuple[Recommender, RecommendationRequest, "asyncio.Future[Answer]"]
+
+
+@dataclass
+class _Queue:
+    """One event loop's waiting requests and the task ranking them."""
+
+    pending: list[_Waiting] = field(default_factory=list)
+    draining: asyncio.Task[None] | None = None
+
+
+class RecommendationBatcher:
+    """``await recommend(recommender, request)``; see the module docstring."""
+
+    def __init__(self, stores: Stores, max_batch: int = MAX_BATCH) -> None:
+        self.stores, self.max_batch = stores, max_batch
+        #: batch size → how many batches had it (what ``marquee bench serve`` reports)
+        self.batch_sizes: Counter[int] = Counter()
+        # Futures belong to one event loop; a process normally has one, tests may have several.
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+
+    async def recommend(self, recommender: Recommender, request: RecommendationRequest) -> Answer:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.setdefault(loop, _Queue())
+        future: asyncio.Future[Answer] = loop.create_future()
+        queue.pending.append((recommender, request, future))
+        if queue.draining is None or queue.draining.done():
+            queue.draining = loop.create_task(self._drain(queue))
+        return await future
+
+    async def _drain(self, queue: _Queue) -> None:
+        while queue.pending:
+            batch, queue.pending = queue.pending[: self.max_batch], queue.pending[self.max_batch :]
+            self.batch_sizes[len(batch)] += 1
+            groups: dict[int, list[_Waiting]] = defaultdict(list)
+            for item in batch:  # one app may swap recommenders (the bench does): batch per recommender
+                groups[id(item[0])].append(item)
+            for items in groups.values():
+                requests = [request for _, request, _ in items]
+                try:
+                    answers = await run_in_threadpool(self._answer, items[0][0], requests)
+                except Exception as exc:  # the whole batch failed: every request says why
+                    answers = [exc] * len(items)
+                for (_, _, future), answer in zip(items, answers, strict=True):
+                    if future.done():  # its request was cancelled (client went away)
+                        continue
+                    if isinstance(answer, Exception):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+
+    def _answer(self, recommender: Recommender, requests: list[RecommendationRequest]) -> list[Answer | Exception]:
+        """In a worker thread: the users checked, the known ones ranked, the movies read."""
+        pg = self.stores.pg
+        with store_call("postgres"):
+            users = reads.users_by_id(pg=pg, ids=sorted({r.user_id for r in requests}))
+        known = [r for r in requests if r.user_id in users]
+        ranked = iter(recommend_many(recommender, known) if known else [])
+        outcomes = [next(ranked) if r.user_id in users else user_not_found(r.user_id) for r in requests]
+        wanted = {item.movie_id for o in outcomes if isinstance(o, RecommendationResult) for item in o.items}
+        with store_call("postgres"):
+            movies = reads.movies_by_id(pg=pg, ids=sorted(wanted)) if wanted else {}
+        return [
+            Answer(o, users[r.user_id], {i.movie_id: movies[i.movie_id] for i in o.items if i.movie_id in movies})
+            if isinstance(o, RecommendationResult)
+            else o
+            for r, o in zip(requests, outcomes, strict=True)
+        ]
