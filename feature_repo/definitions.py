@@ -264,16 +264,20 @@ movie_neighbours = FeatureView(
     "for this pair (engagement = (rating - 1) / 4).",
 )
 def user_movie_affinity(inputs: pd.DataFrame) -> pd.DataFrame:
-    def bias(count: pd.Series, mean: pd.Series) -> pd.Series:
-        n = count.astype("float64").fillna(0.0)
-        return (n * (mean.astype("float64") - 3.53) / (n + 10.0)).fillna(0.0)
+    # numpy on whole columns, not pandas operations: this runs on every recommendation request,
+    # where each pandas call costs ~0.1 ms and numpy's a few microseconds.
+    import numpy as np
 
-    out = pd.DataFrame(index=inputs.index)
-    out["user_bias"] = bias(inputs["user_reviews__review_count"], inputs["user_reviews__mean_rating"])
-    out["movie_bias"] = bias(inputs["movie_reviews__review_count"], inputs["movie_reviews__mean_rating"])
-    out["baseline_rating"] = (3.53 + out["user_bias"] + out["movie_bias"]).clip(1.0, 5.0)
-    out["baseline_engagement"] = (out["baseline_rating"] - 1.0) / 4.0
-    return out
+    def bias(count: pd.Series, mean: pd.Series) -> np.ndarray:
+        n = np.nan_to_num(count.to_numpy(dtype="float64", na_value=np.nan))
+        shrunk: np.ndarray = np.nan_to_num(n * (mean.to_numpy(dtype="float64", na_value=np.nan) - 3.53) / (n + 10.0))
+        return shrunk
+
+    user_bias = bias(inputs["user_reviews__review_count"], inputs["user_reviews__mean_rating"])
+    movie_bias = bias(inputs["movie_reviews__review_count"], inputs["movie_reviews__mean_rating"])
+    rating = np.clip(3.53 + user_bias + movie_bias, 1.0, 5.0)
+    columns = {"user_bias": user_bias, "movie_bias": movie_bias, "baseline_rating": rating}
+    return pd.DataFrame({**columns, "baseline_engagement": (rating - 1.0) / 4.0}, index=inputs.index)
 
 
 # --- feature services ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from model.engagement_frame import FrameEncoder, _expanded, _fixed_list, base_column
+from model.engagement_frame import FrameEncoder, _expanded, _fixed_list, _numeric_matrix, base_column
 
 log = logging.getLogger(__name__)
 SERVING_SERVICE = "engagement_serving_v1"
@@ -186,14 +186,15 @@ class CachedPairFeatures:
         columns = [name for name in found if name != "user_id"]
         return [{name: found[name][i] for name in columns} for i in range(len(user_ids))]
 
-    def _on_demand(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _on_demand(self, columns: dict[str, list[Any]]) -> pd.DataFrame:
         """The registered on-demand transformations over ``columns`` (the views' inputs, one list
-        per ``view__feature``), by ``view__feature`` name."""
-        out: dict[str, list[Any]] = {}
+        per ``view__feature``): one column per ``view__feature`` they output."""
+        inputs = pd.DataFrame(columns)
+        out = {}
         for view in self.on_demand:
-            frame = view.feature_transformation.transform(pd.DataFrame(columns))
-            out.update({f"{view.name}__{f.name}": frame[f.name].tolist() for f in view.features})
-        return out
+            frame = view.feature_transformation.transform(inputs)
+            out.update({f"{view.name}__{f.name}": frame[f.name].to_numpy() for f in view.features})
+        return pd.DataFrame(out)
 
     def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
         frame = self._movie_frame().reindex([int(m) for m in movie_ids]).reset_index()
@@ -201,7 +202,8 @@ class CachedPairFeatures:
         for name, value in self._user_rows([user_id])[0].items():
             frame[name] = pd.Series([value] * len(frame), dtype=object)
         inputs = {column: frame[column].tolist() for column in self.pair_inputs}
-        return frame.assign(**{name: pd.Series(values) for name, values in self._on_demand(inputs).items()})
+        pair = self._on_demand(inputs)
+        return frame.assign(**{name: pair[name] for name in pair.columns})
 
     # encoded --------------------------------------------------------------------------------
     def _block(self, encoder: FrameEncoder) -> tuple[_MovieBlock, _Layout]:
@@ -274,11 +276,12 @@ class CachedPairFeatures:
                 for column in self.pair_inputs
             }
             pair = self._on_demand(inputs)
-            if layout.pair_numeric:
-                matrix = [[numeric_value(v) for v in pair[column]] for _, column in layout.pair_numeric]
-                batch["numeric"][:, [j for j, _ in layout.pair_numeric]] = torch.tensor(matrix).T
+            if layout.pair_numeric:  # read as the encoder reads numbers
+                matrix = _numeric_matrix(pair, [column for _, column in layout.pair_numeric])
+                batch["numeric"][:, [j for j, _ in layout.pair_numeric]] = torch.from_numpy(matrix)
             for j, column in layout.pair_categorical:
-                batch["categorical"][:, j] = torch.tensor([layout.codes[column].get(str(v), 0) for v in pair[column]])
+                pair_codes = [layout.codes[column].get(str(v), 0) for v in pair[column].tolist()]
+                batch["categorical"][:, j] = torch.tensor(pair_codes)
         if c.sequence_feature in self.user_columns:
             sequences = torch.stack([torch.from_numpy(_fixed_list(user.get(c.sequence_feature))) for user in users])
             batch["sequence"] = sequences.repeat_interleave(repeat, dim=0)
