@@ -5,9 +5,11 @@ served app (``marquee serve``'s) plus two routes: ``/floor``, a GraphQL schema w
 returns 10 constant items shaped like recommendations (what Strawberry + Uvicorn alone cost
 here), and ``/constant``, Marquee's own schema with the recommender swapped for a constant
 one (what the API layer costs around the model). Each query is reported next to the floor
-at the same concurrency. The load client runs in this process (same cores, as the figures
-in STACK.md were taken). Before that, the data floor times the recommendation path in
-process, without GraphQL or HTTP.
+at the same concurrency; recommendation rows also say how many requests each ranked batch
+carried (api/batcher.py; with ``--workers`` above 1, one worker's figure). The load client
+runs in this process (same cores, as the figures in STACK.md were taken). Before that, the
+data floor times the recommendation path in process, without GraphQL or HTTP, for one user
+and for 8 users ranked together.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +32,13 @@ import httpx
 import strawberry
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from api.app import MarqueeGraphQL
-from api.context import Context
+from api.context import Context, Services
 from api.recommend import RecommendationResult, Recommended
 from api.schema import build_schema
 from sources.settings import Settings
@@ -76,21 +79,45 @@ class ConstantRecommender:
 class ConstantRecommendations(MarqueeGraphQL):
     """The real schema, loaders and stores, with the recommender swapped for a constant one."""
 
+    _base: Services | None = None
+    _services: Services | None = None
+
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         context = await super().get_context(request, response)
-        context.services = dataclasses.replace(context.services, recommender=ConstantRecommender())
+        if self._services is None or self._base is not context.services:  # one copy: one batcher
+            self._base = context.services
+            self._services = dataclasses.replace(context.services, recommender=ConstantRecommender())
+        context.services = self._services
         return context
+
+
+CONSTANT = ConstantRecommendations(build_schema(), graphql_ide=None)
+
+
+async def batch_sizes(request: Request) -> JSONResponse:
+    """Mean requests per ranked batch since the last call, per recommendations route (then reset)."""
+    out = {}
+    for route, services in (("/graphql", request.app.state.services), ("/constant", CONSTANT._services)):
+        sizes = services.batcher.batch_sizes if services is not None else Counter()
+        batches = sum(sizes.values())
+        out[route] = sum(size * n for size, n in sizes.items()) / batches if batches else None
+        sizes.clear()
+    return JSONResponse(out)
 
 
 def bench_app() -> Starlette:
     """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features)
-    plus ``/floor`` and ``/constant`` (the real schema around a constant recommender)."""
+    plus ``/floor``, ``/constant`` (the real schema around a constant recommender) and
+    ``/bench/batches`` (how many requests each ranked batch carried)."""
     from api.app import app_from_env
 
     app = app_from_env()
     floor: GraphQL[None, None] = GraphQL(strawberry.Schema(query=FloorQuery), graphql_ide=None)
-    constant = ConstantRecommendations(build_schema(), graphql_ide=None)
-    app.router.routes[0:0] = [Route("/floor", floor, methods=["POST"]), Route("/constant", constant, methods=["POST"])]
+    app.router.routes[0:0] = [
+        Route("/floor", floor, methods=["POST"]),
+        Route("/constant", CONSTANT, methods=["POST"]),
+        Route("/bench/batches", batch_sizes),
+    ]
     return app
 
 
@@ -209,6 +236,7 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
             floor: Figures | None = None
             for name in names:
                 path, query, variables = QUERIES[name]
+                httpx.get(f"{base}/bench/batches")  # reset the batch counts
                 figures = asyncio.run(_load(base, path, query, variables, concurrency=concurrency, seconds=seconds))
                 if floor is None:
                     floor, ratio = figures, ""
@@ -216,6 +244,9 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
                     ratio = (
                         f"{figures.rps / floor.rps:5.0%} of floor req/s, p50 {figures.pct(0.5) / floor.pct(0.5):.1f}x"
                     )
+                    batch = httpx.get(f"{base}/bench/batches").json().get(path)
+                    if "recommendations" in name and batch is not None:
+                        ratio += f", {batch:.1f} requests per ranked batch"
                 print(
                     f"{name:32} {concurrency:>4} {figures.rps:>8.1f} {figures.pct(0.5):>8.1f} "
                     f"{figures.pct(0.99):>8.1f} {figures.errors:>6}  {ratio}"
@@ -233,7 +264,7 @@ def data_floor(calls: int = 200) -> None:
 
     from api.recommend import FallbackRecommender
     from api.serving import catalogue_ids
-    from model.score import Ranker, service_features
+    from model.score import Ranker, RankRequest, service_features
     from model.serving_features import CachedPairFeatures
     from model.train import predict_ratings
     from sources.feast_env import open_feature_store
@@ -246,6 +277,7 @@ def data_floor(calls: int = 200) -> None:
         "  two-tower candidates (100)": [],
         "  features of 100 pairs, encoded": [],
         "  engagement forward pass": [],
+        "8 users at once (rank_many), per user": [],
     }
     timers = list(parts.values())
     with Stores.open(settings) as stores:
@@ -266,9 +298,16 @@ def data_floor(calls: int = 200) -> None:
             t4 = time.perf_counter()
             ranker.rank(user, seen, 10, exclude=set(seen), features=features)
             t5 = time.perf_counter()
+            # What a batch of the API's costs: the histories and the ranking of 8 users together.
+            users = [1 + (i * 37 + j * 101) % 943 for j in range(8)]
+            ratings, _ = history.user_ratings_many(users)
+            asks = [RankRequest(u, sorted(ratings[u]), 10, set(ratings[u])) for u in users]
+            ranker.rank_many(asks, features=features)
+            t6 = time.perf_counter()
             if i >= 10:
-                for timer, took in zip(timers, (t5 - t4, t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                    timer.append(took)
+                took = (t5 - t4, t1 - t0, t2 - t1, t3 - t2, t4 - t3, (t6 - t5) / len(users))
+                for timer, seconds in zip(timers, took, strict=True):
+                    timer.append(seconds)
     for name, values in parts.items():
         ms = np.array(values) * 1000
         print(f"{name:44} p50 {np.percentile(ms, 50):7.2f} ms   p99 {np.percentile(ms, 99):7.2f} ms   ({calls} calls)")

@@ -61,6 +61,17 @@ class RankerRecommender:
             for ask, outcome in zip(asks, ranked, strict=True)
         ]
 
+    def warm(self) -> None:
+        """Load now what the first request would wait for: the movie features, the credits index,
+        torch's lazy state. A failure here is only logged; requests will try again."""
+        try:
+            user = next(iter(self.ranker.user_index))
+            outcome = self.recommend_many([RecommendationRequest(user, 10)])[0]
+            if isinstance(outcome, Exception):
+                raise outcome
+        except Exception as exc:
+            log.warning("serving warm-up failed (%s); the first requests will load what it would have", first_line(exc))
+
     def _result(
         self, ask: RankRequest, ratings: dict[int, float], scored: list[Scored], features_degraded: bool, degraded: bool
     ) -> RecommendationResult:
@@ -99,4 +110,5 @@ def plug_serving(services: Services) -> None:
     fallback = services.recommender
     assert isinstance(fallback, FallbackRecommender)
     primary = RankerRecommender(services.stores, ranker, pair_features, fallback)
+    primary.warm()
     services.recommender = WithFallback(primary, fallback)
