@@ -55,11 +55,14 @@ class RankerRecommender:
         for r in requests:
             history = sorted(ratings[r.user_id])
             asks.append(RankRequest(r.user_id, history, r.k, set(history) if r.exclude_seen else set()))
-        ranked = self.ranker.rank_many(asks, features=self.features)
-        return [
-            outcome if isinstance(outcome, Exception) else self._result(ask, ratings[ask.user_id], *outcome, degraded)
-            for ask, outcome in zip(asks, ranked, strict=True)
-        ]
+        out: list[Outcome] = []
+        for ask, outcome in zip(asks, self.ranker.rank_many(asks, features=self.features), strict=True):
+            if isinstance(outcome, Exception):  # this user alone (e.g. newer than the checkpoint)
+                out.append(outcome)
+                continue
+            scored, features_degraded = outcome
+            out.append(self._result(ask, ratings[ask.user_id], scored, degraded or features_degraded))
+        return out
 
     def warm(self) -> None:
         """Load now what the first request would wait for: the movie features, the credits index,
@@ -73,7 +76,7 @@ class RankerRecommender:
             log.warning("serving warm-up failed (%s); the first requests will load what it would have", first_line(exc))
 
     def _result(
-        self, ask: RankRequest, ratings: dict[int, float], scored: list[Scored], features_degraded: bool, degraded: bool
+        self, ask: RankRequest, ratings: dict[int, float], scored: list[Scored], degraded: bool
     ) -> RecommendationResult:
         reasons = self.credits.explain(ratings, [s.movie_id for s in scored])
         items = []
@@ -82,7 +85,7 @@ class RankerRecommender:
             if s.rating is not None:
                 why += f"; predicted rating {s.rating:.1f}"
             items.append(Recommended(s.movie_id, round(float(s.score), 6), rank, why))
-        return RecommendationResult(items, self.ranker.version, degraded or features_degraded)
+        return RecommendationResult(items, self.ranker.version, degraded)
 
 
 def catalogue_ids(stores: Stores) -> list[int]:

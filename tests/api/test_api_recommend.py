@@ -137,3 +137,22 @@ def test_concurrent_requests_are_ranked_together(
         items = body["data"]["recommendations"]["items"]
         assert [i["movie"]["movieId"] for i in items] == [i.movie_id for i in alone.items]
         assert all(i["movie"]["title"] for i in items)
+
+
+def test_only_the_requests_the_model_failed_fall_back(stores: Stores, loaded: IngestReport) -> None:
+    """In a batch, a request the primary failed alone is answered by the fallback (degraded);
+    the others keep the primary's answer."""
+    answered = RecommendationResult([], "model-v1")
+
+    class HalfBroken:
+        def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
+            raise AssertionError("the batch path must be used")
+
+        def recommend_many(self, requests: list[RecommendationRequest]) -> list[RecommendationResult | Exception]:
+            return [answered if r.user_id != 3 else RuntimeError("user 3 is newer than the model") for r in requests]
+
+    both = WithFallback(HalfBroken(), FallbackRecommender(stores))
+    first, second = both.recommend_many([RecommendationRequest(1, 5), RecommendationRequest(3, 5)])
+    assert first is answered
+    assert isinstance(second, RecommendationResult) and second.degraded
+    assert [i.movie_id for i in second.items] == [i.movie_id for i in FallbackRecommender(stores).recommend(3, 5).items]
