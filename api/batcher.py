@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
@@ -41,32 +42,30 @@ class Answer:
     movies: dict[int, reads.MovieRow]  # the recommended movies that exist
 
 
-_Waiting = tuple[Recommender, RecommendationRequest, "asyncio.Future[Answer]"]
-
-
 @dataclass
 class _Queue:
     """One event loop's waiting requests and the task ranking them."""
 
-    pending: list[_Waiting] = field(default_factory=list)
+    pending: list[tuple[RecommendationRequest, asyncio.Future[Answer]]] = field(default_factory=list)
     draining: asyncio.Task[None] | None = None
 
 
 class RecommendationBatcher:
-    """``await recommend(recommender, request)``; see the module docstring."""
+    """``await recommend(request)``; see the module docstring. ``recommender`` gives the
+    recommender plugged in now (plug-ins swap it after the batcher is built)."""
 
-    def __init__(self, stores: Stores, max_batch: int = MAX_BATCH) -> None:
-        self.stores, self.max_batch = stores, max_batch
+    def __init__(self, stores: Stores, recommender: Callable[[], Recommender], max_batch: int = MAX_BATCH) -> None:
+        self.stores, self.recommender, self.max_batch = stores, recommender, max_batch
         #: batch size → how many batches had it (what ``marquee bench serve`` reports)
         self.batch_sizes: Counter[int] = Counter()
         # Futures belong to one event loop; a process normally has one, tests may have several.
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
-    async def recommend(self, recommender: Recommender, request: RecommendationRequest) -> Answer:
+    async def recommend(self, request: RecommendationRequest) -> Answer:
         loop = asyncio.get_running_loop()
         queue = self._queues.setdefault(loop, _Queue())
         future: asyncio.Future[Answer] = loop.create_future()
-        queue.pending.append((recommender, request, future))
+        queue.pending.append((request, future))
         if queue.draining is None or queue.draining.done():
             queue.draining = loop.create_task(self._drain(queue))
         return await future
@@ -75,30 +74,25 @@ class RecommendationBatcher:
         while queue.pending:
             batch, queue.pending = queue.pending[: self.max_batch], queue.pending[self.max_batch :]
             self.batch_sizes[len(batch)] += 1
-            groups: dict[int, list[_Waiting]] = defaultdict(list)
-            for item in batch:  # one app may swap recommenders (the bench does): batch per recommender
-                groups[id(item[0])].append(item)
-            for items in groups.values():
-                requests = [request for _, request, _ in items]
-                try:
-                    answers = await run_in_threadpool(self._answer, items[0][0], requests)
-                except Exception as exc:  # the whole batch failed: every request says why
-                    answers = [exc] * len(items)
-                for (_, _, future), answer in zip(items, answers, strict=True):
-                    if future.done():  # its request was cancelled (client went away)
-                        continue
-                    if isinstance(answer, Exception):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(answer)
+            try:
+                answers = await run_in_threadpool(self._answer, [request for request, _ in batch])
+            except Exception as exc:  # the whole batch failed: every request says why
+                answers = [exc] * len(batch)
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if future.done():  # its request was cancelled (client went away)
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
 
-    def _answer(self, recommender: Recommender, requests: list[RecommendationRequest]) -> list[Answer | Exception]:
+    def _answer(self, requests: list[RecommendationRequest]) -> list[Answer | Exception]:
         """In a worker thread: the users checked, the known ones ranked, the movies read."""
         pg = self.stores.pg
         with store_call("postgres"):
             users = reads.users_by_id(pg=pg, ids=sorted({r.user_id for r in requests}))
         known = [r for r in requests if r.user_id in users]
-        ranked = iter(recommend_many(recommender, known) if known else [])
+        ranked = iter(recommend_many(self.recommender(), known) if known else [])
         outcomes = [next(ranked) if r.user_id in users else user_not_found(r.user_id) for r in requests]
         wanted = {item.movie_id for o in outcomes if isinstance(o, RecommendationResult) for item in o.items}
         with store_call("postgres"):

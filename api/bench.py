@@ -84,7 +84,7 @@ class ConstantRecommendations(MarqueeGraphQL):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         context = await super().get_context(request, response)
-        if self._services is None or self._base is not context.services:  # one copy: one batcher
+        if self._services is None or self._base is not context.services:  # one copy, so one batcher
             self._base = context.services
             self._services = dataclasses.replace(context.services, recommender=ConstantRecommender())
         context.services = self._services

@@ -54,7 +54,7 @@ class Services:
     batcher: RecommendationBatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.batcher = RecommendationBatcher(self.stores)
+        self.batcher = RecommendationBatcher(self.stores, lambda: self.recommender)
 
 
 @dataclass

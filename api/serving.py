@@ -38,7 +38,7 @@ class RankerRecommender:
     """Two-tower candidates re-ranked by the engagement net (model/score.py), as a Recommender."""
 
     def __init__(self, stores: Stores, ranker: Ranker, features: PairFeatures | None, history: FallbackRecommender):
-        self.stores, self.ranker, self.features, self._history = stores, ranker, features, history
+        self.ranker, self.features, self._history = ranker, features, history
         self.credits = CreditIndex(stores)
 
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
@@ -68,10 +68,7 @@ class RankerRecommender:
         """Load now what the first request would wait for: the movie features, the credits index,
         torch's lazy state. A failure here is only logged; requests will try again."""
         try:
-            user = next(iter(self.ranker.user_index))
-            outcome = self.recommend_many([RecommendationRequest(user, 10)])[0]
-            if isinstance(outcome, Exception):
-                raise outcome
+            single(self, RecommendationRequest(next(iter(self.ranker.user_index)), 10))
         except Exception as exc:
             log.warning("serving warm-up failed (%s); the first requests will load what it would have", first_line(exc))
 

@@ -3,10 +3,10 @@
 ``Ranker`` loads the checkpoints once (``<models_dir>/<split>/two_tower.pt`` and
 ``engagement.pt``). Candidate generation needs no feature store: the movie vectors were
 precomputed at training time and travel in the two-tower checkpoint (1,682 x 64 floats for
-ML-100K, ~430 KB), so a request is one user-tower pass and one (1, 64) x (64, n_movies) product
-in memory; a catalogue in the millions would move them into a pgvector HNSW table instead.
-The user tower reads the user's history (movies rated), which comes from MongoDB, the system
-of record, so a rating made a moment ago already counts.
+ML-100K, ~430 KB), so a batch of users is one user-tower pass and one (users, 64) x (64,
+n_movies) product in memory; a catalogue in the millions would move them into a pgvector HNSW
+table instead. The user tower reads each user's history (movies rated), which the caller reads
+from the graph and the API's mutation log, so a rating made a moment ago already counts.
 
 Re-ranking reads the encoded online features of the (user, candidate) pairs through
 ``PairFeatures`` (model/serving_features.py: Feast's ``engagement_serving_v1``, movie side
@@ -75,7 +75,7 @@ class Scored:
 
 
 class Ranker:
-    """Checkpoints loaded once; ``rank`` answers one user at a time."""
+    """Checkpoints loaded once; ``rank_many`` answers several users in one pass, ``rank`` one."""
 
     def __init__(
         self, two_tower: Checkpoint, engagement: Checkpoint | None = None, *, beta: float | None = None

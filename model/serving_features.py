@@ -7,9 +7,10 @@ Two readers behind one protocol, ``PairFeatures``:
   pairs here, most of it the SDK's per-entity work and pandas).
 - ``CachedPairFeatures``: the movie side of the service (profile, embedding, reviews, graph)
   is read for the whole catalogue once and kept *encoded* in memory, re-read after
-  ``refresh_s``; a request reads only the user's row (one entity), encodes that one row in
-  plain Python, runs the repository's registered on-demand transformation on the candidates
-  and writes the user's and the on-demand columns into a copy of the candidates' movie rows.
+  ``refresh_s``; a batch of requests reads only its users' rows (one Feast call), encodes them
+  in plain Python, runs the repository's registered on-demand transformation once over every
+  candidate row and writes the users' and the on-demand columns into copies of the
+  candidates' movie rows.
   The result equals ``FeastPairFeatures`` (tests compare the frames and the encoded tensors).
   A movie's review statistics may lag a rating made through the API by up to ``refresh_s``.
 """
@@ -37,8 +38,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class PairFeatures(Protocol):
-    """What the ranker reads; both readers below also offer ``pairs`` (one user's raw frame)
-    and ``encoded`` (one user's rows)."""
+    """What the ranker reads; both readers below also offer ``pairs`` (one user's raw frame)."""
 
     def encoded_many(self, pairs: Sequence[tuple[int, Sequence[int]]], encoder: FrameEncoder) -> dict[str, Tensor]:
         """Rows for each (user, candidates) in order: what encoding each user's ``pairs`` frame,
@@ -56,9 +56,6 @@ class FeastPairFeatures:
     def pairs(self, user_id: int, movie_ids: Sequence[int]) -> pd.DataFrame:
         rows = [{"user_id": int(user_id), "movie_id": int(m)} for m in movie_ids]
         return self.store.get_online_features(features=self.service, entity_rows=rows, full_feature_names=True).to_df()
-
-    def encoded(self, user_id: int, movie_ids: Sequence[int], encoder: FrameEncoder) -> dict[str, Tensor]:
-        return encoder.encode(self.pairs(user_id, movie_ids))
 
     def encoded_many(self, pairs: Sequence[tuple[int, Sequence[int]]], encoder: FrameEncoder) -> dict[str, Tensor]:
         frame = pd.concat([self.pairs(user_id, movie_ids) for user_id, movie_ids in pairs], ignore_index=True)

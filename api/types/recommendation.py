@@ -31,9 +31,8 @@ class RecommendationList:
 
 async def recommend(info: Info, *, user_id: int, first: int, exclude_seen: bool) -> RecommendationList:
     check_first(first)
-    services = info.context.services
     request = RecommendationRequest(user_id, first, exclude_seen)
-    answer = await services.batcher.recommend(services.recommender, request)  # NOT_FOUND for unknown users
+    answer = await info.context.services.batcher.recommend(request)  # NOT_FOUND for unknown users
     loaders = info.context.loaders
     loaders.user.prime(user_id, answer.user)
     for movie_id, movie in answer.movies.items():
