@@ -121,6 +121,7 @@ def bench_app() -> Starlette:
     return app
 
 
+CONCURRENCY = [1, 8, 32]
 ITEM = "rank score explanation movie { movieId title }"
 QUERIES: dict[str, tuple[str, str, Callable[[int], dict[str, Any]]]] = {
     "floor (no-op, 10 items)": ("/floor", f"{{ floor {{ {ITEM} }} }}", lambda i: {}),
@@ -315,7 +316,7 @@ def data_floor(calls: int = 200) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.bench", description=__doc__)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=CONCURRENCY)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="substrings of query names to run (the floor always runs)")

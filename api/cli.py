@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from api.cli_bench import bench_app
 from sources.errors import MarqueeError, first_line
 from sources.progress import console
 from sources.settings import Settings, redact
@@ -34,13 +35,7 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
-def _add_bench() -> None:
-    from api.cli_bench import bench_app
-
-    app.add_typer(bench_app, name="bench")
-
-
-_add_bench()
+app.add_typer(bench_app, name="bench")
 
 
 @app.callback()
@@ -369,14 +364,19 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Uvicorn worker processes (each opens its own clients).")] = 1,
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql, /healthz, /readyz) with Uvicorn."""
-    import uvicorn
-
     from sources.stores import Stores
 
     settings = _settings()
     # Start (or reuse) the embedded stores once here, so workers do not race to start them.
     with Stores.open(settings) as stores:
         stores.require_all()
+    _run_uvicorn(host, port, workers)
+
+
+def _run_uvicorn(host: str, port: int, workers: int) -> None:
+    """Uvicorn on the served app (api.app:app_from_env); the stores must be up."""
+    import uvicorn
+
     console.print(f"serving GraphQL on http://{host}:{port}/graphql ({workers} worker{'s' * (workers > 1)})")
     uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
 
@@ -459,11 +459,11 @@ def up(
             _, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol="time",
                                     options=options, feature_source="feast", retrain=False,
                                     models=["two_tower", "engagement"], explicit=explicit)  # fmt: skip
-            console.print(f"evaluation report: {paths.get('markdown', next(iter(paths.values())))}")
+            console.print(f"evaluation report: {paths['markdown']}")
     console.print(f"[green]marquee is up[/] in {time.perf_counter() - started:.1f}s")
     if serve_api:
         step(7, "serving")
-        serve(host=host, port=port, workers=1)
+        _run_uvicorn(host, port, workers=1)  # the stores were opened and checked above
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ def _print(result: dict[str, Any]) -> None:
 @bench_app.command("export")
 def export_bench() -> None:
     """Full export rebuild then a no-change run: rows and rows/s per source."""
+    from api.cli import _settings
     from sources.export import bench_export
-    from sources.settings import Settings
     from sources.stores import Stores
 
-    with Stores.open(Settings()) as stores:
+    with Stores.open(_settings()) as stores:
         _print(bench_export(stores))
 
 
@@ -36,11 +36,11 @@ def features_bench(
     stock_labels: Annotated[int, typer.Option(min=0, help="Rows for Feast's stock join (0: skip; it is slow).")] = 5000,
 ) -> None:
     """Materialization rows/s; historical retrieval through Feast vs a hand-written SQL PIT join."""
+    from api.cli import _settings
     from model.feature_bench import bench_feature_store
-    from sources.settings import Settings
     from sources.stores import Stores
 
-    with Stores.open(Settings()) as stores:
+    with Stores.open(_settings()) as stores:
         _print(bench_feature_store(stores, n_labels=labels, stock_labels=stock_labels))
 
 
@@ -56,10 +56,8 @@ def serve_bench(
 ) -> None:
     """p50/p99 and req/s of recommendations, similar and neighbours over HTTP beside the GraphQL
     floor, after the data floor (the same recommendation path without GraphQL or HTTP)."""
-    from api.bench import main as run_serve_bench
+    from api.bench import CONCURRENCY, data_floor, run
 
-    argv = ["--concurrency", *map(str, concurrency or [1, 8, 32]), "--seconds", str(seconds), "--workers", str(workers),
-            "--data-floor-calls", str(data_floor_calls)]  # fmt: skip
-    if only:
-        argv += ["--only", *only]
-    raise typer.Exit(run_serve_bench(argv))
+    if data_floor_calls:
+        data_floor(data_floor_calls)
+    run(concurrency or CONCURRENCY, seconds, workers, only)

@@ -140,7 +140,7 @@ class FrameEncoder:
     def encode(self, frame: pd.DataFrame) -> dict[str, Tensor]:
         """``frame`` (rows with every feature column) -> batch dict of CPU tensors."""
         c = self.config
-        missing = [f for f in self.features if (_expanded(f) or (f, 0))[0] not in frame.columns]
+        missing = [f for f in self.features if base_column(f) not in frame.columns]
         if missing:
             raise KeyError(f"frame lacks feature columns {missing}")
         # A movie not yet in the catalogue at the row's time has no embedding: a zero vector, as

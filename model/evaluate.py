@@ -42,6 +42,7 @@ from model.train import (
     engagement_frame,
     from_checkpoint,
     predict_ratings,
+    rating_to_logit,
     snapshot,
     split_frame,
     train_models,
@@ -99,10 +100,11 @@ def _current(checkpoint: Checkpoint, data: Interactions, split: Split) -> bool:
 def _load_or_train(
     stores: Stores, models_dir: Path, kinds: list[str], data: Interactions, split: Split, options: TrainOptions,
     feature_source: str, retrain: bool = False, explicit: set[str] = frozenset(),  # type: ignore[assignment]
-    engagement_features: list[str] | None = None,
+    engagement_input: tuple[pd.DataFrame, str] | None = None,
 ) -> dict[str, Checkpoint]:  # fmt: skip
     loaded: dict[str, Checkpoint] = {}
     missing = list(kinds) if retrain else []
+    engagement_features = feature_columns(engagement_input[0]) if engagement_input is not None else None
     for kind in [] if retrain else kinds:
         expected = engagement_features if kind == "engagement" else None
         try:
@@ -118,7 +120,8 @@ def _load_or_train(
     if missing:
         console.print(f"training {', '.join(missing)} on the {split.name} split (no current checkpoint)")
         trained = train_models(stores, models_dir, kinds=missing, split_name=split.name, options=options,
-                               feature_source=feature_source, data=data, explicit=explicit)  # fmt: skip
+                               feature_source=feature_source, data=data, explicit=explicit,
+                               engagement_input=engagement_input)  # fmt: skip
         loaded.update({k: v[1] for k, v in trained.items()})
     return loaded
 
@@ -135,13 +138,13 @@ def _slices(split: Split) -> tuple[np.ndarray, np.ndarray]:
 
 def _rank_all(name: str, scores: Tensor, split: Split, report: Report, extra: dict[str, Any]) -> None:
     seen = [split.train, split.valid]
-    report.rows[name] = {**full_ranking(None, split.test, seen, scores=scores), **extra}  # type: ignore[arg-type]
+    report.rows[name] = {**full_ranking(None, split.test, seen, scores=scores), **extra}
     cold_users, cold_movies = _slices(split)
     if len(cold_users):
-        report.cold[f"{name} / cold users"] = full_ranking(None, split.test, seen, scores=scores, users=cold_users)  # type: ignore[arg-type]
+        report.cold[f"{name} / cold users"] = full_ranking(None, split.test, seen, scores=scores, users=cold_users)
     cold_item_rows = np.isin(split.test.items, cold_movies)
     if cold_item_rows.any():
-        report.cold[f"{name} / cold movies"] = full_ranking(None, split.test.take(cold_item_rows), seen, scores=scores)  # type: ignore[arg-type]
+        report.cold[f"{name} / cold movies"] = full_ranking(None, split.test.take(cold_item_rows), seen, scores=scores)
 
 
 class EngagementScorer:
@@ -168,10 +171,7 @@ class EngagementScorer:
                                    "event_timestamp": pd.to_datetime(at_ts, unit="s", utc=True)})  # fmt: skip
             frame = training_frame(open_feature_store(self.stores.endpoints), labels, FEAST_SERVICE)
         batch = self.encoder.encode(frame)
-        rating = predict_ratings(self.net, batch)
-        # back to the logit scale: rating = 1 + 4 sigmoid(logit)
-        p = ((rating - 1.0) / 4.0).clamp(1e-6, 1 - 1e-6)
-        return torch.log(p) - torch.log1p(-p)
+        return rating_to_logit(predict_ratings(self.net, batch))
 
 
 @dataclass
@@ -225,9 +225,8 @@ def evaluate(
     split = make_split(data, protocol, seed=options.seed)
     kinds = list(models or MODELS)
     frame, service = engagement_frame(stores, data, source=feature_source) if "engagement" in kinds else (None, "")
-    features = feature_columns(frame) if frame is not None else None
     ckpts = _load_or_train(stores, models_dir, kinds, data, split, options, feature_source, retrain, explicit,
-                           features)  # fmt: skip
+                           (frame, service) if frame is not None else None)  # fmt: skip
     report = Report(protocol, split.describe(), complete=set(kinds) >= set(MODELS))
     nets = {k: from_checkpoint(c) for k, c in ckpts.items()}
     if "pop" in nets:
@@ -278,7 +277,7 @@ def _engagement(
     tried = {}
     for beta in BETAS:
         scores = rerank_scores(valid_candidates, data.n_movies, beta)
-        tried[beta] = full_ranking(None, split.valid, [split.train], scores=scores)["ndcg@10"]  # type: ignore[arg-type]
+        tried[beta] = full_ranking(None, split.valid, [split.train], scores=scores)["ndcg@10"]
     best_beta = max(BETAS, key=lambda b: (tried[b], -b))  # ties: the smaller weight
     _, exclude_test = masks(split.test, [split.train, split.valid])
     test_candidates = candidates_for(tt_scores, exclude_test, candidates)

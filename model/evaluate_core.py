@@ -105,7 +105,7 @@ def score_matrix(scorer: Scorer, n_users: int, batch: int = 1024) -> Tensor:
 
 
 def full_ranking(
-    scorer: Scorer,
+    scorer: Scorer | None,
     target: Interactions,
     seen: Sequence[Interactions],
     *,
@@ -114,9 +114,12 @@ def full_ranking(
     scores: Tensor | None = None,
 ) -> dict[str, float]:
     """Recall/NDCG/MRR/Hit@k over the whole catalogue for every user with a held-out item,
-    plus catalogue coverage of those users' top-k. ``users`` restricts to a slice."""
+    plus catalogue coverage of those users' top-k. ``users`` restricts to a slice; ``scores``
+    (users x movies), when given, stands in for ``scorer``."""
     relevant, exclude = masks(target, seen)
     if scores is None:
+        if scorer is None:
+            raise ValueError("full_ranking needs a scorer or the scores")
         scores = score_matrix(scorer, target.n_users)
     if users is not None:
         keep = torch.zeros(target.n_users, dtype=torch.bool)

@@ -317,6 +317,20 @@ class UserHistory:
     offsets: Tensor
     weights: Tensor
 
+    @classmethod
+    def of(cls, histories: Sequence[Sequence[int]]) -> UserHistory:
+        """From each user's movie ids (dense, duplicates ignored), weighted 1/sqrt(count) as
+        ``HistoryIndex.batch`` weights training histories."""
+        items: list[int] = []
+        offsets: list[int] = []
+        weights: list[float] = []
+        for history in histories:
+            seen = sorted(set(history))
+            offsets.append(len(items))
+            items += seen
+            weights += [1.0 / max(1, len(seen)) ** 0.5] * len(seen)
+        return cls(torch.tensor(items, dtype=torch.long), torch.tensor(offsets), torch.tensor(weights))
+
 
 class TwoTowerRetriever(nn.Module):
     """User and movie towers on a unit sphere; score = cosine / temperature.

@@ -40,7 +40,7 @@ from model.checkpoint import Checkpoint, CheckpointError, FeatureMismatch, check
 from model.engagement_frame import FrameEncoder
 from model.networks import MultimodalEngagementNet, TwoTowerRetriever, UserHistory
 from model.serving_features import PairFeatures
-from model.train import FEAST_SERVICE, from_checkpoint, predict_ratings
+from model.train import FEAST_SERVICE, from_checkpoint, predict_ratings, rating_to_logit
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +119,7 @@ class Ranker:
     @torch.no_grad()
     def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
         """Each (known) user's top ``n``: one user-tower pass and one product for all of them."""
-        items: list[int] = []
-        offsets: list[int] = []
-        weights: list[float] = []
-        for r in requests:
-            seen = sorted({self.movie_index[m] for m in r.history if m in self.movie_index})
-            offsets.append(len(items))
-            items += seen
-            weights += [1.0 / max(1, len(seen)) ** 0.5] * len(seen)
-        history = UserHistory(torch.tensor(items, dtype=torch.long), torch.tensor(offsets), torch.tensor(weights))
+        history = UserHistory.of([[self.movie_index[m] for m in r.history if m in self.movie_index] for r in requests])
         ids = torch.tensor([self.user_index[r.user_id] for r in requests])
         users = self.retriever.user_vectors(ids, None, history)
         logits = users @ self.movie_vectors.T / self.retriever.config.temperature
@@ -180,8 +172,7 @@ class Ranker:
             return [(retriever_order(m, s, r.k), True) for r, (m, s) in zip(requests, found, strict=True)]
         out = []
         for r, (movie_ids, logits), ratings in zip(requests, found, all_ratings, strict=True):
-            p = ((ratings - 1.0) / 4.0).clamp(1e-6, 1 - 1e-6)
-            combined = logits + self.beta * (torch.log(p) - torch.log1p(-p))
+            combined = logits + self.beta * rating_to_logit(ratings)
             order = combined.argsort(descending=True, stable=True)[: r.k]
             scored = [Scored(int(movie_ids[i]), float(combined[i]), float(logits[i]), float(ratings[i])) for i in order]
             out.append((scored, False))

@@ -21,7 +21,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,6 +366,12 @@ def logit_to_rating(logit: Tensor) -> Tensor:
     return 1.0 + 4.0 * torch.sigmoid(logit.float())
 
 
+def rating_to_logit(rating: Tensor) -> Tensor:
+    """``logit_to_rating``'s inverse, clamped so ratings of exactly 1 or 5 stay finite."""
+    p = rating_to_target(rating).clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
+
+
 def split_frame(frame: pd.DataFrame, split: Split) -> dict[str, pd.DataFrame]:
     """The frame's rows routed to train/valid/test by (user, movie, event time) key."""
     part: dict[tuple[int, int, int], str] = {}
@@ -446,11 +452,6 @@ def train_engagement(
         monitor="rmse", higher_is_better=False, options=options, optimizer=optimizer,
     )  # fmt: skip
     return Trained("engagement", model.cpu(), history, best, valid, {"encoder": encoder})
-
-
-def batches(frame: pd.DataFrame, encoder: FrameEncoder, size: int = 8192) -> Iterator[dict[str, Tensor]]:
-    for s in range(0, len(frame), size):
-        yield encoder.encode(frame.iloc[s : s + size])
 
 
 def load_catalog(stores: Stores, data: Interactions) -> Catalog:
@@ -579,10 +580,13 @@ def train_models(
     feature_source: str = "auto",
     data: Interactions | None = None,
     explicit: set[str] = frozenset(),  # type: ignore[assignment]
+    engagement_input: tuple[pd.DataFrame, str] | None = None,
 ) -> dict[str, tuple[Trained, Checkpoint, Path]]:
     """Train ``kinds`` on ``split_name`` and write ``<models_dir>/<split>/<kind>.pt`` for each.
 
-    ``options`` fields named in ``explicit`` (set by the user) override ``MODEL_DEFAULTS``."""
+    ``options`` fields named in ``explicit`` (set by the user) override ``MODEL_DEFAULTS``;
+    ``engagement_input`` is ``engagement_frame``'s answer when the caller already built it
+    (the point-in-time join is the slow part of training the engagement net)."""
     unknown = [k for k in kinds if k not in MODELS]
     if unknown:
         raise MarqueeError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)} or all")
@@ -599,7 +603,7 @@ def train_models(
         elif kind == "two_tower":
             trained = train_two_tower(split, load_catalog(stores, data), opts)
         else:
-            frame, service = engagement_frame(stores, data, source=feature_source)
+            frame, service = engagement_input or engagement_frame(stores, data, source=feature_source)
             trained = train_engagement(split_frame(frame, split), opts, user_ids=data.user_ids,
                                        movie_ids=data.movie_ids)  # fmt: skip
         checkpoint = to_checkpoint(trained, data, split, feature_service=service)

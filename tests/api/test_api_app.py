@@ -8,10 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +21,7 @@ from api.schema import sdl
 from sources.ingest import IngestReport
 from sources.settings import Settings
 from sources.stores import Stores
+from tests.api.conftest import OfflineBrowser, ServeInThread
 
 REPO = Path(__file__).resolve().parents[2]
 HTML = {"accept": "text/html"}
@@ -73,7 +72,7 @@ def live_api(
     settings: Settings,
     stores: Stores,
     loaded: IngestReport,
-    serve_in_thread: Callable[..., AbstractContextManager[str]],
+    serve_in_thread: ServeInThread,
 ) -> Iterator[str]:
     try:
         fetch_assets(DEFAULT_ASSETS_DIR)
@@ -84,9 +83,7 @@ def live_api(
 
 
 @pytest.mark.browser
-def test_graphiql_runs_a_real_query_offline(
-    live_api: str, offline_browser: Callable[[int], AbstractContextManager[Any]]
-) -> None:
+def test_graphiql_runs_a_real_query_offline(live_api: str, offline_browser: OfflineBrowser) -> None:
     from playwright.sync_api import expect
 
     with offline_browser(20_000) as tab:

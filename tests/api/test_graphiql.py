@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +29,7 @@ from api.graphiql import (
     fetch_assets,
     graphiql_assets_mount,
 )
+from tests.api.conftest import OfflineBrowser, ServeInThread
 
 # Only the server knows this string, so seeing it in the browser proves a round trip.
 ANSWER = "served-by-marquee-offline"
@@ -143,15 +142,13 @@ def test_tampered_assets_are_fetched_again(assets_dir: Path, tmp_path: Path, mon
 
 
 @pytest.fixture(scope="module")
-def live_server(assets_dir: Path, serve_in_thread: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+def live_server(assets_dir: Path, serve_in_thread: ServeInThread) -> Iterator[str]:
     with serve_in_thread(make_app(assets_dir), lifespan="off", start_timeout_s=10) as url:
         yield url
 
 
 @pytest.mark.browser
-def test_graphiql_runs_a_query_offline_in_chromium(
-    live_server: str, offline_browser: Callable[[int], AbstractContextManager[Any]]
-) -> None:
+def test_graphiql_runs_a_query_offline_in_chromium(live_server: str, offline_browser: OfflineBrowser) -> None:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect
 

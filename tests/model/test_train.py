@@ -12,7 +12,7 @@ import torch
 
 from model import interactions as inter
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.engagement_frame import FrameEncoder, load_side_info, local_frame
+from model.engagement_frame import FrameEncoder, SideInfo, load_side_info, local_frame, pair_frame
 from model.evaluate_core import TwoTowerScorer, score_matrix
 from model.train import (
     TrainOptions,
@@ -42,8 +42,13 @@ def split(data: inter.Interactions) -> inter.Split:
 
 
 @pytest.fixture(scope="module")
-def frame(stores: Stores, data: inter.Interactions) -> pd.DataFrame:
-    return local_frame(load_side_info(stores), data)
+def side_info(stores: Stores) -> SideInfo:
+    return load_side_info(stores)
+
+
+@pytest.fixture(scope="module")
+def frame(side_info: SideInfo, data: inter.Interactions) -> pd.DataFrame:
+    return local_frame(side_info, data)
 
 
 def test_interactions_come_from_the_stores(data: inter.Interactions) -> None:
@@ -108,7 +113,12 @@ def test_checkpoints_round_trip_to_identical_predictions(
 
 
 def test_ranker_recommender_answers_with_unseen_movies(
-    tmp_path: Path, stores: Stores, frame: pd.DataFrame, split: inter.Split, data: inter.Interactions
+    tmp_path: Path,
+    stores: Stores,
+    side_info: SideInfo,
+    frame: pd.DataFrame,
+    split: inter.Split,
+    data: inter.Interactions,
 ) -> None:
     from api.recommend import FallbackRecommender, RecommendationResult
     from api.serving import RankerRecommender
@@ -121,10 +131,8 @@ def test_ranker_recommender_answers_with_unseen_movies(
 
     class FrameFeatures:  # online features stand-in built by the same code as training rows
         def pairs(self, user_id: int, movie_ids: list[int]) -> pd.DataFrame:
-            from model.engagement_frame import load_side_info, pair_frame
-
             n = len(movie_ids)
-            return pair_frame(load_side_info(stores), data, np.full(n, user_id), np.array(movie_ids),
+            return pair_frame(side_info, data, np.full(n, user_id), np.array(movie_ids),
                               np.full(n, data.max_ts + 1))  # fmt: skip
 
         def encoded_many(self, pairs: list[tuple[int, list[int]]], encoder: FrameEncoder) -> dict[str, torch.Tensor]:
