@@ -73,7 +73,10 @@ def create_app(
             if configure is not None:
                 configure(services)
             app.state.services = services
-            yield
+            try:
+                yield
+            finally:
+                services.close()
         finally:
             if stores is None:
                 opened.close()

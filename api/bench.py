@@ -1,12 +1,17 @@
 """Serving benchmark: latency and throughput of API queries over real HTTP, beside a floor.
 
 ``marquee bench serve`` (``python -m api.bench``) starts Uvicorn in a child process with the
-served app (``marquee serve``'s) plus two routes: ``/floor``, a GraphQL schema whose only query
-returns 10 constant items shaped like recommendations (what Strawberry + Uvicorn alone cost
-here), and ``/constant``, Marquee's own schema with the recommender swapped for a constant
-one (what the API layer costs around the model). Each query is reported next to the floor
-at the same concurrency; recommendation rows also say how many requests each ranked batch
-carried (api/batcher.py; with ``--workers`` above 1, one worker's figure). The load client
+served app (``marquee serve``'s) plus three routes: ``/floor``, a GraphQL schema whose only
+query returns 10 constant items shaped like recommendations (what Strawberry + Uvicorn alone
+cost here); ``/ranked``, Marquee's own schema with the cache of ranked lists taken out, so
+every request is ranked; and ``/constant``, the same with a constant recommender (what the API
+layer costs around the model). Each query is reported next to the floor at the same
+concurrency; recommendation rows also say how many requests each batch carried
+(api/batcher.py) and how many were answered from the cache (api/recommendation_cache.py); with
+``--workers`` above 1, those are one worker's figures. The first recommendations row asks for
+users 1, 2, … 943 in turn, starting again at 1 in each cell, so whether a user is still cached
+depends on the cells before (a list is kept 60 s by default); the second asks for users 1-50
+again and again, as returning visitors would. The load client
 runs in this process (same cores, as the figures in STACK.md were taken). Before that, the
 data floor times the recommendation path in process, without GraphQL or HTTP, for one user
 and for 8 users ranked together.
@@ -23,7 +28,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +43,8 @@ from strawberry.asgi import GraphQL
 
 from api.app import MarqueeGraphQL
 from api.context import Context, Services
-from api.recommend import RecommendationResult, Recommended
+from api.recommend import RecommendationResult, Recommended, Recommender
+from api.recommendation_cache import CachedRecommender
 from api.schema import build_schema
 from sources.settings import Settings
 
@@ -76,32 +81,49 @@ class ConstantRecommender:
         return RecommendationResult(items, "constant")
 
 
-class ConstantRecommendations(MarqueeGraphQL):
-    """The real schema, loaders and stores, with the recommender swapped for a constant one."""
+class SwappedRecommender(MarqueeGraphQL):
+    """The real schema, loaders and stores, with the recommender swapped by ``swap``."""
 
-    _base: Services | None = None
-    _services: Services | None = None
+    def __init__(self, swap: Callable[[Services], Recommender]) -> None:
+        super().__init__(build_schema(), graphql_ide=None)
+        self.swap = swap
+        self._base: Services | None = None
+        self.services: Services | None = None
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         context = await super().get_context(request, response)
-        if self._services is None or self._base is not context.services:  # one copy, so one batcher
+        if self.services is None or self._base is not context.services:  # one copy, so one batcher
             self._base = context.services
-            self._services = dataclasses.replace(context.services, recommender=ConstantRecommender())
-        context.services = self._services
+            self.services = dataclasses.replace(context.services, recommender=self.swap(context.services))
+        context.services = self.services
         return context
 
 
-CONSTANT = ConstantRecommendations(build_schema(), graphql_ide=None)
+def _uncached(services: Services) -> Recommender:
+    recommender = services.recommender
+    return recommender.inner if isinstance(recommender, CachedRecommender) else recommender
+
+
+CONSTANT = SwappedRecommender(lambda services: ConstantRecommender())
+RANKED = SwappedRecommender(_uncached)
 
 
 async def batch_sizes(request: Request) -> JSONResponse:
-    """Mean requests per ranked batch since the last call, per recommendations route (then reset)."""
-    out = {}
-    for route, services in (("/graphql", request.app.state.services), ("/constant", CONSTANT._services)):
-        sizes = services.batcher.batch_sizes if services is not None else Counter()
+    """Per recommendations route since the last call (then reset): mean requests per ranked
+    batch, and the share of requests answered from the cache of ranked lists."""
+    out: dict[str, dict[str, float | None]] = {}
+    routes = (("/graphql", request.app.state.services), ("/ranked", RANKED.services), ("/constant", CONSTANT.services))
+    for route, services in routes:
+        if services is None:
+            continue
+        sizes, cache = services.batcher.batch_sizes, services.recommender
         batches = sum(sizes.values())
-        out[route] = sum(size * n for size, n in sizes.items()) / batches if batches else None
+        out[route] = {"batch": sum(size * n for size, n in sizes.items()) / batches if batches else None}
         sizes.clear()
+        if isinstance(cache, CachedRecommender):
+            asked = cache.hits + cache.misses
+            out[route]["hits"] = cache.hits / asked if asked else None
+            cache.hits = cache.misses = 0
     return JSONResponse(out)
 
 
@@ -116,6 +138,7 @@ def bench_app() -> Starlette:
     app.router.routes[0:0] = [
         Route("/floor", floor, methods=["POST"]),
         Route("/constant", CONSTANT, methods=["POST"]),
+        Route("/ranked", RANKED, methods=["POST"]),
         Route("/bench/batches", batch_sizes),
     ]
     return app
@@ -127,6 +150,16 @@ QUERIES: dict[str, tuple[str, str, Callable[[int], dict[str, Any]]]] = {
     "floor (no-op, 10 items)": ("/floor", f"{{ floor {{ {ITEM} }} }}", lambda i: {}),
     "recommendations(first: 10)": (
         "/graphql",
+        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
+        lambda i: {"u": 1 + i % 943},
+    ),
+    "recommendations, 50 users coming back": (
+        "/graphql",
+        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
+        lambda i: {"u": 1 + i % 50},
+    ),
+    "recommendations, every request ranked": (
+        "/ranked",
         f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
         lambda i: {"u": 1 + i % 943},
     ),
@@ -232,7 +265,7 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
         probe = "{ recommendations(userId: 1, first: 1) { modelVersion } }"
         served = httpx.post(f"{base}/graphql", json={"query": probe}).json()["data"]["recommendations"]
         print(f"recommendations served by {served['modelVersion']}")
-        print(f"{'query':32} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  vs floor")
+        print(f"{'query':38} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  vs floor")
         for concurrency in concurrencies:
             floor: Figures | None = None
             for name in names:
@@ -245,11 +278,13 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
                     ratio = (
                         f"{figures.rps / floor.rps:5.0%} of floor req/s, p50 {figures.pct(0.5) / floor.pct(0.5):.1f}x"
                     )
-                    batch = httpx.get(f"{base}/bench/batches").json().get(path)
-                    if "recommendations" in name and batch is not None:
-                        ratio += f", {batch:.1f} requests per ranked batch"
+                    counts = httpx.get(f"{base}/bench/batches").json().get(path, {})
+                    if counts.get("batch") is not None:
+                        ratio += f", {counts['batch']:.1f} requests per batch"
+                    if counts.get("hits") is not None:
+                        ratio += f", {counts['hits']:.0%} from the cache"
                 print(
-                    f"{name:32} {concurrency:>4} {figures.rps:>8.1f} {figures.pct(0.5):>8.1f} "
+                    f"{name:38} {concurrency:>4} {figures.rps:>8.1f} {figures.pct(0.5):>8.1f} "
                     f"{figures.pct(0.99):>8.1f} {figures.errors:>6}  {ratio}"
                 )
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
@@ -50,11 +51,24 @@ class Services:
     #: None until a feature store is configured: ``User.onlineFeatures`` then reports it.
     online_features: OnlineFeatureReader | None = None
     encoder: TextEncoder = field(default_factory=TextEncoder)
+    #: called when a mutation changed a user (api/mutations.py); plug-ins that keep per-user
+    #: state (the recommendation cache) add theirs
+    on_user_changed: list[Callable[[int], None]] = field(default_factory=list)
+    #: background work plug-ins started, stopped by the app before the stores close
+    on_close: list[Callable[[], None]] = field(default_factory=list)
     #: concurrent ``recommendations`` requests are ranked together (api/batcher.py)
     batcher: RecommendationBatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.batcher = RecommendationBatcher(self.stores, lambda: self.recommender)
+
+    def user_changed(self, user_id: int) -> None:
+        for hook in self.on_user_changed:
+            hook(user_id)
+
+    def close(self) -> None:
+        for stop in self.on_close:
+            stop()
 
 
 @dataclass

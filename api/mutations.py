@@ -123,13 +123,17 @@ def _check_client_id(client_mutation_id: str | None) -> InvalidClientMutationId 
 
 
 async def _push(info: Info, event: FeatureEvent) -> bool:
-    """Tell the feature store; the write already happened, so a failed push is logged, not raised."""
+    """Tell the feature store; the write already happened, so a failed push is logged, not raised.
+    Either way the user changed: what was kept for them (ranked lists) is forgotten."""
+    services = info.context.services
     try:
-        pushed: bool = await run_in_threadpool(info.context.services.feature_pusher.push, event)
+        pushed: bool = await run_in_threadpool(services.feature_pusher.push, event)
         return pushed
     except Exception:
         log.exception("feature push failed for user %s", event.user_id)
         return False
+    finally:
+        services.user_changed(event.user_id)
 
 
 def _require_key(info: Info) -> None:

@@ -24,6 +24,7 @@ from api.recommend import (
     WithFallback,
     single,
 )
+from api.recommendation_cache import CachedRecommender, MutationFeed
 from sources.errors import first_line
 from sources.stores import Stores
 
@@ -112,3 +113,17 @@ def plug_serving(services: Services) -> None:
     primary = RankerRecommender(services.stores, ranker, pair_features, fallback)
     primary.warm()
     services.recommender = WithFallback(primary, fallback)
+    plug_cache(services, services.settings.recommendation_cache_s)
+
+
+def plug_cache(services: Services, ttl_s: float, poll_s: float = 1.0) -> CachedRecommender | None:
+    """Keep the plugged-in recommender's answers for ``ttl_s`` (api/recommendation_cache.py),
+    forgotten on this process's mutations and, through the mutation log, on other processes'."""
+    if ttl_s <= 0:
+        return None
+    cached = CachedRecommender(services.recommender, ttl_s=ttl_s)
+    feed = MutationFeed(services.stores.mongo, cached.forget, cached.clear, poll_s=poll_s).start()
+    services.recommender = cached
+    services.on_user_changed.append(cached.forget)
+    services.on_close.append(feed.close)
+    return cached

@@ -73,6 +73,7 @@ def _auto_id() -> str:
 
 def ensure_indexes(db: MongoDb) -> None:
     db[MUTATIONS].create_index([("input.user_id", 1), ("kind", 1)])
+    db[MUTATIONS].create_index("at")  # the change feed of cached recommendations (api/recommendation_cache.py)
 
 
 def api_ratings(db: MongoDb, user_ids: Sequence[int]) -> dict[int, dict[int, tuple[datetime, float]]]:

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list)
     graphiql: bool = Field(default=True, description="serve the GraphiQL IDE at /graphql (GET from a browser)")
     introspection: bool = Field(default=True, description="answer GraphQL introspection queries")
+    recommendation_cache_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="how long a user's ranked list is reused (forgotten at once when the user rates or "
+        "plays through the API); 0 ranks every request",
+    )
 
     @field_validator("graph_uri")
     @classmethod

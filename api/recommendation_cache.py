@@ -1,0 +1,182 @@
+"""Ranked lists reused for a while, and forgotten as soon as the user changes.
+
+Ranking one user costs ~9 ms of Python here (history, the user's feature row, the on-demand
+view, the forward pass) where the rest of a ``recommendations`` request costs ~4 ms. A
+frontend asks for the same user's list on every page view, and what the list depends on
+changes far less often. So the served recommender keeps each user's last answer for ``ttl_s``
+(``MARQUEE_RECOMMENDATION_CACHE_S``: 60 s by default, the period the movie features are
+re-read in; 0 ranks every request). It forgets a user when they change:
+
+- a ``rateMovie`` or ``recordPlayback`` through this process forgets the user once its write and
+  feature push are done (api/mutations.py);
+- those made through other workers or hosts are read from the mutation log, Mongo's record of
+  every API write, by ``MutationFeed`` every ``poll_s``: each poll forgets every user with a
+  mutation in the last ``settle_s``, so a push that lands after a poll first saw the record,
+  or a few seconds of clock skew between hosts, is still covered;
+- a ranking that began before a forget is not kept: it may have read the old history.
+
+Changes that bypass the API (``marquee ingest``, ``marquee materialize``) reach a kept list
+within ``ttl_s``, as they reach the movie features. Degraded answers are never kept.
+
+A list is kept per (user, exclude_seen) at the largest ``first`` asked; a smaller ``first``
+gets its prefix, which is what ranking afresh gives: the top ``first`` of the same 100 ranked
+candidates, and an explanation depends on its own movie only. Entries are tuples of plain
+values, which CPython's cyclic GC stops tracking, so a full cache does not bring back the
+collection pauses ``gc.freeze()`` removed (api/app.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from api.errors import store_call
+from api.recommend import (
+    Outcome,
+    RecommendationRequest,
+    RecommendationResult,
+    Recommended,
+    Recommender,
+    recommend_many,
+    single,
+)
+from api.writes import MUTATIONS, MongoDb
+from sources.errors import first_line
+
+log = logging.getLogger(__name__)
+
+CAPACITY = 20_000  # lists kept; ~3 KB each at first: 10
+FORGET_HORIZON_S = 300.0  # no ranking takes longer: older forget times can go
+
+_Item = tuple[int, float, int, str]  # Recommended's fields, in order
+_Entry = tuple[float, int, str, tuple[_Item, ...]]  # (kept at, first, model version, items)
+
+
+class CachedRecommender:
+    """``inner``'s answers kept per (user, exclude_seen) for ``ttl_s``; see the module docstring."""
+
+    def __init__(
+        self, inner: Recommender, *, ttl_s: float, capacity: int = CAPACITY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.inner, self.ttl_s, self.capacity, self._clock = inner, ttl_s, capacity, clock
+        self._lists: OrderedDict[tuple[int, bool], _Entry] = OrderedDict()
+        self._forgotten: dict[int, float] = {}  # user -> when last forgotten
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
+        return single(self, RecommendationRequest(user_id, k, exclude_seen))
+
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+        started = self._clock()
+        with self._lock:
+            kept = [self._kept(r, started) for r in requests]
+            missed = [r for r, found in zip(requests, kept, strict=True) if found is None]
+            self.hits += len(requests) - len(missed)
+            self.misses += len(missed)
+        if not missed:
+            return [found for found in kept if found is not None]
+        ranked = recommend_many(self.inner, missed)
+        with self._lock:
+            for r, outcome in zip(missed, ranked, strict=True):
+                if isinstance(outcome, RecommendationResult) and not outcome.degraded:
+                    self._keep(r, outcome, started)
+        fresh = iter(ranked)
+        return [found if found is not None else next(fresh) for found in kept]
+
+    def forget(self, user_id: int) -> None:
+        """Drop ``user_id``'s lists; a ranking of them already under way is not kept either."""
+        now = self._clock()
+        with self._lock:
+            self._lists.pop((user_id, True), None)
+            self._lists.pop((user_id, False), None)
+            self._forgotten[user_id] = now
+            if len(self._forgotten) > self.capacity:
+                horizon = now - FORGET_HORIZON_S
+                self._forgotten = {u: at for u, at in self._forgotten.items() if at > horizon}
+
+    def clear(self) -> None:
+        """Forget everyone (the change feed could not be read, so any list may be stale)."""
+        now = self._clock()
+        with self._lock:
+            for user_id, _ in self._lists:
+                self._forgotten[user_id] = now
+            self._lists.clear()
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+    def _kept(self, r: RecommendationRequest, now: float) -> RecommendationResult | None:
+        key = (r.user_id, r.exclude_seen)
+        entry = self._lists.get(key)
+        if entry is None:
+            return None
+        kept_at, first, version, items = entry
+        if now - kept_at >= self.ttl_s:
+            del self._lists[key]
+            return None
+        if first < r.k:
+            return None
+        self._lists.move_to_end(key)
+        return RecommendationResult([Recommended(*item) for item in items[: r.k]], version)
+
+    def _keep(self, r: RecommendationRequest, result: RecommendationResult, started: float) -> None:
+        if self._forgotten.get(r.user_id, float("-inf")) >= started:
+            return  # the user changed while this was being ranked
+        items = tuple((i.movie_id, i.score, i.rank, i.explanation) for i in result.items)
+        self._lists[(r.user_id, r.exclude_seen)] = (started, r.k, result.model_version, items)
+        self._lists.move_to_end((r.user_id, r.exclude_seen))
+        while len(self._lists) > self.capacity:
+            self._lists.popitem(last=False)
+
+
+class MutationFeed:
+    """Polls the mutation log every ``poll_s`` and calls ``forget`` for each user with a mutation
+    in the last ``settle_s``; ``lost`` is called instead when the log cannot be read."""
+
+    def __init__(self, db: MongoDb, forget: Callable[[int], None], lost: Callable[[], None], *,
+                 poll_s: float = 1.0, settle_s: float = 5.0) -> None:  # fmt: skip
+        self.db, self.forget, self.lost, self.poll_s, self.settle_s = db, forget, lost, poll_s, settle_s
+        self._since = datetime.now(UTC) - timedelta(seconds=settle_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mutation-feed", daemon=True)
+        self.failing: str | None = None  # why the last poll failed, while it does
+
+    def start(self) -> MutationFeed:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def poll(self) -> set[int]:
+        """One poll: the users it forgot. It reaches back ``settle_s`` before the previous one,
+        so a poll late by any amount (a busy process) skips nothing."""
+        polled_at = datetime.now(UTC)
+        with store_call("mongo"):
+            # The whole ``input``: the embedded server returns a dotted projection flattened.
+            docs = list(self.db[MUTATIONS].find({"at": {"$gte": self._since}}, {"input": 1}))
+        users = {int(doc["input"]["user_id"]) for doc in docs}
+        for user_id in users:
+            self.forget(user_id)
+        self._since = polled_at - timedelta(seconds=self.settle_s)
+        return users
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.poll()
+                if self.failing is not None:
+                    log.info("mutation log readable again")
+                self.failing = None
+            except Exception as exc:  # unknown changes: nothing kept may be trusted
+                self.lost()
+                if self.failing is None:
+                    log.warning("mutation log unreadable (%s); ranking every request until it is back", first_line(exc))
+                self.failing = first_line(exc)
