@@ -7,8 +7,8 @@ cost here); ``/ranked``, Marquee's own schema with the cache of ranked lists tak
 every request is ranked; and ``/constant``, the same with a constant recommender (what the API
 layer costs around the model). Each query is reported next to the floor at the same
 concurrency; recommendation rows also say how many requests each batch carried
-(api/batcher.py) and how many were answered from the cache (api/recommendation_cache.py); with
-``--workers`` above 1, those are one worker's figures. The first recommendations row asks for
+(api/batcher.py) and how many were answered from the cache (api/recommendation_cache.py), with
+one worker only (each worker counts its own). The first recommendations row asks for
 users 1, 2, … 943 in turn, starting again at 1 in each cell, so whether a user is still cached
 depends on the cells before (a list is kept 60 s by default); the second asks for users 1-50
 again and again, as returning visitors would. The load client
@@ -278,7 +278,8 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
                     ratio = (
                         f"{figures.rps / floor.rps:5.0%} of floor req/s, p50 {figures.pct(0.5) / floor.pct(0.5):.1f}x"
                     )
-                    counts = httpx.get(f"{base}/bench/batches").json().get(path, {})
+                    # With several workers each keeps its own counts, and one answers this call.
+                    counts = httpx.get(f"{base}/bench/batches").json().get(path, {}) if workers == 1 else {}
                     if counts.get("batch") is not None:
                         ratio += f", {counts['batch']:.1f} requests per batch"
                     if counts.get("hits") is not None:
