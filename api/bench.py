@@ -345,6 +345,7 @@ def data_floor(calls: int = 200) -> None:
                 took = (t5 - t4, t1 - t0, t2 - t1, t3 - t2, t4 - t3, (t6 - t5) / len(users))
                 for timer, seconds in zip(timers, took, strict=True):
                     timer.append(seconds)
+        features.close()
     for name, values in parts.items():
         ms = np.array(values) * 1000
         print(f"{name:44} p50 {np.percentile(ms, 50):7.2f} ms   p99 {np.percentile(ms, 99):7.2f} ms   ({calls} calls)")

@@ -4,8 +4,8 @@ Ranking one user costs ~9 ms of Python here (history, the user's feature row, th
 view, the forward pass) where the rest of a ``recommendations`` request costs ~4 ms. A
 frontend asks for the same user's list on every page view, and what the list depends on
 changes far less often. So the served recommender keeps each user's last answer for ``ttl_s``
-(``MARQUEE_RECOMMENDATION_CACHE_S``: 60 s by default, the period the movie features are
-re-read in; 0 ranks every request). It forgets a user when they change:
+(``MARQUEE_RECOMMENDATION_CACHE_S``: 60 s by default; 0 ranks every request). It forgets a
+user when they change:
 
 - a ``rateMovie`` or ``recordPlayback`` through this process forgets the user once its write and
   feature push are done (api/mutations.py);
@@ -15,8 +15,8 @@ re-read in; 0 ranks every request). It forgets a user when they change:
   or a few seconds of clock skew between hosts, is still covered;
 - a ranking that began before a forget is not kept: it may have read the old history.
 
-Changes that bypass the API (``marquee ingest``, ``marquee materialize``) reach a kept list
-within ``ttl_s``, as they reach the movie features. Degraded answers are never kept.
+Other changes (another user's rating moving a movie's statistics, ``marquee ingest``,
+``marquee materialize``) reach a kept list within ``ttl_s``. Degraded answers are never kept.
 
 A list is kept per (user, exclude_seen) at the largest ``first`` asked; a smaller ``first``
 gets its prefix, which is what ranking afresh gives: the top ``first`` of the same 100 ranked

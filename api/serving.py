@@ -110,6 +110,7 @@ def plug_serving(services: Services) -> None:
         return
     fallback = services.recommender
     assert isinstance(fallback, FallbackRecommender)
+    services.on_close.append(pair_features.close)
     primary = RankerRecommender(services.stores, ranker, pair_features, fallback)
     primary.warm()
     services.recommender = WithFallback(primary, fallback)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 USER = 1  # rated 272 movies in ML-100K
+NEVER = float("inf")  # a refresh period: no background look starts in the middle of a test
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +45,12 @@ def online(client: TestClient, user_id: int) -> dict[str, Any]:
     return features_
 
 
-def _offline_latest(stores: Stores, table: str, user_id: int) -> dict[str, Any]:
+def _offline_latest(stores: Stores, table: str, key: int, entity: str = "user_id") -> dict[str, Any]:
     with stores.pg.connect() as conn:
-        row = (
-            conn.execute(
-                text(f"SELECT * FROM {table} WHERE user_id = :u ORDER BY event_timestamp DESC LIMIT 1"), {"u": user_id}
-            )
-            .mappings()
-            .one()
+        row = conn.execute(
+            text(f"SELECT * FROM {table} WHERE {entity} = :k ORDER BY event_timestamp DESC LIMIT 1"), {"k": key}
         )
-    return dict(row)
+        return dict(row.mappings().one())
 
 
 def test_online_features_are_the_latest_offline_values(client: TestClient, stores: Stores) -> None:
@@ -81,17 +79,8 @@ def _restore(stores: Stores, store: FeatureStore, review_id: str, user_id: int, 
         for feature in (features.USER_REVIEWS, features.MOVIE_REVIEWS):
             features.recompute(conn, feature)
     for table, entity, key in (("feat_user_reviews", "user_id", user_id), ("feat_movie_reviews", "movie_id", movie_id)):
-        with stores.pg.connect() as conn:
-            row = (
-                conn.execute(
-                    text(f"SELECT * FROM {table} WHERE {entity} = :k ORDER BY event_timestamp DESC LIMIT 1"), {"k": key}
-                )
-                .mappings()
-                .one()
-            )
-        import pandas as pd
-
-        store.write_to_online_store(VIEW_OF_TABLE[table], pd.DataFrame([dict(row)]))
+        row = _offline_latest(stores, table, key, entity)
+        store.write_to_online_store(VIEW_OF_TABLE[table], pd.DataFrame([row]))
 
 
 def test_rate_movie_pushes_features_and_changes_recommendations(
@@ -146,7 +135,7 @@ def test_cached_pair_features_equal_feasts_own_read(stores: Stores, feature_stor
 
     movies = [1, 50, 181, 300, 1682, 7]
     expected = FeastPairFeatures(feature_store).pairs(USER, movies)
-    got = CachedPairFeatures(feature_store, catalogue_ids(stores)).pairs(USER, movies)
+    got = CachedPairFeatures(feature_store, catalogue_ids(stores), refresh_s=NEVER).pairs(USER, movies)
     assert sorted(got.columns) == sorted(expected.columns)
     for column in expected.columns:
         for want, have in zip(expected[column].tolist(), got[column].tolist(), strict=True):
@@ -162,7 +151,6 @@ def test_encoded_hot_path_equals_encoding_feasts_rows(stores: Stores, feature_st
     """What the ranker is fed on a request (movie rows encoded once, the user's row and the
     on-demand view written in) is tensor-for-tensor what encoding Feast's own rows gives,
     categorical vocabularies, list slots, the playback sequence and id factors included."""
-    import pandas as pd
     import torch
 
     from api.serving import catalogue_ids
@@ -174,7 +162,7 @@ def test_encoded_hot_path_equals_encoding_feasts_rows(stores: Stores, feature_st
     sample = pd.concat([reference.pairs(user, movies) for user in (1, 2, 3, 500)], ignore_index=True)
     encoder = schema_config(sample, user_ids=range(1, 944), movie_ids=range(1, 1683), factor_dim=4)
     assert encoder.config.categorical_features, "the sample should exercise categorical columns"
-    cached = CachedPairFeatures(feature_store, catalogue_ids(stores))
+    cached = CachedPairFeatures(feature_store, catalogue_ids(stores), refresh_s=NEVER)
     users = (USER, 2, 500, 943)
     wanted = []
     for user in users:
@@ -190,46 +178,105 @@ def test_encoded_hot_path_equals_encoding_feasts_rows(stores: Stores, feature_st
         assert torch.equal(together[name], rows), name
 
 
-def test_movie_features_refresh_in_the_background_and_survive_a_failed_read(
+def test_movie_features_follow_online_writes_rereading_only_what_changed(
     stores: Stores, feature_store: FeatureStore
 ) -> None:
-    """A stale movie frame is re-read by a background thread while requests use the current
-    one; a re-read that fails keeps the last good frame (and records why)."""
-    import time
-
-    import pandas as pd
+    """A write to a movie's online row (a push or a materialization) reaches the held movie
+    features at the next look, by re-reading that movie alone; the patched block equals one
+    built from a full read; a look that finds nothing re-reads nothing."""
     import torch
 
     from api.serving import catalogue_ids
     from model.engagement_frame import schema_config
     from model.serving_features import CachedPairFeatures, FeastPairFeatures
 
-    movies = [1, 50, 181]
+    movies, changed = [1, 50, 181], 50
+    encoder = schema_config(pd.concat([FeastPairFeatures(feature_store).pairs(u, movies) for u in (1, 2)]))
+    cached = CachedPairFeatures(feature_store, catalogue_ids(stores), refresh_s=NEVER)  # looks made by hand
+    assert cached._changes is not None, "the suite's online store is Feast's postgres one"
+    before = cached.encoded(USER, movies, encoder)
+    reads: list[list[int] | None] = []
+    read = cached._read_movies
+
+    def counted(movie_ids: list[int] | None = None) -> pd.DataFrame:
+        reads.append(None if movie_ids is None else list(movie_ids))
+        return read(movie_ids)
+
+    cached._read_movies = counted  # type: ignore[method-assign]
+    cached._refresh()
+    assert reads == [] and cached.refresh_error is None  # nothing written: nothing re-read
+
+    original = _offline_latest(stores, "feat_movie_reviews", changed, "movie_id")
+    view = VIEW_OF_TABLE["feat_movie_reviews"]
+    try:
+        feature_store.write_to_online_store(view, pd.DataFrame([{**original, "review_count": 10_000}]))
+        cached._refresh()
+        assert reads == [[changed]], reads
+        after = cached.encoded(USER, movies, encoder)
+        assert not torch.equal(after["numeric"][1], before["numeric"][1]), "the written movie's row must change"
+        for row in (0, 2):
+            assert torch.equal(after["numeric"][row], before["numeric"][row])
+        full = CachedPairFeatures(feature_store, catalogue_ids(stores), refresh_s=NEVER)
+        patched, rebuilt = cached._block(encoder)[0], full._block(encoder)[0]
+        for name in rebuilt.batch:
+            assert torch.equal(patched.batch[name], rebuilt.batch[name]), name
+    finally:
+        feature_store.write_to_online_store(view, pd.DataFrame([original]))
+    cached._refresh()
+    for name, tensor in cached.encoded(USER, movies, encoder).items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_movie_features_refresh_in_the_background_and_survive_a_failed_read(
+    stores: Stores, feature_store: FeatureStore
+) -> None:
+    """Changed movie features are re-read by a background thread while requests use the
+    current frame; a re-read that fails keeps the last good frame, records why, and the change
+    is picked up once reads work again."""
+    import time
+
+    import torch
+
+    from api.serving import catalogue_ids
+    from model.engagement_frame import schema_config
+    from model.serving_features import CachedPairFeatures, FeastPairFeatures
+
+    movies, changed = [1, 50, 181], 181
     encoder = schema_config(pd.concat([FeastPairFeatures(feature_store).pairs(u, movies) for u in (1, 2)]))
     cached = CachedPairFeatures(feature_store, catalogue_ids(stores), refresh_s=0.0)
     first = cached.encoded(USER, movies, encoder)
-    frame = cached._movies
-    cached.encoded(USER, movies, encoder)  # stale: starts the re-read, answers from the current frame
 
     def wait_for(done: Callable[[], bool], seconds: float = 60.0) -> bool:
         deadline = time.monotonic() + seconds
         while not done() and time.monotonic() < deadline:
+            cached.encoded(USER, movies, encoder)  # a request: starts a look when none runs
             time.sleep(0.05)
         return done()
 
-    assert wait_for(lambda: cached._movies is not frame), "the background re-read never replaced the frame"
-    assert wait_for(lambda: not cached._refreshing)
-    for name, tensor in cached.encoded(USER, movies, encoder).items():
-        assert torch.equal(tensor, first[name]), name
-
-    def broken() -> pd.DataFrame:
+    def broken(movie_ids: list[int] | None = None) -> pd.DataFrame:
         raise ConnectionError("online store away")
 
-    cached._read_movies = broken  # type: ignore[method-assign]
-    assert wait_for(lambda: not cached._refreshing)  # (the call above started one more re-read)
-    served = cached._movies
-    cached.encoded(USER, movies, encoder)
-    assert wait_for(lambda: cached.refresh_error is not None and not cached._refreshing)
-    assert cached.refresh_error == "ConnectionError: online store away"
-    assert cached._movies is served
-    assert torch.equal(cached.encoded(USER, movies, encoder)["numeric"], first["numeric"])
+    read = cached._read_movies
+    original = _offline_latest(stores, "feat_movie_reviews", changed, "movie_id")
+    view = VIEW_OF_TABLE["feat_movie_reviews"]
+    try:
+        assert wait_for(lambda: not cached._refreshing)
+        cached._read_movies = broken  # type: ignore[method-assign]
+        served = cached._movies
+        feature_store.write_to_online_store(view, pd.DataFrame([{**original, "review_count": 10_000}]))
+        assert wait_for(lambda: cached.refresh_error is not None)
+        assert cached.refresh_error == "ConnectionError: online store away"
+        assert cached._movies is served
+        assert torch.equal(cached.encoded(USER, movies, encoder)["numeric"], first["numeric"])
+        cached._read_movies = read  # type: ignore[method-assign]
+        assert wait_for(lambda: cached._movies is not served), "the change was lost with the failed read"
+        assert wait_for(lambda: cached.refresh_error is None)
+        assert not torch.equal(cached.encoded(USER, movies, encoder)["numeric"][2], first["numeric"][2])
+    finally:
+        cached._read_movies = read  # type: ignore[method-assign]
+        feature_store.write_to_online_store(view, pd.DataFrame([original]))
+    try:
+        assert wait_for(lambda: torch.equal(cached.encoded(USER, movies, encoder)["numeric"], first["numeric"]))
+    finally:
+        cached.close()
+    assert not cached._refresher or not cached._refresher.is_alive()
