@@ -65,6 +65,7 @@ class CachedRecommender:
         self.inner, self.ttl_s, self.capacity, self._clock = inner, ttl_s, capacity, clock
         self._lists: OrderedDict[tuple[int, bool], _Entry] = OrderedDict()
         self._forgotten: dict[int, float] = {}  # user -> when last forgotten
+        self._cleared_at = float("-inf")
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -100,11 +101,10 @@ class CachedRecommender:
                 self._forgotten = {u: at for u, at in self._forgotten.items() if at > horizon}
 
     def clear(self) -> None:
-        """Forget everyone (the change feed could not be read, so any list may be stale)."""
-        now = self._clock()
+        """Forget everyone (the change feed could not be read, so any list may be stale),
+        rankings under way included."""
         with self._lock:
-            for user_id, _ in self._lists:
-                self._forgotten[user_id] = now
+            self._cleared_at = self._clock()
             self._lists.clear()
 
     def __len__(self) -> int:
@@ -125,8 +125,8 @@ class CachedRecommender:
         return RecommendationResult([Recommended(*item) for item in items[: r.k]], version)
 
     def _keep(self, r: RecommendationRequest, result: RecommendationResult, started: float) -> None:
-        if self._forgotten.get(r.user_id, float("-inf")) >= started:
-            return  # the user changed while this was being ranked
+        if max(self._forgotten.get(r.user_id, float("-inf")), self._cleared_at) >= started:
+            return  # the user (or anyone, unknown) changed while this was being ranked
         items = tuple((i.movie_id, i.score, i.rank, i.explanation) for i in result.items)
         self._lists[(r.user_id, r.exclude_seen)] = (started, r.k, result.model_version, items)
         self._lists.move_to_end((r.user_id, r.exclude_seen))

@@ -121,6 +121,17 @@ def test_forget_drops_a_user_and_a_ranking_under_way_is_not_kept() -> None:
     cache.recommend(1, 10)
     assert racing.asked == [1, 1], "a list ranked before the forget must not be kept"
 
+    class FeedLostMeanwhile(Formula):  # the mutation log became unreadable meanwhile
+        def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+            cache.clear()
+            return super().recommend_many(requests)
+
+    lost = FeedLostMeanwhile()
+    cache.inner = lost
+    cache.recommend(2, 10)
+    cache.recommend(2, 10)
+    assert lost.asked == [2, 2], "a list ranked before a clear must not be kept"
+
 
 def test_capacity_keeps_the_most_recently_used_lists() -> None:
     inner = Formula()
