@@ -203,10 +203,13 @@ class CachedPairFeatures:
                                        for frame, block, layout, e in built if frame is current})  # fmt: skip
             if changes is not None and self._changes is not None:
                 self._changes.mark = changes.mark
+            if self.refresh_error is not None:
+                log.info("movie features refresh works again")
             self.refresh_error = None
         except Exception as exc:  # keep serving the last good frame; try again after refresh_s
+            if self.refresh_error is None:  # said once per outage, not every refresh_s
+                log.warning("movie features refresh failed (%s); serving the previous ones", exc)
             self.refresh_error = f"{type(exc).__name__}: {exc}"
-            log.warning("movie features refresh failed (%s); serving the previous ones", exc)
         finally:
             with self._lock:
                 self._loaded_at, self._refreshing = self._clock(), False
