@@ -11,8 +11,9 @@ stores are open, e.g. a model-backed recommender::
     app = create_app(settings, configure=plug_model)
 
 Routes: ``/graphql`` (POST queries; GET shows GraphiQL when enabled), ``/healthz`` (the
-process lives), ``/readyz`` (every store answers within a timeout; 503 otherwise), and the
-GraphiQL assets. Uvicorn runs it with ``factory=True`` on ``api.app:app_from_env``.
+process lives), ``/readyz`` (every store answers within a timeout; 503 otherwise; it also
+reports how the serving background work is doing), and the GraphiQL assets. Uvicorn runs it
+with ``factory=True`` on ``api.app:app_from_env``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ async def readyz(request: Request) -> JSONResponse:
     report = dict(zip(probes, results, strict=True))
     report["feature_store"] = {"ok": services.online_features is not None, "optional": True}
     ready = all(r["ok"] for name, r in report.items() if name != "feature_store")
-    return JSONResponse({"ready": ready, "stores": report}, status_code=200 if ready else 503)
+    serving = {name: describe() for name, describe in services.reports.items()}
+    return JSONResponse({"ready": ready, "stores": report, "serving": serving}, status_code=200 if ready else 503)
 
 
 def app_from_env() -> Starlette:

@@ -10,6 +10,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -56,6 +57,9 @@ class Services:
     on_user_changed: list[Callable[[int], None]] = field(default_factory=list)
     #: background work plug-ins started, stopped by the app before the stores close
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    #: how background work is doing, shown by ``/readyz`` (name -> a report with ``ok``);
+    #: informational: serving goes on without it
+    reports: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     #: concurrent ``recommendations`` requests are ranked together (api/batcher.py)
     batcher: RecommendationBatcher = field(init=False)
 

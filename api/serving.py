@@ -111,6 +111,8 @@ def plug_serving(services: Services) -> None:
     fallback = services.recommender
     assert isinstance(fallback, FallbackRecommender)
     services.on_close.append(pair_features.close)
+    services.reports["movie_features"] = lambda: {"ok": pair_features.refresh_error is None,
+                                                  "error": pair_features.refresh_error}  # fmt: skip
     primary = RankerRecommender(services.stores, ranker, pair_features, fallback)
     primary.warm()
     services.recommender = WithFallback(primary, fallback)
@@ -127,4 +129,11 @@ def plug_cache(services: Services, ttl_s: float, poll_s: float = 1.0) -> CachedR
     services.recommender = cached
     services.on_user_changed.append(cached.forget)
     services.on_close.append(feed.close)
+    services.reports["recommendation_cache"] = lambda: {
+        "ok": feed.failing is None,  # else nothing kept is served until the mutation log reads again
+        "error": feed.failing,
+        "lists": len(cached),
+        "hits": cached.hits,
+        "misses": cached.misses,
+    }
     return cached

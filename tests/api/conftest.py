@@ -12,19 +12,28 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import pandas as pd
 import pytest
 import uvicorn
+from sqlalchemy import text
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
 from api.app import create_app
+from api.feast_features import VIEW_OF_TABLE
+from sources import mongo
+from sources.export import features
 from sources.ingest import IngestReport
 from sources.settings import Settings
 from sources.stores import Stores
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 Query = Callable[..., dict[str, Any]]
 
@@ -152,3 +161,30 @@ def offline_browser() -> OfflineBrowser:
                 browser.close()
 
     return open_page
+
+
+# -- undoing a rating pushed through the API (tests that rate clean up after themselves) ------
+
+
+def offline_latest(stores: Stores, table: str, key: int, entity: str = "user_id") -> dict[str, Any]:
+    with stores.pg.connect() as conn:
+        row = conn.execute(
+            text(f"SELECT * FROM {table} WHERE {entity} = :k ORDER BY event_timestamp DESC LIMIT 1"), {"k": key}
+        )
+        return dict(row.mappings().one())
+
+
+def undo_rating(stores: Stores, store: FeatureStore, review_id: str, user_id: int, movie_id: int, at: datetime) -> None:
+    """Undo the rating everywhere it went: Mongo, the mutation log, raw and feature tables, online."""
+    mongo.live(stores.mongo, "reviews").delete_one({"_id": review_id})
+    stores.mongo[mongo.MUTATION_LOG].delete_many({"input.user_id": user_id, "input.movie_id": movie_id})
+    with stores.pg.begin() as conn:
+        conn.execute(text("DELETE FROM raw_reviews WHERE review_id = :r"), {"r": review_id})
+        for entity, key in (("user_id", user_id), ("movie_id", movie_id)):
+            features.create_affected(conn, entity)
+            features.mark_affected(conn, entity, f"SELECT {key}, CAST('{at.isoformat()}' AS timestamptz)")
+        for feature in (features.USER_REVIEWS, features.MOVIE_REVIEWS):
+            features.recompute(conn, feature)
+    for table, entity, key in (("feat_user_reviews", "user_id", user_id), ("feat_movie_reviews", "movie_id", movie_id)):
+        row = offline_latest(stores, table, key, entity)
+        store.write_to_online_store(VIEW_OF_TABLE[table], pd.DataFrame([row]))

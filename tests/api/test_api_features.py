@@ -8,15 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.feast_features import VIEW_OF_TABLE, FeastUserFeatures, plug_feature_store
 from sources import mongo
-from sources.export import features
 from sources.settings import Settings
 from sources.stores import Stores
+from tests.api.conftest import offline_latest, undo_rating
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -45,17 +44,9 @@ def online(client: TestClient, user_id: int) -> dict[str, Any]:
     return features_
 
 
-def _offline_latest(stores: Stores, table: str, key: int, entity: str = "user_id") -> dict[str, Any]:
-    with stores.pg.connect() as conn:
-        row = conn.execute(
-            text(f"SELECT * FROM {table} WHERE {entity} = :k ORDER BY event_timestamp DESC LIMIT 1"), {"k": key}
-        )
-        return dict(row.mappings().one())
-
-
 def test_online_features_are_the_latest_offline_values(client: TestClient, stores: Stores) -> None:
     got = online(client, USER)
-    reviews = _offline_latest(stores, "feat_user_reviews", USER)
+    reviews = offline_latest(stores, "feat_user_reviews", USER)
     assert got["user_reviews__review_count"] == reviews["review_count"] == 272
     assert got["user_reviews__mean_rating"] == pytest.approx(reviews["mean_rating"])
     assert got["user_profile__age"] == 24 and got["user_profile__occupation"] == "technician"
@@ -65,22 +56,6 @@ def test_online_features_are_the_latest_offline_values(client: TestClient, store
 def _unrated_movie(stores: Stores, user_id: int) -> int:
     rated = {d["movie_id"] for d in mongo.live(stores.mongo, "reviews").find({"user_id": user_id}, {"movie_id": 1})}
     return min(m for m in range(1, 1683) if m not in rated)
-
-
-def _restore(stores: Stores, store: FeatureStore, review_id: str, user_id: int, movie_id: int, at: datetime) -> None:
-    """Undo the rating everywhere it went: Mongo, the mutation log, raw and feature tables, online."""
-    mongo.live(stores.mongo, "reviews").delete_one({"_id": review_id})
-    stores.mongo[mongo.MUTATION_LOG].delete_many({"input.user_id": user_id, "input.movie_id": movie_id})
-    with stores.pg.begin() as conn:
-        conn.execute(text("DELETE FROM raw_reviews WHERE review_id = :r"), {"r": review_id})
-        for entity, key in (("user_id", user_id), ("movie_id", movie_id)):
-            features.create_affected(conn, entity)
-            features.mark_affected(conn, entity, f"SELECT {key}, CAST('{at.isoformat()}' AS timestamptz)")
-        for feature in (features.USER_REVIEWS, features.MOVIE_REVIEWS):
-            features.recompute(conn, feature)
-    for table, entity, key in (("feat_user_reviews", "user_id", user_id), ("feat_movie_reviews", "movie_id", movie_id)):
-        row = _offline_latest(stores, table, key, entity)
-        store.write_to_online_store(VIEW_OF_TABLE[table], pd.DataFrame([row]))
 
 
 def test_rate_movie_pushes_features_and_changes_recommendations(
@@ -106,7 +81,7 @@ def test_rate_movie_pushes_features_and_changes_recommendations(
             (before["user_reviews__mean_rating"] * n + 5) / (n + 1)
         )
         # the offline table holds the same new row (the next export will skip the event)
-        assert _offline_latest(stores, "feat_user_reviews", USER)["review_count"] == n + 1
+        assert offline_latest(stores, "feat_user_reviews", USER)["review_count"] == n + 1
         recs = gql(
             client,
             "query($u: Int!) { recommendations(userId: $u, first: 20) { items { movie { movieId } } } }",
@@ -117,7 +92,7 @@ def test_rate_movie_pushes_features_and_changes_recommendations(
         assert ids and movie not in ids
     finally:
         at = datetime.fromisoformat(recorded["ratedAt"])
-        _restore(stores, feature_store, recorded["reviewId"], USER, movie, at)
+        undo_rating(stores, feature_store, recorded["reviewId"], USER, movie, at)
     assert online(client, USER) == before
 
 
@@ -206,7 +181,7 @@ def test_movie_features_follow_online_writes_rereading_only_what_changed(
     cached._refresh()
     assert reads == [] and cached.refresh_error is None  # nothing written: nothing re-read
 
-    original = _offline_latest(stores, "feat_movie_reviews", changed, "movie_id")
+    original = offline_latest(stores, "feat_movie_reviews", changed, "movie_id")
     view = VIEW_OF_TABLE["feat_movie_reviews"]
     try:
         feature_store.write_to_online_store(view, pd.DataFrame([{**original, "review_count": 10_000}]))
@@ -257,7 +232,7 @@ def test_movie_features_refresh_in_the_background_and_survive_a_failed_read(
         raise ConnectionError("online store away")
 
     read = cached._read_movies
-    original = _offline_latest(stores, "feat_movie_reviews", changed, "movie_id")
+    original = offline_latest(stores, "feat_movie_reviews", changed, "movie_id")
     view = VIEW_OF_TABLE["feat_movie_reviews"]
     try:
         assert wait_for(lambda: not cached._refreshing)
