@@ -128,9 +128,10 @@ async def batch_sizes(request: Request) -> JSONResponse:
 
 
 def bench_app() -> Starlette:
-    """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features)
-    plus ``/floor``, ``/constant`` (the real schema around a constant recommender) and
-    ``/bench/batches`` (how many requests each ranked batch carried)."""
+    """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features,
+    kept lists) plus ``/floor``, ``/ranked`` (the same without the kept lists), ``/constant``
+    (the real schema around a constant recommender) and ``/bench/batches`` (requests per batch
+    and cache hits)."""
     from api.app import app_from_env
 
     app = app_from_env()
@@ -146,28 +147,15 @@ def bench_app() -> Starlette:
 
 CONCURRENCY = [1, 8, 32]
 ITEM = "rank score explanation movie { movieId title }"
+RECOMMENDATIONS = (
+    f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}"
+)
 QUERIES: dict[str, tuple[str, str, Callable[[int], dict[str, Any]]]] = {
     "floor (no-op, 10 items)": ("/floor", f"{{ floor {{ {ITEM} }} }}", lambda i: {}),
-    "recommendations(first: 10)": (
-        "/graphql",
-        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
-        lambda i: {"u": 1 + i % 943},
-    ),
-    "recommendations, 50 users coming back": (
-        "/graphql",
-        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
-        lambda i: {"u": 1 + i % 50},
-    ),
-    "recommendations, every request ranked": (
-        "/ranked",
-        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
-        lambda i: {"u": 1 + i % 943},
-    ),
-    "recommendations, constant recommender": (
-        "/constant",
-        f"query($u: Int!) {{ recommendations(userId: $u, first: 10) {{ modelVersion degraded items {{ {ITEM} }} }} }}",
-        lambda i: {"u": 1 + i % 943},
-    ),
+    "recommendations(first: 10)": ("/graphql", RECOMMENDATIONS, lambda i: {"u": 1 + i % 943}),
+    "recommendations, 50 users coming back": ("/graphql", RECOMMENDATIONS, lambda i: {"u": 1 + i % 50}),
+    "recommendations, every request ranked": ("/ranked", RECOMMENDATIONS, lambda i: {"u": 1 + i % 943}),
+    "recommendations, constant recommender": ("/constant", RECOMMENDATIONS, lambda i: {"u": 1 + i % 943}),
     "movie.similar(first: 10)": (
         "/graphql",
         "query($m: Int!) { movie(id: $m) { similar(first: 10) { similarity movie { movieId title } } } }",
