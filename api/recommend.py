@@ -105,6 +105,16 @@ def single(recommender: Recommender, request: RecommendationRequest) -> Recommen
     return outcome
 
 
+class BatchRecommender:
+    """Base of recommenders that answer in batches: ``recommend`` is a batch of one."""
+
+    def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
+        return single(self, RecommendationRequest(user_id, k, exclude_seen))
+
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class _Popular:
     movie_id: int
@@ -309,16 +319,13 @@ class FallbackRecommender:
         return [_Popular(movie_id, int(n), total / n) for movie_id, (n, total) in ranked]
 
 
-class WithFallback:
+class WithFallback(BatchRecommender):
     """``primary`` when it answers; otherwise ``fallback``'s answer marked degraded (per request:
     in a batch, only the requests the primary failed fall back)."""
 
     def __init__(self, primary: Recommender, fallback: Recommender) -> None:
         self.primary = primary
         self.fallback = fallback
-
-    def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
-        return single(self, RecommendationRequest(user_id, k, exclude_seen))
 
     def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
         try:

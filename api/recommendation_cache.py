@@ -36,13 +36,13 @@ from datetime import UTC, datetime, timedelta
 
 from api.errors import store_call
 from api.recommend import (
+    BatchRecommender,
     Outcome,
     RecommendationRequest,
     RecommendationResult,
     Recommended,
     Recommender,
     recommend_many,
-    single,
 )
 from api.writes import MUTATIONS, MongoDb
 from sources.errors import first_line
@@ -56,7 +56,7 @@ _Item = tuple[int, float, int, str]  # Recommended's fields, in order
 _Entry = tuple[float, int, str, tuple[_Item, ...]]  # (kept at, first, model version, items)
 
 
-class CachedRecommender:
+class CachedRecommender(BatchRecommender):
     """``inner``'s answers kept per (user, exclude_seen) for ``ttl_s``; see the module docstring."""
 
     def __init__(
@@ -68,9 +68,6 @@ class CachedRecommender:
         self._cleared_at = float("-inf")
         self._lock = threading.Lock()
         self.hits = self.misses = 0
-
-    def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
-        return single(self, RecommendationRequest(user_id, k, exclude_seen))
 
     def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
         started = self._clock()

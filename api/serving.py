@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from api.credits import CreditIndex
 from api.feast_features import FeastUserFeatures, plug_feature_store
 from api.recommend import (
+    BatchRecommender,
     FallbackRecommender,
     Outcome,
     RecommendationRequest,
     RecommendationResult,
     Recommended,
     WithFallback,
-    single,
 )
 from api.recommendation_cache import CachedRecommender, MutationFeed
 from sources.errors import first_line
@@ -35,15 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class RankerRecommender:
+class RankerRecommender(BatchRecommender):
     """Two-tower candidates re-ranked by the engagement net (model/score.py), as a Recommender."""
 
     def __init__(self, stores: Stores, ranker: Ranker, features: PairFeatures | None, history: FallbackRecommender):
         self.ranker, self.features, self._history = ranker, features, history
         self.credits = CreditIndex(stores)
-
-    def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
-        return single(self, RecommendationRequest(user_id, k, exclude_seen))
 
     def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
         """Several users in one pass: one history read per store, then ``Ranker.rank_many``."""
@@ -69,7 +66,7 @@ class RankerRecommender:
         """Load now what the first request would wait for: the movie features, the credits index,
         torch's lazy state. A failure here is only logged; requests will try again."""
         try:
-            single(self, RecommendationRequest(next(iter(self.ranker.user_index)), 10))
+            self.recommend(next(iter(self.ranker.user_index)), 10)
         except Exception as exc:
             log.warning("serving warm-up failed (%s); the first requests will load what it would have", first_line(exc))
 

@@ -305,7 +305,6 @@ class CachedPairFeatures:
         picked = [block.row[int(m)] for _, movie_ids in pairs for m in movie_ids]
         rows = torch.tensor(picked, dtype=torch.long)
         users = self._user_rows([user_id for user_id, _ in pairs])
-        per_row = [user for user, n in zip(users, counts, strict=True) for _ in range(n)]
         batch = {name: tensor[rows] for name, tensor in block.batch.items()}  # copies: safe to write
         repeat = torch.tensor(counts)
         c = encoder.config
@@ -322,6 +321,7 @@ class CachedPairFeatures:
             per_user = torch.tensor(codes, dtype=torch.long).reshape(len(users), -1)
             batch["categorical"][:, [j for j, _ in layout.user_categorical]] = per_user.repeat_interleave(repeat, dim=0)
         if layout.pair_numeric or layout.pair_categorical:
+            per_row = [user for user, n in zip(users, counts, strict=True) for _ in range(n)]
             inputs = {
                 column: [user.get(column) for user in per_row]
                 if column in self.user_columns

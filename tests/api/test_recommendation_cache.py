@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pymongo import MongoClient
@@ -45,6 +45,18 @@ class Formula:
                      for m in range(1, r.k + 1)]  # fmt: skip
             out.append(RecommendationResult(items, "formula-v1", degraded=r.user_id in self.degraded_for))
         return out
+
+
+class Meanwhile(Formula):
+    """``Formula`` that first runs ``event`` for the user it ranks: a change during a ranking."""
+
+    def __init__(self, event: Callable[[int], None]) -> None:
+        super().__init__()
+        self.event = event
+
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+        self.event(requests[0].user_id)
+        return super().recommend_many(requests)
 
 
 class Clock:
@@ -110,23 +122,13 @@ def test_forget_drops_a_user_and_a_ranking_under_way_is_not_kept() -> None:
     cache.forget(1)
     assert len(cache) == 0
 
-    class RatedMeanwhile(Formula):  # the user rates a movie while their list is being ranked
-        def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
-            cache.forget(requests[0].user_id)
-            return super().recommend_many(requests)
-
-    racing = RatedMeanwhile()
+    racing = Meanwhile(cache.forget)  # the user rates a movie while their list is being ranked
     cache.inner = racing
     cache.recommend(1, 10)
     cache.recommend(1, 10)
     assert racing.asked == [1, 1], "a list ranked before the forget must not be kept"
 
-    class FeedLostMeanwhile(Formula):  # the mutation log became unreadable meanwhile
-        def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
-            cache.clear()
-            return super().recommend_many(requests)
-
-    lost = FeedLostMeanwhile()
+    lost = Meanwhile(lambda user_id: cache.clear())  # the mutation log became unreadable meanwhile
     cache.inner = lost
     cache.recommend(2, 10)
     cache.recommend(2, 10)
