@@ -70,7 +70,8 @@ def create_app(
         opened = stores if stores is not None else await run_in_threadpool(Stores.open, settings)
         try:
             await run_in_threadpool(_prepare_mongo, opened)
-            services = Services(settings=settings, stores=opened, recommender=FallbackRecommender(opened))
+            fallback = FallbackRecommender(opened, loaded_ratings_ttl_s=settings.loaded_ratings_cache_s)
+            services = Services(settings=settings, stores=opened, recommender=fallback)
             if configure is not None:
                 configure(services)
             app.state.services = services

@@ -77,10 +77,11 @@ class CreditIndex:
         except StoreDown:
             return {}
         out: dict[int, str] = {}
+        liked_ids = set(liked)  # set & set walks the smaller one; set & dict.keys() copies the keys each time
         for candidate in movie_ids:
             best: tuple[float, int, str, str] | None = None  # (-rating, source, person, rel): min wins
             for person, rel in credits.people.get(candidate, ()):
-                for source in credits.movies[person] & liked.keys():
+                for source in credits.movies[person] & liked_ids:
                     if source != candidate:
                         key = (-liked[source], source, person, rel)
                         best = key if best is None or key < best else best

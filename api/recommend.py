@@ -33,6 +33,7 @@ from sqlalchemy import text
 from api import writes
 from api.credits import CREDITS, ROLE_NAMES
 from api.errors import StoreDown, store_call
+from api.loaded_ratings import LoadedRatings
 from sources import mongo
 from sources.stores import Stores
 
@@ -131,8 +132,9 @@ class _Catalogue:
 class FallbackRecommender:
     """Graph and popularity candidates; no trained model involved."""
 
-    def __init__(self, stores: Stores, *, popularity_ttl_s: float = 600.0) -> None:
+    def __init__(self, stores: Stores, *, popularity_ttl_s: float = 600.0, loaded_ratings_ttl_s: float = 60.0) -> None:
         self.stores = stores
+        self.loaded = LoadedRatings(stores.graph, ttl_s=loaded_ratings_ttl_s)
         self.popularity_ttl_s = popularity_ttl_s
         self._popular: list[_Popular] = []
         self._popular_at = float("-inf")
@@ -183,8 +185,9 @@ class FallbackRecommender:
     def user_ratings_many(self, user_ids: Sequence[int]) -> tuple[dict[int, dict[int, float]], bool]:
         """(user → movie id → the user's latest rating, degraded?), one read per store for all.
 
-        The graph mirrors every loaded rating (RATED edges) and answers in milliseconds; the
-        API's own later ratings come from its mutation log in Mongo (small, indexed). Only when
+        The graph mirrors every loaded rating (RATED edges; kept in memory for a while by
+        api/loaded_ratings.py); the API's own later ratings come from its mutation log in Mongo
+        (small, indexed), read on every call so a rating made a moment ago counts. Only when
         the graph is away is ``reviews``, the system of record, read for these users (a scan on
         the embedded Mongo server: slow, hence not the normal path).
         """
@@ -198,16 +201,13 @@ class FallbackRecommender:
         degraded = False
         try:
             with store_call("graph"):
-                # One row per user with three lists: a third less parsing than a row per rating.
-                rows = self.stores.graph.read(
-                    "MATCH (u:User)-[r:RATED]->(m:Movie) WHERE u.id IN $users "
-                    "RETURN u.id AS user, collect(m.id) AS movies, collect(r.score) AS scores, collect(r.ts) AS ts",
-                    {"users": list(latest)},
-                )
-            for row in rows:
-                user_id = int(row["user"])
-                for movie_id, score, ts in zip(row["movies"], row["scores"], row["ts"], strict=True):
-                    keep(user_id, int(movie_id), float(ts), float(score))
+                loaded = self.loaded.read(list(latest))
+            for user_id, (movie_ids, scores, times) in loaded.items():
+                mine = latest[user_id] = {m: (t, s) for m, s, t in zip(movie_ids, scores, times, strict=True)}
+                if len(mine) < len(movie_ids):  # a movie rated twice: its latest rating counts
+                    mine.clear()
+                    for m, s, t in zip(movie_ids, scores, times, strict=True):
+                        keep(user_id, m, t, s)
             try:
                 with store_call("mongo"):
                     written = writes.api_ratings(self.stores.mongo, list(latest))

@@ -222,9 +222,9 @@ class CachedPairFeatures:
         columns = [name for name in found if name != "user_id"]
         return [{name: found[name][i] for name in columns} for i in range(len(user_ids))]
 
-    def _on_demand(self, columns: dict[str, list[Any]]) -> pd.DataFrame:
+    def _on_demand(self, columns: dict[str, Any]) -> pd.DataFrame:
         """The registered on-demand transformations over ``columns`` (the views' inputs, one list
-        per ``view__feature``): one column per ``view__feature`` they output."""
+        or array per ``view__feature``): one column per ``view__feature`` they output."""
         inputs = pd.DataFrame(columns)
         out = {}
         for view in self.on_demand:
@@ -305,7 +305,7 @@ class CachedPairFeatures:
         picked = [block.row[int(m)] for _, movie_ids in pairs for m in movie_ids]
         rows = torch.tensor(picked, dtype=torch.long)
         users = self._user_rows([user_id for user_id, _ in pairs])
-        batch = {name: tensor[rows] for name, tensor in block.batch.items()}  # copies: safe to write
+        batch = {name: tensor.index_select(0, rows) for name, tensor in block.batch.items()}  # copies: safe to write
         repeat = torch.tensor(counts)
         c = encoder.config
         # One indexed write per group, not one per column: each torch write costs microseconds.
@@ -321,11 +321,12 @@ class CachedPairFeatures:
             per_user = torch.tensor(codes, dtype=torch.long).reshape(len(users), -1)
             batch["categorical"][:, [j for j, _ in layout.user_categorical]] = per_user.repeat_interleave(repeat, dim=0)
         if layout.pair_numeric or layout.pair_categorical:
-            per_row = [user for user, n in zip(users, counts, strict=True) for _ in range(n)]
+            # Arrays, not lists: pandas infers a type for every element of a list (~0.2 ms per
+            # column of 3,200 rows), an array's type is already known.
             inputs = {
-                column: [user.get(column) for user in per_row]
+                column: np.repeat(np.array([user.get(column) for user in users]), counts)
                 if column in self.user_columns
-                else block.inputs[column][picked].tolist()
+                else block.inputs[column][rows.numpy()]
                 for column in self.pair_inputs
             }
             pair = self._on_demand(inputs)

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="how long a user's ranked list is reused (forgotten at once when the user rates or "
         "plays through the API); 0 ranks every request",
     )
+    loaded_ratings_cache_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="how long a user's loaded ratings (the graph's RATED edges) are reused for ranking; "
+        "ratings made through the API count at once, a new load within this time",
+    )
 
     @field_validator("graph_uri")
     @classmethod

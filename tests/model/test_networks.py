@@ -75,6 +75,23 @@ def test_forward_is_a_probability_per_pair() -> None:
     assert torch.allclose(p, torch.sigmoid(net.logits(batch)))
 
 
+def test_serving_runs_the_lstm_once_per_run_of_equal_sequences() -> None:
+    config = EngagementNetConfig()
+    net = MultimodalEngagementNet(config).eval()
+    users = torch.rand(3, config.sequence_length) * 7200
+    # as serving lays rows out: each user's sequence on its candidates' rows, one after the other
+    rows = torch.cat([users[0].expand(4, -1), users[1].expand(1, -1), users[2].expand(5, -1), users[0].expand(2, -1)])
+    seen: list[int] = []
+    net.sequence_branch.lstm.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    deduped = net.sequence_branch(rows)
+    assert seen == [4]  # four runs of equal rows, not 12 rows
+    assert torch.allclose(deduped, net.sequence_branch._last_hidden(rows), atol=1e-6)
+    net.train()
+    seen.clear()
+    net.sequence_branch(rows)
+    assert seen == [12]  # training keeps every row (and its gradient path) as it is
+
+
 def test_schema_sizes_the_network() -> None:
     config = EngagementNetConfig.from_feature_names(
         ["age", "city", "genre_affinity", "recent_watch_seconds", "title_embedding", "degree"],
