@@ -240,6 +240,23 @@ def _start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the benchmark server did not become ready within 120 s")
 
 
+def _wait_for_warm_up(base: str, timeout_s: float = 300.0) -> None:
+    """Until the served app's background ranking (api/list_refresher.py) has nothing queued, so
+    the cells measure serving, not the start-up warm-up competing with it."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        report = httpx.get(f"{base}/readyz", timeout=5).json().get("serving", {}).get("recommendation_cache", {})
+        background = report.get("background")
+        if background is None:
+            return  # no cache of ranked lists: nothing warms up
+        if background["queued"] == 0:
+            took = time.monotonic() - started
+            print(f"background ranking idle after {took:.1f} s more; {background['ranked']} lists ranked so far")
+            return
+        time.sleep(0.5)
+    print(f"background ranking still busy after {timeout_s:.0f} s; measuring anyway")
+
+
 def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] | None = None) -> None:
     port = _free_port()
     server = _start_server(port, workers)
@@ -250,6 +267,7 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
             path, query, variables = QUERIES[name]
             asyncio.run(_load(base, path, query, variables, concurrency=2, seconds=1.0))
         print(f"uvicorn workers={workers}, {seconds:g}s per cell, client in this process")
+        _wait_for_warm_up(base)
         probe = "{ recommendations(userId: 1, first: 1) { modelVersion } }"
         served = httpx.post(f"{base}/graphql", json={"query": probe}).json()["data"]["recommendations"]
         print(f"recommendations served by {served['modelVersion']}")

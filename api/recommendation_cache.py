@@ -68,23 +68,34 @@ class CachedRecommender(BatchRecommender):
         self._cleared_at = float("-inf")
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        #: called with the kept lists a request found older than ``ttl_s / 2``, to be ranked
+        #: again before they expire (api/list_refresher.py); None: they just expire
+        self.on_old: Callable[[list[RecommendationRequest]], None] | None = None
 
     def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
         started = self._clock()
+        old: list[RecommendationRequest] = []
         with self._lock:
-            kept = [self._kept(r, started) for r in requests]
+            kept = [self._kept(r, started, old) for r in requests]
             missed = [r for r, found in zip(requests, kept, strict=True) if found is None]
             self.hits += len(requests) - len(missed)
             self.misses += len(missed)
+        if old and self.on_old is not None:
+            self.on_old(old)
         if not missed:
             return [found for found in kept if found is not None]
-        ranked = recommend_many(self.inner, missed)
+        fresh = iter(self.rank(missed, started))
+        return [found if found is not None else next(fresh) for found in kept]
+
+    def rank(self, requests: Sequence[RecommendationRequest], started: float | None = None) -> list[Outcome]:
+        """``inner``'s answers, kept (the good ones) as a request's would be."""
+        started = self._clock() if started is None else started
+        ranked = recommend_many(self.inner, requests)
         with self._lock:
-            for r, outcome in zip(missed, ranked, strict=True):
+            for r, outcome in zip(requests, ranked, strict=True):
                 if isinstance(outcome, RecommendationResult) and not outcome.degraded:
                     self._keep(r, outcome, started)
-        fresh = iter(ranked)
-        return [found if found is not None else next(fresh) for found in kept]
+        return ranked
 
     def forget(self, user_id: int) -> None:
         """Drop ``user_id``'s lists; a ranking of them already under way is not kept either."""
@@ -107,7 +118,10 @@ class CachedRecommender(BatchRecommender):
     def __len__(self) -> int:
         return len(self._lists)
 
-    def _kept(self, r: RecommendationRequest, now: float) -> RecommendationResult | None:
+    def _kept(
+        self, r: RecommendationRequest, now: float, old: list[RecommendationRequest]
+    ) -> RecommendationResult | None:
+        """The kept answer to ``r``, if any; a list past half its TTL is added to ``old``."""
         key = (r.user_id, r.exclude_seen)
         entry = self._lists.get(key)
         if entry is None:
@@ -118,6 +132,8 @@ class CachedRecommender(BatchRecommender):
             return None
         if first < r.k:
             return None
+        if now - kept_at >= self.ttl_s / 2:
+            old.append(RecommendationRequest(r.user_id, first, r.exclude_seen))
         self._lists.move_to_end(key)
         return RecommendationResult([Recommended(*item) for item in items[: r.k]], version)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.credits import CreditIndex
 from api.feast_features import FeastUserFeatures, plug_feature_store
+from api.list_refresher import ListRefresher
 from api.recommend import (
     BatchRecommender,
     FallbackRecommender,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from model.score import PairFeatures, Ranker, RankRequest, Scored
 
 log = logging.getLogger(__name__)
+WARM_FIRST = 10  # the length of a list ranked at start: the schema's default ``first``
 
 
 class RankerRecommender(BatchRecommender):
@@ -113,18 +115,27 @@ def plug_serving(services: Services) -> None:
     primary = RankerRecommender(services.stores, ranker, pair_features, fallback)
     primary.warm()
     services.recommender = WithFallback(primary, fallback)
-    plug_cache(services, services.settings.recommendation_cache_s)
+    warm = list(ranker.user_index)[: services.settings.recommendation_warm_users]
+    plug_cache(services, services.settings.recommendation_cache_s, warm=warm)
 
 
-def plug_cache(services: Services, ttl_s: float, poll_s: float = 1.0) -> CachedRecommender | None:
+def plug_cache(
+    services: Services, ttl_s: float, poll_s: float = 1.0, warm: Sequence[int] = ()
+) -> CachedRecommender | None:
     """Keep the plugged-in recommender's answers for ``ttl_s`` (api/recommendation_cache.py),
-    forgotten on this process's mutations and, through the mutation log, on other processes'."""
+    forgotten on this process's mutations and, through the mutation log, on other processes';
+    lists getting old, and those of the ``warm`` users, are ranked in the background
+    (api/list_refresher.py)."""
     if ttl_s <= 0:
         return None
     cached = CachedRecommender(services.recommender, ttl_s=ttl_s)
     feed = MutationFeed(services.stores.mongo, cached.forget, cached.clear, poll_s=poll_s).start()
+    refresher = ListRefresher(cached).start()
+    cached.on_old = refresher.ahead
+    refresher.warm([RecommendationRequest(user_id, WARM_FIRST) for user_id in warm])
     services.recommender = cached
     services.on_user_changed.append(cached.forget)
+    services.on_close[:0] = [refresher.close]  # before what its rankings read is closed
     services.on_close.append(feed.close)
     services.reports["recommendation_cache"] = lambda: {
         "ok": feed.failing is None,  # else nothing kept is served until the mutation log reads again
@@ -132,5 +143,6 @@ def plug_cache(services: Services, ttl_s: float, poll_s: float = 1.0) -> CachedR
         "lists": len(cached),
         "hits": cached.hits,
         "misses": cached.misses,
+        "background": {"queued": refresher.pending, "ranked": refresher.ranked, "error": refresher.failing},
     }
     return cached

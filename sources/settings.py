@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="how long a user's ranked list is reused (forgotten at once when the user rates or "
         "plays through the API); 0 ranks every request",
     )
+    recommendation_warm_users: int = Field(
+        default=20_000,
+        ge=0,
+        description="users whose lists are ranked in the background at start (the first this many the "
+        "retriever knows), so their first request finds one kept; 0 = none",
+    )
     loaded_ratings_cache_s: float = Field(
         default=60.0,
         ge=0,

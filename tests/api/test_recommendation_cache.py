@@ -209,7 +209,8 @@ def test_a_rating_through_one_worker_reaches_every_workers_kept_lists(
         before = _ids(b, user)
         assert _ids(b, user) == before and caches["b"].hits == 1  # B answers from its cache
         status = b.get("/readyz").json()["serving"]["recommendation_cache"]
-        assert status == {"ok": True, "error": None, "lists": 1, "hits": 1, "misses": 1}
+        background = {"queued": 0, "ranked": 0, "error": None}  # no warm-up asked, nothing old yet
+        assert status == {"ok": True, "error": None, "lists": 1, "hits": 1, "misses": 1, "background": background}
         assert _ids(a, user) == before
         rated = before[0]
         client_id = f"cache-test-{uuid.uuid4()}"

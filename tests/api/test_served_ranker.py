@@ -7,6 +7,7 @@ Feast) into a temporary models folder: the point is the serving path, not the mo
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -98,3 +99,16 @@ def test_a_rating_reaches_the_served_ranking_at_once(
     finally:
         at = datetime.fromisoformat(recorded["ratedAt"])
         undo_rating(stores, feature_store, recorded["reviewId"], user, rated, at)
+
+
+def test_every_users_list_is_ranked_in_the_background_at_start(served: TestClient) -> None:
+    """The warm-up (api/list_refresher.py): a user's first request finds their list kept."""
+    deadline = time.monotonic() + 120
+    while (report := served.get("/readyz").json()["serving"]["recommendation_cache"])["background"]["queued"]:
+        assert time.monotonic() < deadline, f"the warm-up did not finish: {report}"
+        time.sleep(0.2)
+    assert report["background"]["error"] is None and report["background"]["ranked"] >= 900  # ML-100K: 943 users
+    never_asked = _recommend(served, 20)
+    assert "+engagement@" in never_asked["modelVersion"] and len(never_asked["items"]) == 10
+    after = served.get("/readyz").json()["serving"]["recommendation_cache"]
+    assert (after["hits"], after["misses"]) == (report["hits"] + 1, report["misses"])
