@@ -88,7 +88,7 @@ class RecommendationBatcher:
 
     def _answer(self, requests: list[RecommendationRequest]) -> list[Answer | Exception]:
         """In a worker thread: the users checked, the known ones ranked, the movies read."""
-        pg = self.stores.pg
+        pg = self.stores.pg_reads
         with store_call("postgres"):
             users = reads.users_by_id(pg=pg, ids=sorted({r.user_id for r in requests}))
         known = [r for r in requests if r.user_id in users]

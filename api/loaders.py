@@ -47,7 +47,7 @@ class Loaders:
         self._stores = stores
         self._mongo_names: dict[str, str] | None = None
         self._lock = threading.Lock()
-        pg, graph = stores.pg, stores.graph
+        pg, graph = stores.pg_reads, stores.graph
         self.user = DataLoader(_batched("postgres", lambda ids: reads.users_by_id(pg=pg, ids=ids)))
         self.movie = DataLoader(_batched("postgres", lambda ids: reads.movies_by_id(pg=pg, ids=ids)))
         self.genres = DataLoader(_batched("postgres", lambda ids: reads.genres_by_movie(pg=pg, ids=ids), list))
@@ -79,6 +79,6 @@ class Loaders:
         out: dict[tuple[int, int], list[tuple[int, float]]] = {}
         for k in sorted({k for _, k in keys}):
             ids = [movie_id for movie_id, kk in keys if kk == k]
-            found = reads.similar_movies(pg=self._stores.pg, ids=ids, k=k)
+            found = reads.similar_movies(pg=self._stores.pg_reads, ids=ids, k=k)
             out.update({(movie_id, k): found.get(movie_id, []) for movie_id in ids})
         return out

@@ -116,7 +116,7 @@ class Query:
     async def users(self, info: Info, first: int = 20, after: str | None = None) -> UserConnection:
         check_first(first)
         after_id = decode_cursor(after)
-        pg = info.context.stores.pg
+        pg = info.context.stores.pg_reads
 
         def read() -> tuple[list[reads.UserRow], bool, int]:
             with store_call("postgres"):
@@ -152,7 +152,7 @@ class Query:
         year_from, year_to = _check_year(year_from, "yearFrom"), _check_year(year_to, "yearTo")
         if year_from is not None and year_to is not None and year_from > year_to:
             raise BadUserInput(f"`yearFrom` ({year_from}) is after `yearTo` ({year_to})", argument="yearFrom")
-        pg = info.context.stores.pg
+        pg = info.context.stores.pg_reads
 
         def read() -> tuple[list[reads.MovieRow], bool, int]:
             with store_call("postgres"):
@@ -178,7 +178,7 @@ class Query:
 
     @strawberry.field(description="All genre names.")
     async def genres(self, info: Info) -> list[str]:
-        pg = info.context.stores.pg
+        pg = info.context.stores.pg_reads
 
         def read() -> list[str]:
             with store_call("postgres"):
@@ -195,7 +195,7 @@ class Query:
         query = _check_text(text, "text", required=True)
         assert query is not None
         vector = await info.context.services.encoder.encode(query)
-        pg = info.context.stores.pg
+        pg = info.context.stores.pg_reads
 
         def read() -> list[tuple[int, float]]:
             with store_call("postgres"):

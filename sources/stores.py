@@ -76,6 +76,10 @@ class Stores:
         self.endpoints = endpoints
         timeout_ms = int(settings.connect_timeout_s * 1000)
         self.pg: Engine = pg_engine(endpoints, connect_args={"connect_timeout": int(settings.connect_timeout_s)})
+        #: the same pool for reads that need no transaction around them (the API's): each
+        #: statement commits alone, which saves the BEGIN and ROLLBACK round trips a
+        #: transactional checkout adds (~0.2 ms of a ~0.6 ms read, measured)
+        self.pg_reads: Engine = self.pg.execution_options(isolation_level="AUTOCOMMIT")
         self.mongo_client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
             endpoints.mongo_uri,
             serverSelectionTimeoutMS=timeout_ms,
