@@ -8,10 +8,11 @@ every request is ranked; and ``/constant``, the same with a constant recommender
 layer costs around the model). Each query is reported next to the floor at the same
 concurrency; recommendation rows also say how many requests each batch carried
 (api/batcher.py) and how many were answered from the cache (api/recommendation_cache.py), with
-one worker only (each worker counts its own). The first recommendations row asks for
-users 1, 2, … 943 in turn, starting again at 1 in each cell, so whether a user is still cached
-depends on the cells before (a list is kept 60 s by default); the second asks for users 1-50
-again and again, as returning visitors would. The load client
+one worker only (each worker counts its own). The cells start once the served app's
+background ranking has nothing queued (its start-up warm-up, api/list_refresher.py). The
+first recommendations row asks for users 1, 2, … 943 in turn, starting again at 1 in each
+cell: it measures the served path (lists warmed at start and refreshed ahead, ranked on a
+miss); the second asks for users 1-50 again and again, as returning visitors would. The load client
 runs in this process (same cores, as the figures in STACK.md were taken). Before that, the
 data floor times the recommendation path in process, without GraphQL or HTTP, for one user
 and for 8 users ranked together.
@@ -175,6 +176,7 @@ class Figures:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    first_error: str | None = None  # what the first failed request got, to say why
 
     @property
     def rps(self) -> float:
@@ -190,29 +192,34 @@ async def _load(base: str, path: str, query: str, variables: Callable[[int], dic
     counter = itertools.count()
     latencies: list[float] = []
     errors = 0
+    first_error: str | None = None
+
+    def failed(why: str) -> None:
+        nonlocal errors, first_error
+        errors += 1
+        first_error = first_error or why[:200]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
-            nonlocal errors
             while time.perf_counter() < deadline:
                 i = next(counter)
                 started = time.perf_counter()
                 try:
                     response = await client.post(path, json={"query": query, "variables": variables(i)})
-                except httpx.TransportError:  # a dropped connection is an error of this cell, not the end
-                    errors += 1
+                except httpx.TransportError as exc:  # a dropped connection is an error of this cell, not the end
+                    failed(f"{type(exc).__name__}: {exc}")
                     continue
                 latencies.append((time.perf_counter() - started) * 1000)
                 # A degraded answer (fallback recommender) is not the path being measured.
                 if response.status_code != 200 or "errors" in response.json() or '"degraded":true' in response.text:
-                    errors += 1
+                    failed(f"HTTP {response.status_code}: {response.text}")
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return Figures(len(latencies), errors, elapsed, latencies)
+    return Figures(len(latencies), errors, elapsed, latencies, first_error)
 
 
 def _free_port() -> int:
@@ -294,6 +301,8 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
                     f"{name:38} {concurrency:>4} {figures.rps:>8.1f} {figures.pct(0.5):>8.1f} "
                     f"{figures.pct(0.99):>8.1f} {figures.errors:>6}  {ratio}"
                 )
+                if figures.first_error:
+                    print(f"{'':44} first error: {figures.first_error}")
     finally:
         server.terminate()
         server.wait(timeout=30)
