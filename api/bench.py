@@ -198,6 +198,7 @@ async def _load(base: str, path: str, query: str, variables: Callable[[int], dic
         nonlocal errors, first_error
         errors += 1
         first_error = first_error or why[:200]
+
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
         deadline = time.perf_counter() + seconds

@@ -9,7 +9,9 @@ time, in batches of up to 32 on a thread of its own:
 - *refresh-ahead*: a request answered from a list older than half its TTL asks for that list
   to be ranked again, so the lists of users who keep coming back never expire under them;
 - *warm-up*: at start the served app queues the users the ranker knows (up to
-  ``MARQUEE_RECOMMENDATION_WARM_USERS``), refresh-ahead first.
+  ``MARQUEE_RECOMMENDATION_WARM_USERS``), refresh-ahead first. A batch with nothing worth
+  keeping (degraded: a store is away) ends the warm-up, which would otherwise only compete
+  with requests for the fallback's slow reads.
 
 A list ranked here is kept exactly as a request's would be: not when its user changed, or
 the cache was cleared, while it was ranked. What a request waits for is unchanged: a user
@@ -24,7 +26,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from api.batcher import MAX_BATCH
-from api.recommend import RecommendationRequest
+from api.recommend import RecommendationRequest, RecommendationResult
 from api.recommendation_cache import CachedRecommender
 from sources.errors import first_line
 
@@ -83,9 +85,21 @@ class ListRefresher:
             while self._warm and len(batch) < self.batch:
                 batch.append(self._warm.popleft())
         if batch:
-            self.cache.rank(batch)
+            outcomes = self.cache.rank(batch)
             self.ranked += len(batch)
+            if not any(isinstance(o, RecommendationResult) and not o.degraded for o in outcomes):
+                self._stop_warm_up()
         return len(batch)
+
+    def _stop_warm_up(self) -> None:
+        """A batch with no list worth keeping means a store or the model is away: the fallback
+        answers, slowly and never kept, so the rest of the warm-up would only compete with
+        requests. Those users are ranked on their own requests instead."""
+        with self._wake:
+            dropped = len(self._warm)
+            self._warm.clear()
+        if dropped:
+            log.warning("warm-up stopped: a batch came back degraded or failed; %d lists left to requests", dropped)
 
     def _run(self) -> None:
         while True:

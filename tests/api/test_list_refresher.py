@@ -59,6 +59,20 @@ def test_warm_up_ranks_lists_before_they_are_asked_for_refresh_ahead_first() -> 
     assert (cache.hits, cache.misses) == (41, 0)
 
 
+def test_a_degraded_batch_ends_the_warm_up() -> None:
+    """With a store away every answer is the fallback's: slow, never kept, so not worth ranking."""
+    inner = Formula()
+    inner.degraded_for = set(range(1, 41))
+    cache = CachedRecommender(inner, ttl_s=60)
+    refresher = ListRefresher(cache, batch=32)
+    refresher.warm([RecommendationRequest(u, 10) for u in range(1, 41)])
+    assert refresher.run_once() == 32 and refresher.pending == 0 and len(inner.asked) == 32
+    inner.degraded_for = {1}  # a batch with one good list goes on
+    refresher.warm([RecommendationRequest(u, 10) for u in range(1, 41)])
+    refresher.run_once()
+    assert refresher.pending == 8
+
+
 def test_a_change_during_a_background_ranking_is_not_kept() -> None:
     racing = Meanwhile(lambda user_id: cache.forget(user_id))  # the user rates while being ranked
     cache = CachedRecommender(racing, ttl_s=60)
