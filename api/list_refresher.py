@@ -13,7 +13,8 @@ time, in batches of up to 32 on a thread of its own:
   keeping (degraded: a store is away) ends the warm-up, which would otherwise only compete
   with requests for the fallback's slow reads.
 
-A list ranked here is kept exactly as a request's would be: not when its user changed, or
+A warmed list nobody asks for expires after one TTL, like any other. A list ranked here is
+kept exactly as a request's would be: not when its user changed, or
 the cache was cleared, while it was ranked. What a request waits for is unchanged: a user
 whose list is missing or was forgotten (they rated a movie) is ranked on their request.
 """
