@@ -88,6 +88,16 @@ def numeric_value(value: Any, slot: int | None = None) -> float:
     return number
 
 
+def _column(values: list[Any]) -> np.ndarray:
+    """One value per user as a 1-d array: typed when the values are plain numbers or strings,
+    objects when they are lists (``np.array`` would make those a 2-d array)."""
+    if not any(isinstance(v, list | tuple | np.ndarray) for v in values):
+        return np.array(values)
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
 @dataclass(frozen=True)
 class _Layout:
     """Which encoded positions come from the user's row and which from the on-demand view."""
@@ -324,7 +334,7 @@ class CachedPairFeatures:
             # Arrays, not lists: pandas infers a type for every element of a list (~0.2 ms per
             # column of 3,200 rows), an array's type is already known.
             inputs = {
-                column: np.repeat(np.array([user.get(column) for user in users]), counts)
+                column: np.repeat(_column([user.get(column) for user in users]), counts)
                 if column in self.user_columns
                 else block.inputs[column][rows.numpy()]
                 for column in self.pair_inputs

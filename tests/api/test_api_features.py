@@ -255,3 +255,16 @@ def test_movie_features_refresh_in_the_background_and_survive_a_failed_read(
     finally:
         cached.close()
     assert not cached._refresher or not cached._refresher.is_alive()
+
+
+def test_user_values_spread_over_rows_keep_one_value_per_row() -> None:
+    """The hot path hands the on-demand view one array per input column; a list-valued user
+    feature must stay one list per row, not become a second dimension."""
+    import numpy as np
+
+    from model.serving_features import _column
+
+    assert _column([1.0, None]).tolist() == [1.0, None]
+    assert _column([3.5, 4.0]).dtype == np.float64
+    spread = np.repeat(_column([[1, 2], [3, 4]]), [2, 1])
+    assert spread.shape == (3,) and spread.tolist() == [[1, 2], [1, 2], [3, 4]]
