@@ -1,7 +1,8 @@
 """Ranked lists made in the background, so requests find them kept.
 
-A kept list (api/recommendation_cache.py) answers in ~4 ms where ranking costs ~10 ms, and a
-process bound by its GIL serves a third as many ranked requests as kept ones. Two kinds of
+A kept list (api/recommendation_cache.py) answers a request in ~4 ms where ranking one costs
+~14 ms, and the served process, bound by its GIL, serves a quarter (concurrency 1) to a half
+(concurrency 8) as many ranked requests as kept ones (``marquee bench serve``). Two kinds of
 request still had to wait for a ranking: the first of each user after a start (every user,
 after a deploy), and the first after a list expired. ``ListRefresher`` ranks those ahead of
 time, in batches of up to 32 on a thread of its own:
