@@ -1,6 +1,6 @@
 """Serving benchmark: latency and throughput of API queries over real HTTP, beside a floor.
 
-``marquee bench serve`` (``python -m api.bench``) starts Uvicorn in a child process with the
+``marquee bench serve`` starts Uvicorn in a child process with the
 served app (``marquee serve``'s) plus three routes: ``/floor``, a GraphQL schema whose only
 query returns 10 constant items shaped like recommendations (what Strawberry + Uvicorn alone
 cost here); ``/ranked``, Marquee's own schema with the cache of ranked lists taken out, so
@@ -20,7 +20,6 @@ and for 8 users ranked together.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import itertools
@@ -365,21 +364,3 @@ def data_floor(calls: int = 200) -> None:
     for name, values in parts.items():
         ms = np.array(values) * 1000
         print(f"{name:44} p50 {np.percentile(ms, 50):7.2f} ms   p99 {np.percentile(ms, 99):7.2f} ms   ({calls} calls)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api.bench", description=__doc__)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=CONCURRENCY)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--only", nargs="*", help="substrings of query names to run (the floor always runs)")
-    parser.add_argument("--data-floor-calls", type=int, default=200, help="calls for floor (b); 0 skips it")
-    args = parser.parse_args(argv)
-    if args.data_floor_calls:
-        data_floor(args.data_floor_calls)
-    run(args.concurrency, args.seconds, args.workers, args.only)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from api.kept_entries import KeptEntries
 from sources.graph import GraphStore
 
 #: (movie ids, scores, epoch seconds), one position per rating
@@ -31,8 +31,8 @@ class LoadedRatings:
 
     def __init__(self, graph: GraphStore, *, ttl_s: float = 60.0, capacity: int = 20_000,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self.graph, self.ttl_s, self.capacity, self._clock = graph, ttl_s, capacity, clock
-        self._kept: OrderedDict[int, tuple[float, History]] = OrderedDict()  # user -> (read at, history)
+        self.graph, self.ttl_s, self._clock = graph, ttl_s, clock
+        self._kept: KeptEntries[int, History] = KeptEntries(ttl_s, capacity)  # user -> (read at, history)
         self._lock = threading.Lock()
 
     def read(self, user_ids: Sequence[int]) -> dict[int, History]:
@@ -42,10 +42,8 @@ class LoadedRatings:
         found: dict[int, History] = {}
         with self._lock:
             for user_id in user_ids:
-                kept = self._kept.get(user_id)
-                if kept is not None and now - kept[0] < self.ttl_s:
+                if (kept := self._kept.get(user_id, now)) is not None:
                     found[user_id] = kept[1]
-                    self._kept.move_to_end(user_id)
         missing = [u for u in dict.fromkeys(user_ids) if u not in found]
         if not missing:
             return found
@@ -65,10 +63,7 @@ class LoadedRatings:
         if self.ttl_s > 0:
             with self._lock:
                 for user_id, history in fresh.items():
-                    self._kept[user_id] = (now, history)
-                    self._kept.move_to_end(user_id)
-                while len(self._kept) > self.capacity:
-                    self._kept.popitem(last=False)
+                    self._kept.put(user_id, history, now)
         return found | fresh
 
     def clear(self) -> None:

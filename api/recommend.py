@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,14 +107,14 @@ def single(recommender: Recommender, request: RecommendationRequest) -> Recommen
     return outcome
 
 
-class BatchRecommender:
+class BatchRecommender(ABC):
     """Base of recommenders that answer in batches: ``recommend`` is a batch of one."""
 
     def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
         return single(self, RecommendationRequest(user_id, k, exclude_seen))
 
-    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
-        raise NotImplementedError
+    @abstractmethod
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]: ...
 
 
 @dataclass(frozen=True)

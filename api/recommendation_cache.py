@@ -33,11 +33,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from api.errors import store_call
+from api.kept_entries import KeptEntries
 from api.recommend import (
     BatchRecommender,
     Outcome,
@@ -56,7 +56,7 @@ CAPACITY = 20_000  # lists kept; ~3 KB each at first: 10
 FORGET_HORIZON_S = 300.0  # no ranking takes longer: older forget times can go
 
 _Item = tuple[int, float, int, str]  # Recommended's fields, in order
-_Entry = tuple[float, int, str, tuple[_Item, ...]]  # (kept at, first, model version, items)
+_List = tuple[int, str, tuple[_Item, ...]]  # (first, model version, items)
 
 
 class CachedRecommender(BatchRecommender):
@@ -66,7 +66,7 @@ class CachedRecommender(BatchRecommender):
         self, inner: Recommender, *, ttl_s: float, capacity: int = CAPACITY, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.inner, self.ttl_s, self.capacity, self._clock = inner, ttl_s, capacity, clock
-        self._lists: OrderedDict[tuple[int, bool], _Entry] = OrderedDict()
+        self._lists: KeptEntries[tuple[int, bool], _List] = KeptEntries(ttl_s, capacity)
         self._forgotten: dict[int, float] = {}  # user -> when last forgotten
         self._cleared_at = float("-inf")
         self._lock = threading.Lock()
@@ -104,8 +104,8 @@ class CachedRecommender(BatchRecommender):
         """Drop ``user_id``'s lists; a ranking of them already under way is not kept either."""
         now = self._clock()
         with self._lock:
-            self._lists.pop((user_id, True), None)
-            self._lists.pop((user_id, False), None)
+            self._lists.pop((user_id, True))
+            self._lists.pop((user_id, False))
             self._forgotten[user_id] = now
             if len(self._forgotten) > self.capacity:
                 horizon = now - FORGET_HORIZON_S
@@ -125,29 +125,21 @@ class CachedRecommender(BatchRecommender):
         self, r: RecommendationRequest, now: float, old: list[RecommendationRequest]
     ) -> RecommendationResult | None:
         """The kept answer to ``r``, if any; a list past half its TTL is added to ``old``."""
-        key = (r.user_id, r.exclude_seen)
-        entry = self._lists.get(key)
+        entry = self._lists.get((r.user_id, r.exclude_seen), now)
         if entry is None:
             return None
-        kept_at, first, version, items = entry
-        if now - kept_at >= self.ttl_s:
-            del self._lists[key]
-            return None
+        kept_at, (first, version, items) = entry
         if first < r.k:
             return None
         if now - kept_at >= self.ttl_s / 2:
             old.append(RecommendationRequest(r.user_id, first, r.exclude_seen))
-        self._lists.move_to_end(key)
         return RecommendationResult([Recommended(*item) for item in items[: r.k]], version)
 
     def _keep(self, r: RecommendationRequest, result: RecommendationResult, started: float) -> None:
         if max(self._forgotten.get(r.user_id, float("-inf")), self._cleared_at) >= started:
             return  # the user (or anyone, unknown) changed while this was being ranked
         items = tuple((i.movie_id, i.score, i.rank, i.explanation) for i in result.items)
-        self._lists[(r.user_id, r.exclude_seen)] = (started, r.k, result.model_version, items)
-        self._lists.move_to_end((r.user_id, r.exclude_seen))
-        while len(self._lists) > self.capacity:
-            self._lists.popitem(last=False)
+        self._lists.put((r.user_id, r.exclude_seen), (r.k, result.model_version, items), started)
 
 
 class MutationFeed:
