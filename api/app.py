@@ -7,6 +7,7 @@ stores are open, e.g. a model-backed recommender::
 
     def plug_model(services: Services) -> None:
         services.recommender = WithFallback(RankerRecommender(...), services.recommender)
+        services.closing.callback(...)  # whatever it started, stopped at shutdown
 
     app = create_app(settings, configure=plug_model)
 
@@ -22,7 +23,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from api import writes
 from api.context import Context, Services, build_context
-from api.errors import StoreDown, store_call
 from api.graphiql import DEFAULT_ASSETS_DIR, OfflineGraphQL, graphiql_assets_mount
-from api.recommend import FallbackRecommender
+from api.queries import writes
+from api.recommendations.fallback import FallbackRecommender
+from api.recommendations.history import RatingHistory
 from api.schema import build_schema
 from sources.errors import first_line
 from sources.settings import Settings
-from sources.stores import Stores
+from sources.stores.clients import Stores
+from sources.stores.failures import StoreDown, store_call
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +69,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        opened = stores if stores is not None else await run_in_threadpool(Stores.open, settings)
-        try:
+        with ExitStack() as closing:  # closes in reverse: plug-ins' work, then the stores
+            opened = stores if stores is not None else await run_in_threadpool(Stores.open, settings)
+            if stores is None:
+                closing.callback(opened.close)
             await run_in_threadpool(_prepare_mongo, opened)
-            fallback = FallbackRecommender(opened, loaded_ratings_ttl_s=settings.loaded_ratings_cache_s)
-            services = Services(settings=settings, stores=opened, recommender=fallback)
+            history = RatingHistory(opened, loaded_ratings_ttl_s=settings.loaded_ratings_cache_s)
+            services = Services(
+                settings=settings,
+                stores=opened,
+                history=history,
+                recommender=FallbackRecommender(opened, history),
+                closing=closing.enter_context(ExitStack()),
+            )
             if configure is not None:
                 configure(services)
             app.state.services = services
-            try:
-                yield
-            finally:
-                services.close()
-        finally:
-            if stores is None:
-                opened.close()
+            yield
 
     graphql = MarqueeGraphQL(
         build_schema(introspection=settings.introspection),
@@ -147,8 +151,8 @@ def app_from_env() -> Starlette:
     import torch
 
     # A request's forward pass is a few thousand rows at most: too small for intra-op threads
-    # to pay, and handing their pool between request threads doubled its time (measured).
-    # Parallelism comes from batching requests and from ``--workers`` instead.
+    # to pay, and handing their pool between request threads costs more than it gains
+    # (docs/performance.md). Parallelism comes from batching requests and from ``--workers``.
     torch.set_num_threads(1)
     return create_app(Settings(), configure=_plug_and_freeze)
 
@@ -158,7 +162,7 @@ def _plug_and_freeze(services: Services) -> None:
 
     plug_serving(services)
     # What is loaded by now (modules, the model, the movie features, the credits) lives as long
-    # as the process: keep it out of the cyclic GC, whose full passes over ~500K objects stalled
-    # every request for 150-350 ms every few seconds under load (measured).
+    # as the process: keep it out of the cyclic GC, whose full passes over it would stall
+    # requests under load (docs/performance.md).
     gc.collect()
     gc.freeze()

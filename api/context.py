@@ -9,30 +9,33 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
+import strawberry
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from api.batcher import RecommendationBatcher
-from api.features import FeaturePusher, NoFeaturePusher, OnlineFeatureReader
 from api.loaders import Loaders
-from api.recommend import Recommender
+from api.queries.features import FeaturePusher, NoFeaturePusher, OnlineFeatureReader
+from api.recommendations.batcher import RecommendationBatcher
+from api.recommendations.contract import Recommender
+from api.recommendations.history import RatingHistory
 from sources.settings import Settings
-from sources.stores import Stores
+from sources.stores.clients import Stores
 
 
 class TextEncoder:
-    """The MiniLM title model (sources/embeddings.py), loaded once per process in a thread."""
+    """The MiniLM title model (sources/datasets/embeddings.py), loaded once per process in a thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
     def _encode(self, text: str) -> list[float]:
-        from sources import embeddings
+        from sources.datasets import embeddings
 
         with self._lock:  # one load, and sentence-transformers is not re-entrant
             return [float(x) for x in embeddings.encode([text])[0]]
@@ -47,6 +50,8 @@ class Services:
 
     settings: Settings
     stores: Stores
+    #: users' ratings as the recommenders read them (the fallback and the ranker share it)
+    history: RatingHistory
     recommender: Recommender
     feature_pusher: FeaturePusher = field(default_factory=NoFeaturePusher)
     #: None until a feature store is configured: ``User.onlineFeatures`` then reports it.
@@ -55,12 +60,12 @@ class Services:
     #: called when a mutation changed a user (api/mutations.py); plug-ins that keep per-user
     #: state (the recommendation cache) add theirs
     on_user_changed: list[Callable[[int], None]] = field(default_factory=list)
-    #: background work plug-ins started, stopped by the app before the stores close
-    on_close: list[Callable[[], None]] = field(default_factory=list)
+    #: what plug-ins started, stopped (last started first) by the app before the stores close
+    closing: ExitStack = field(default_factory=ExitStack)
     #: how background work is doing, shown by ``/readyz`` (name -> a report with ``ok``);
     #: informational: serving goes on without it
     reports: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
-    #: concurrent ``recommendations`` requests are ranked together (api/batcher.py)
+    #: concurrent ``recommendations`` requests are ranked together (api/recommendations/batcher.py)
     batcher: RecommendationBatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,8 +76,7 @@ class Services:
             hook(user_id)
 
     def close(self) -> None:
-        for stop in self.on_close:
-            stop()
+        self.closing.close()
 
 
 @dataclass
@@ -104,3 +108,7 @@ def build_context(services: Services, request: Request | WebSocket, response: Re
         response=response,
         api_key=request.headers.get("x-api-key"),
     )
+
+
+#: what every resolver receives as ``info``
+Info: TypeAlias = strawberry.Info[Context, None]

@@ -3,27 +3,28 @@
     ApiError                    a user-facing error; the message is safe to show
     ├── NotFound                NOT_FOUND: no user/movie with that id
     ├── BadUserInput            BAD_USER_INPUT: an argument out of range or malformed
-    ├── Unauthenticated         UNAUTHENTICATED: a mutation without a valid X-API-Key
-    └── StoreDown               STORE_UNAVAILABLE: a store (or the feature store/model) does not answer
+    └── Unauthenticated         UNAUTHENTICATED: a mutation without a valid X-API-Key
+
+Errors from below the GraphQL layer keep their own types and get a code here:
+``StoreDown`` (sources/stores/failures.py) → STORE_UNAVAILABLE with the store's name,
+``UnknownUser`` (api/recommendations/contract.py) → NOT_FOUND.
 
 Anything else raised by a resolver is unexpected: ``ErrorPolicy`` masks its message
 ("Unexpected error.", code INTERNAL_SERVER_ERROR) so internals never leak. Errors found before
 execution (syntax, unknown fields, argument types, limits) keep graphql-core's clear
-message and get a code too. Store client errors are translated at the boundary with
-``store_call`` so a down store reads the same whichever client noticed.
+message and get a code too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.relay.types import GlobalIDValueError
 
-from sources.errors import StoreUnavailable, first_line
+from api.recommendations.contract import UnknownUser
+from sources.stores.failures import StoreDown
 
 MASKED_MESSAGE = "Unexpected error."
 
@@ -53,59 +54,19 @@ class Unauthenticated(ApiError):
     code = "UNAUTHENTICATED"
 
 
-class StoreDown(ApiError):
-    code = "STORE_UNAVAILABLE"
-
-    def __init__(self, store: str, reason: str = "") -> None:
-        tail = f": {reason}" if reason else ""
-        super().__init__(f"the {store} store is unavailable{tail}", store=store)
-        self.store = store
+#: errors raised below the GraphQL layer → the code and extensions they are reported with
+def _lower_extensions(exc: BaseException) -> dict[str, Any] | None:
+    if isinstance(exc, StoreDown):
+        return {"code": "STORE_UNAVAILABLE", "store": exc.store}
+    if isinstance(exc, UnknownUser):
+        return {"code": "NOT_FOUND", "user_id": exc.user_id}
+    return None
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """Ours, or strawberry's complaint about a malformed global ID argument."""
-    return isinstance(exc, ApiError | GlobalIDValueError)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """Whether a client library error means "the store did not answer" (not a bug of ours)."""
-    import pymongo.errors
-    import sqlalchemy.exc
-
-    if isinstance(exc, StoreUnavailable | ConnectionError | TimeoutError | OSError):
-        return True
-    if isinstance(exc, pymongo.errors.ConnectionFailure | pymongo.errors.ServerSelectionTimeoutError):
-        return True
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-        return True
-    try:
-        import redis.exceptions
-
-        if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-            return True
-    except ImportError:  # pragma: no cover - redis comes with falkordb
-        pass
-    try:
-        import neo4j.exceptions
-
-        if isinstance(exc, neo4j.exceptions.ServiceUnavailable | neo4j.exceptions.SessionExpired):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return False
-
-
-@contextmanager
-def store_call(store: str) -> Iterator[None]:
-    """Translate "store did not answer" errors from any client into ``StoreDown(store)``."""
-    try:
-        yield
-    except ApiError:
-        raise
-    except Exception as exc:
-        if _is_connection_error(exc):
-            raise StoreDown(store, first_line(exc)) from exc
-        raise
+    """Safe to show: ours, a lower layer's known failure, or strawberry's complaint about a
+    malformed global ID argument."""
+    return isinstance(exc, ApiError | GlobalIDValueError | StoreDown | UnknownUser)
 
 
 def _code_for_request_error(error: GraphQLError) -> str:
@@ -136,6 +97,10 @@ class ErrorPolicy(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
+            lower = _lower_extensions(error.original_error) if error.original_error is not None else None
+            if lower is not None:
+                error.extensions = {**(error.extensions or {}), **lower}
+                continue
             if "code" in (error.extensions or {}):
                 continue
             if error.path is None:

@@ -2,7 +2,7 @@
 page of N items costs one query per store and field, not N.
 
 ``Loaders`` is built fresh for each request (its caches must not outlive it). Each batch
-function runs the synchronous store read (``api/reads.py``) in a worker thread and
+function runs the synchronous store read (``api/queries/reads.py``) in a worker thread and
 translates "store did not answer" into ``StoreDown`` for that field only.
 """
 
@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 from strawberry.dataloader import DataLoader
 
-from api import reads
-from api.errors import store_call
-from sources import mongo
-from sources.stores import Stores
+from api.queries import reads
+from sources.stores import mongo
+from sources.stores.clients import Stores
+from sources.stores.failures import store_call
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

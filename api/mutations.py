@@ -16,15 +16,14 @@ from typing import Annotated
 import strawberry
 from starlette.concurrency import run_in_threadpool
 
-from api import writes
-from api.context import Context
-from api.errors import Unauthenticated
-from api.features import FeatureEvent
+from api.context import Info
+from api.permissions import HasApiKey
+from api.queries import writes
+from api.queries.features import FeatureEvent
 from api.types.movie import Movie
 from api.types.user import User
 
 log = logging.getLogger(__name__)
-Info = strawberry.Info[Context, None]
 
 MAX_DURATION_S = 24 * 3600
 MAX_CLIENT_ID = 128
@@ -136,18 +135,14 @@ async def _push(info: Info, event: FeatureEvent) -> bool:
         services.user_changed(event.user_id)
 
 
-def _require_key(info: Info) -> None:
-    if not info.context.api_key_valid():
-        raise Unauthenticated("this mutation needs a valid X-API-Key header")
-
-
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Rate a movie 1-5 stars. Idempotent per clientMutationId.")
+    @strawberry.mutation(
+        description="Rate a movie 1-5 stars. Idempotent per clientMutationId.", permission_classes=[HasApiKey]
+    )
     async def rate_movie(
         self, info: Info, user_id: int, movie_id: int, rating: int, client_mutation_id: str | None = None
     ) -> RateMovieResult:
-        _require_key(info)
         if bad_id := _check_client_id(client_mutation_id):
             return bad_id
         if not 1 <= rating <= 5:
@@ -182,7 +177,9 @@ class Mutation:
             movie=movie,
         )
 
-    @strawberry.mutation(description="Record a playback session. Idempotent per clientMutationId.")
+    @strawberry.mutation(
+        description="Record a playback session. Idempotent per clientMutationId.", permission_classes=[HasApiKey]
+    )
     async def record_playback(
         self,
         info: Info,
@@ -192,7 +189,6 @@ class Mutation:
         device: Device,
         client_mutation_id: str | None = None,
     ) -> RecordPlaybackResult:
-        _require_key(info)
         if bad_id := _check_client_id(client_mutation_id):
             return bad_id
         if not 1 <= duration_seconds <= MAX_DURATION_S:

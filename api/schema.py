@@ -28,22 +28,21 @@ from strawberry.extensions import (
 from strawberry.printer import print_schema
 from strawberry.types import ExecutionContext
 
-from api import reads
-from api.context import Context
-from api.errors import ApiError, BadUserInput, ErrorPolicy, is_user_error, store_call
+from api.context import Info
+from api.errors import ApiError, BadUserInput, ErrorPolicy, is_user_error
 from api.mutations import Mutation
+from api.queries import reads
 from api.types.movie import Movie, load_movie
 from api.types.paging import MAX_FIRST, check_first, decode_cursor, encode_cursor
 from api.types.recommendation import RecommendationList, recommend
 from api.types.user import User, load_user
-
-Info = strawberry.Info[Context, None]
+from sources.stores.failures import store_call
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 2000
 # Distinct query texts whose parse and validation are kept: frontends send a handful of
-# queries over and over, and validating one costs ~4 ms here, more than most resolvers.
+# queries over and over, and validating one costs more than most resolvers.
 QUERY_CACHE_SIZE = 256
 MAX_SEARCH_CHARS = 200
 MIN_YEAR, MAX_YEAR = 1800, 2100

@@ -1,7 +1,7 @@
 """Marquee's feature definitions: entities → sources → feature views → on-demand view → services.
 
 Sources are PostgreSQL tables and queries. The ``feat_*`` tables are time series written by
-``marquee export`` (sources/feature_tables.py): one row per event that changed an entity's
+``marquee export`` (sources/tables/features.py): one row per event that changed an entity's
 features, valued as of that event, that event included. The profile, embedding and catalogue
 sources are queries over the systems-of-record tables themselves.
 

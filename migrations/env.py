@@ -1,15 +1,15 @@
-"""Alembic environment: URL from Marquee's Settings, metadata from sources.schema."""
+"""Alembic environment: URL from Marquee's Settings, metadata from sources.tables.schema."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from sources.schema import Base
 from sources.settings import Settings
-from sources.stores import pg_engine, resolve_endpoints
+from sources.stores.clients import pg_engine, resolve_endpoints
+from sources.tables.schema import METADATA
 
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 # Tables Feast creates and owns; autogenerate must not try to drop them.
 FOREIGN_PREFIXES = ("feast_", "fs_")

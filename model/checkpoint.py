@@ -30,6 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from model.networks.baselines import BPRMF, MostPopular
+from model.networks.engagement import EngagementNetConfig, MultimodalEngagementNet
+from model.networks.two_tower import TwoTowerConfig, TwoTowerRetriever
 from sources.errors import MarqueeError
 
 FORMAT = 1
@@ -45,6 +48,8 @@ class FeatureMismatch(CheckpointError):
 
 @dataclass
 class Checkpoint:
+    """One saved model: the fields listed in the module docstring."""
+
     kind: str
     config: dict[str, Any]
     state: dict[str, Tensor]
@@ -67,6 +72,7 @@ class Checkpoint:
 
 
 def checkpoint_path(models_dir: Path, kind: str) -> Path:
+    """Where the checkpoint of model ``kind`` lives: ``<models_dir>/<kind>.pt``."""
     return models_dir / f"{kind}.pt"
 
 
@@ -122,3 +128,26 @@ def check_features(checkpoint: Checkpoint, expected: Sequence[str], path: Path |
         f"{checkpoint.kind} checkpoint {path} was trained on {len(trained)} features of "
         f"{checkpoint.feature_service!r} that no longer match ({'; '.join(detail)}); retrain with `marquee train`"
     )
+
+
+def from_checkpoint(checkpoint: Checkpoint) -> Any:
+    """The model a checkpoint holds, in eval mode on the CPU."""
+    kind = checkpoint.kind
+    if kind == "pop":
+        pop = MostPopular(int(checkpoint.config["n_items"]))
+        pop.counts = checkpoint.state["counts"]
+        return pop
+    if kind == "bpr":
+        c = checkpoint.config
+        bpr = BPRMF(int(c["n_users"]), int(c["n_items"]), int(c["dim"]))
+        bpr.load_state_dict(checkpoint.state)
+        return bpr.eval()
+    if kind == "two_tower":
+        tt = TwoTowerRetriever(TwoTowerConfig.from_dict(checkpoint.config))
+        tt.load_state_dict(checkpoint.state)
+        return tt.eval()
+    if kind == "engagement":
+        net = MultimodalEngagementNet(EngagementNetConfig.from_dict(checkpoint.config))
+        net.load_state_dict(checkpoint.state)
+        return net.eval()
+    raise CheckpointError(f"unknown checkpoint kind {kind!r}")

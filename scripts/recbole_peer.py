@@ -41,7 +41,7 @@ import scipy.sparse as _sparse  # noqa: E402
 if not hasattr(_sparse.dok_matrix, "_update"):
     _sparse.dok_matrix._update = lambda self, data: self._dict.update(data)  # type: ignore[attr-defined]
 
-# ml-100k.inter as shipped in the recbole 1.2.1 wheel (sources/datasets.py checks the same hash)
+# ml-100k.inter as shipped in the recbole 1.2.1 wheel (sources/datasets/movielens.py checks the same hash)
 INTER_SHA256 = "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
 
 

@@ -4,7 +4,7 @@ One streaming pass over the per-user rating blocks writes, in batches:
   MongoDB   fresh ``reviews__<run>`` and ``playback_logs__<run>`` collections,
   graph     a staging graph (FalkorDB) or one open transaction (Neo4j),
 then PostgreSQL is replaced in one transaction, the new Mongo collections are published
-through the catalog (``sources.mongo``) and the staging graph replaces the live graph. A failure anywhere
+through the catalog (``sources.stores.mongo``) and the staging graph replaces the live graph. A failure anywhere
 before a store's swap leaves that store as it was. A run whose dataset fingerprint and
 counts match the last complete run is skipped (``force`` reloads).
 """
@@ -23,13 +23,15 @@ from pymongo.database import Database
 from rich.progress import Progress
 from sqlalchemy import Connection, text
 
-from sources import embeddings, enrich, mongo
-from sources.datasets import Dataset, MovieRecord
+from sources.datasets import embeddings, enrich
+from sources.datasets.movielens import Dataset, MovieRecord
 from sources.errors import IngestError, MarqueeError, first_line
-from sources.graph import GraphWriter
-from sources.pgcopy import copy_rows
 from sources.progress import console, progress_bar
-from sources.stores import Stores
+from sources.stores import mongo
+from sources.stores.clients import Stores
+from sources.stores.graph import GraphWriter
+from sources.stores.pgcopy import copy_rows
+from sources.vocabulary import CREDIT_ROLES
 
 PG_TABLES = (
     "payments",
@@ -395,7 +397,7 @@ def _graph_catalogue(writer: GraphWriter, dataset: Dataset, user_ids: list[int],
 
 
 def _write_credits(writer: GraphWriter, role: str, rows: list[list[Any]]) -> None:
-    assert role in ("ACTED_IN", "DIRECTED", "WROTE", "PRODUCED")  # interpolated into Cypher
+    assert role in CREDIT_ROLES  # interpolated into Cypher
     writer.run(
         f"UNWIND $rows AS r MATCH (p:Person {{id: r[0]}}), (m:Movie {{id: r[1]}}) CREATE (p)-[:{role}]->(m)",
         {"rows": rows},

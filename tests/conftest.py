@@ -1,7 +1,7 @@
 """Session fixtures: real embedded stores under a temporary data dir, ML-100K loaded once.
 
 Nothing here mocks a store: PostgreSQL+pgvector, the Mongo wire server and FalkorDB run
-for real (see sources/embedded.py) and are stopped when the session ends.
+for real (see sources/stores/embedded.py) and are stopped when the session ends.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sources import datasets
 from sources import migrate as migrations
-from sources.embedded import EmbeddedStores
+from sources.datasets import movielens as datasets
 from sources.ingest import IngestReport, ingest
+from sources.stores.embedded import EmbeddedStores
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 from sources.settings import Settings
-from sources.stores import Stores
+from sources.stores.clients import Stores
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +66,9 @@ def loaded(stores: Stores, ml100k: datasets.Dataset, settings: Settings) -> Inge
 @pytest.fixture(scope="session")
 def feature_store(stores: Stores, loaded: IngestReport) -> FeatureStore:
     """Features exported, the Feast repo applied and materialized (each step idempotent)."""
-    from sources.export import export
-    from sources.feast_env import open_feature_store
-    from sources.materialize import apply_repo, materialize
+    from sources.export.run import export
+    from sources.feature_store.env import open_feature_store
+    from sources.feature_store.materialize import apply_repo, materialize
 
     export(stores, quiet=True)
     opened = open_feature_store(stores.endpoints)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
 from typing import Annotated, Any
 
 import strawberry
 from starlette.concurrency import run_in_threadpool
 from strawberry import relay
 
-from api import neighbours as graph_neighbours
-from api.context import Context
-from api.errors import BadUserInput, NotFound, store_call
-from api.reads import MovieRow
+from api.context import Info
+from api.errors import BadUserInput, NotFound
+from api.queries import neighbours as graph_neighbours
+from api.queries.reads import MovieRow
 from api.types.paging import check_first
-
-Info = strawberry.Info[Context, None]
+from sources.stores.failures import store_call
 
 NAMES_UNKNOWN = (
     "The dataset identifies people only by Freebase machine id (e.g. m.0abc12); it holds no names, "
@@ -55,14 +53,10 @@ class SimilarMovie:
     similarity: float = strawberry.field(description="Cosine similarity of the title embeddings, -1..1.")
 
 
-@strawberry.enum(description="Which graph links make two movies neighbours.")
-class NeighbourRelation(Enum):
-    PERSON = "PERSON"
-    ACTOR = "ACTOR"
-    DIRECTOR = "DIRECTOR"
-    WRITER = "WRITER"
-    PRODUCER = "PRODUCER"
-    GENRE = "GENRE"
+#: the graph query's own enum, registered with the schema under its GraphQL name
+NeighbourRelation = strawberry.enum(
+    graph_neighbours.Relation, name="NeighbourRelation", description="Which graph links make two movies neighbours."
+)
 
 
 @strawberry.type(description="One node on the path from a movie to its neighbour.")
@@ -164,7 +158,7 @@ class Movie(relay.Node):
                     graph=stores.graph,
                     movie_id=self.id,
                     title=self.title,
-                    relation=graph_neighbours.Relation(relation.value),
+                    relation=relation,
                     depth=depth,
                     first=first,
                 )

@@ -14,11 +14,7 @@ from strawberry import relay
 from api.errors import BadUserInput
 
 if TYPE_CHECKING:
-    import strawberry
-
-    from api.context import Context
-
-    Info = strawberry.Info[Context, None]
+    pass
 
 MAX_FIRST = 100
 CURSOR_PREFIX = "cursor"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import strawberry
 
-from api.context import Context
-from api.recommend import RecommendationRequest
+from api.context import Info
+from api.recommendations.contract import RecommendationRequest
 from api.types.movie import Movie
 from api.types.paging import check_first
-
-Info = strawberry.Info[Context, None]
 
 
 @strawberry.type(description="One recommended movie.")

@@ -13,14 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from strawberry import relay
 from strawberry.scalars import JSON
 
-from api.context import Context
-from api.errors import StoreDown, user_not_found
-from api.reads import UserRow
+from api.context import Info
+from api.errors import user_not_found
+from api.queries.reads import UserRow
 from api.types.movie import Movie, movie_or_none, parse_id
 from api.types.paging import check_first
 from api.types.recommendation import RecommendationList, recommend
-
-Info = strawberry.Info[Context, None]
+from sources.stores.failures import StoreDown
 
 
 @strawberry.type(description="The user's current subscription (PostgreSQL).")

@@ -1,7 +1,7 @@
 """Read raw events from MongoDB and the graph, newest-since-watermark, as validated row batches.
 
 MongoDB is read with ``find`` only (filters, sort, batch_size): the embedded
-server's aggregation engine gives wrong answers (see STACK.md). The graph is read with
+server's aggregation engine gives wrong answers (see docs/embedded-stores.md). The graph is read with
 portable Cypher paged by user id ranges (scalar parameters only, so both adapters work).
 A document or edge that cannot become a row raises ``BadRecord`` naming it.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 from pymongo import ASCENDING
 
-from sources import mongo
-from sources.enrich import DEVICES
-from sources.graph import GraphStore
+from sources.datasets.enrich import DEVICES
+from sources.stores import mongo
+from sources.stores.graph import GraphStore
 
 ReviewRow = tuple[str, int, int, float, datetime]
 SessionRow = tuple[str, int, int, datetime, float, str, float, int]
@@ -115,7 +115,7 @@ def review_batches(db: mongo.MongoDb, since: datetime | None, batch_size: int) -
     idempotent, so re-read rows change nothing."""
     query = {"ts": {"$gte": since}} if since is not None else {}
     # No projection: a review holds just these fields, and the embedded server applies
-    # projections slowly (measured: 100k reviews in 2.5 s with one, 1.3 s without).
+    # projections slowly (docs/embedded-stores.md).
     cursor = mongo.live(db, "reviews").find(
         query,
         sort=[("ts", ASCENDING), ("_id", ASCENDING)],
@@ -149,7 +149,7 @@ class PlaybackReader:
         self.since, self.batch_size = since, batch_size
         self.newest_update = since
         # A playback document holds every session of one user: fetch few per round trip. No
-        # projection (it would drop only updated_at; the embedded server's cost: 2.7 s vs 1.7 s).
+        # projection: it would drop only updated_at, and the embedded server applies it slowly.
         self._cursor = mongo.live(db, "playback_logs").find(
             {"updated_at": {"$gte": since}} if since is not None else {},
             sort=[("updated_at", ASCENDING), ("_id", ASCENDING)],

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from sources.graph import GraphStore
+from sources.stores.graph import GraphStore
+from sources.vocabulary import CREDIT_ROLES
 
-ROLES = ("ACTED_IN", "DIRECTED", "WROTE", "PRODUCED")
+ROLES = CREDIT_ROLES
 NEIGHBOURS = 20
 DAMPING = 0.85
 

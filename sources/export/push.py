@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, text
 
 from sources.export import features
-from sources.stores import Stores
+from sources.stores.clients import Stores
 
 
 @dataclass(frozen=True)

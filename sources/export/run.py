@@ -33,12 +33,12 @@ from typing import Any
 from rich.progress import Progress, TaskID
 from sqlalchemy import Connection, text
 
-from sources import mongo
 from sources.errors import MarqueeError, first_line
 from sources.export import extract, features, graph_static
-from sources.pgcopy import copy_rows
 from sources.progress import progress_bar
-from sources.stores import Stores
+from sources.stores import mongo
+from sources.stores.clients import Stores
+from sources.stores.pgcopy import copy_rows
 
 SOURCES = ("reviews", "playback", "graph")
 EXPORT_LOCK = 0x6D71_6578  # pg advisory lock key ("mqex")

@@ -25,12 +25,12 @@ from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
 from api.app import create_app
-from api.feast_features import VIEW_OF_TABLE
-from sources import mongo
+from api.queries.feast_features import VIEW_OF_TABLE
 from sources.export import features
 from sources.ingest import IngestReport
 from sources.settings import Settings
-from sources.stores import Stores
+from sources.stores import mongo
+from sources.stores.clients import Stores
 
 if TYPE_CHECKING:
     from feast import FeatureStore

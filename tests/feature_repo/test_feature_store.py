@@ -17,7 +17,7 @@ import pytest
 from feast import FeatureStore
 from sqlalchemy import text
 
-from model.training_data import (
+from model.data.point_in_time import (
     LabelFrameError,
     label_events,
     recbole_split,
@@ -25,11 +25,11 @@ from model.training_data import (
     training_frame,
     validate_labels,
 )
-from sources import mongo
-from sources.feast_env import FEATURE_REPO, FeastConfigError, feast_environment, open_feature_store
+from sources.feature_store.env import FEATURE_REPO, FeastConfigError, feast_environment, open_feature_store
+from sources.feature_store.materialize import apply_repo, materialize
 from sources.ingest import IngestReport
-from sources.materialize import apply_repo, materialize
-from sources.stores import Endpoints, Stores
+from sources.stores import mongo
+from sources.stores.clients import Endpoints, Stores
 
 USER_VIEWS = ("user_profile", "user_playback", "user_reviews", "user_graph")
 MOVIE_VIEWS = ("movie_profile", "movie_embedding", "movie_reviews", "movie_graph")
@@ -306,7 +306,7 @@ def test_later_feature_rows_change_nothing_at_t(stores: Stores, store: FeatureSt
 def test_lateral_join_equals_feasts_own_join(
     stores: Stores, store: FeatureStore, labels: pd.DataFrame, sample: pd.DataFrame
 ) -> None:
-    """Our offline store (sources/feast_offline.py) answers exactly as Feast's stock postgres join."""
+    """Our offline store (sources/feature_store/offline.py) answers exactly as Feast's stock postgres join."""
     from feast.infra.offline_stores.contrib.postgres_offline_store.postgres import PostgreSQLOfflineStore
 
     stock = open_feature_store(stores.endpoints, offline_store_type="postgres")

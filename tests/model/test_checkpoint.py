@@ -12,11 +12,11 @@ from model.checkpoint import (
     CheckpointError,
     FeatureMismatch,
     check_features,
+    from_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from model.networks import EngagementNetConfig, MultimodalEngagementNet
-from model.train import from_checkpoint
+from model.networks.engagement import EngagementNetConfig, MultimodalEngagementNet
 from sources.errors import MarqueeError
 
 FEATURES = ["user_profile__age", "user_profile__city", "user_playback__last5_durations",

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from sources import mongo
-from sources.datasets import CREDIT_RELATIONS, Dataset, recbole_ml100k_dir
+from sources.datasets.movielens import CREDIT_RELATIONS, Dataset, recbole_ml100k_dir
 from sources.ingest import IngestReport, ingest, store_counts
 from sources.settings import Settings
-from sources.stores import Stores
+from sources.stores import mongo
+from sources.stores.clients import Stores
 
 
 def _rows(name: str) -> list[list[str]]:

@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 
 from sources import migrate as migrations
 from sources.migrate import REPO_ROOT
-from sources.schema import Base
-from sources.stores import Stores
+from sources.stores.clients import Stores
+from sources.tables.schema import METADATA
 
 
 @pytest.fixture
@@ -33,11 +33,11 @@ def scratch_db(stores: Stores) -> Iterator[Engine]:
 
 def test_upgrade_downgrade_upgrade(scratch_db: Engine) -> None:
     migrations.upgrade(scratch_db)
-    assert set(Base.metadata.tables) <= set(inspect(scratch_db).get_table_names())
+    assert set(METADATA.tables) <= set(inspect(scratch_db).get_table_names())
     migrations.downgrade(scratch_db, "base")
     assert set(inspect(scratch_db).get_table_names()) == {"alembic_version"}
     migrations.upgrade(scratch_db)
-    assert set(Base.metadata.tables) <= set(inspect(scratch_db).get_table_names())
+    assert set(METADATA.tables) <= set(inspect(scratch_db).get_table_names())
 
 
 def test_autogenerate_finds_no_drift(scratch_db: Engine) -> None:

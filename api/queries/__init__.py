@@ -1,0 +1,1 @@
+"""Every store read and write the API makes: SQL, Cypher and Mongo filters."""

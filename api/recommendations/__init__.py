@@ -1,0 +1,1 @@
+"""The recommendation serving machinery, with no GraphQL or HTTP import."""

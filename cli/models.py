@@ -1,0 +1,153 @@
+"""``marquee train | evaluate``: the models, their checkpoints and the evaluation report.
+
+Choices (models, split, device, features) are checked when the command line is parsed, so a
+typo is a usage error at once rather than a failure after the data has loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from cli.common import Quiet, load_settings
+from model.train.options import MODELS
+from sources.progress import console
+
+if TYPE_CHECKING:
+    from model.train.options import TrainOptions
+
+commands = typer.Typer()
+
+#: the split names of model.data.interactions.SPLITS (tests/cli checks they agree)
+SplitName = Literal["time", "recbole", "random"]
+FeatureSource = Literal["auto", "feast", "local"]
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _model_names(value: str) -> str:
+    """Parse-time check of a comma-separated list of model names (or ``all``)."""
+    names = [m.strip() for m in value.split(",")]
+    unknown = [m for m in names if m not in (*MODELS, "all")]
+    if unknown or ("all" in names and len(names) > 1):
+        raise typer.BadParameter(f"{value!r}: use {', '.join(MODELS)} (comma-separated) or all")
+    return value
+
+
+def _device(value: str) -> str:
+    if not _DEVICE.fullmatch(value.strip().lower()):
+        raise typer.BadParameter(f"{value!r}: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def model_list(value: str) -> list[str] | None:
+    """``all`` -> None (every model), else the names in order."""
+    return None if value == "all" else [m.strip() for m in value.split(",")]
+
+
+ModelNames = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        callback=_model_names,
+        metavar="NAME[,NAME]",
+        help=f"{', '.join(MODELS)} (comma-separated) or all.",
+    ),
+]
+Device = Annotated[
+    str, typer.Option(callback=_device, metavar="DEVICE", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+]
+Features = Annotated[FeatureSource, typer.Option(help="Engagement features: auto, feast or local.")]
+
+
+def train_options(
+    epochs: int | None, device: str, seed: int, quiet: bool, batch_size: int | None, lr: float | None
+) -> tuple[TrainOptions, set[str]]:
+    """TrainOptions plus the fields the user set (the rest take each model's defaults)."""
+    from model.train.options import TrainOptions
+
+    options = TrainOptions(device=device, seed=seed, quiet=quiet)
+    if epochs is not None:
+        options.epochs = epochs
+    if batch_size is not None:
+        options.batch_size = batch_size
+    if lr is not None:
+        options.lr = lr
+    return options, {k for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None}
+
+
+@commands.command()
+def train(
+    model: ModelNames = "all",
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epoch cap (default per model; early stopping may end sooner).")
+    ] = None,
+    device: Device = "auto",
+    split: Annotated[SplitName, typer.Option(help="time (served), recbole or random.")] = "time",
+    features: Features = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=16, help="Batch size (default: per model).")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Learning rate (default: per model).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train models on ML-100K interactions and features; write checkpoints to <data dir>/models/<split>/."""
+    from model.device import pick_device
+    from model.train.pipeline import train_models
+    from sources.stores.clients import Stores
+
+    settings = load_settings()
+    kinds = model_list(model) or list(MODELS)
+    options, explicit = train_options(epochs, device, settings.seed, quiet, batch_size, lr)
+    console.print(f"training {', '.join(kinds)} on {pick_device(device)}, {split} split")
+    with Stores.open(settings) as stores:
+        results = train_models(
+            stores,
+            settings.models_dir,
+            kinds=kinds,
+            split_name=split,
+            options=options,
+            feature_source=features,
+            explicit=explicit,
+        )
+    table = Table(title=f"trained ({split} split)")
+    for column in ("model", "best epoch", "valid", "s/epoch", "samples/s", "checkpoint"):
+        table.add_column(column, overflow="fold")
+    for kind, (trained, _, path) in results.items():
+        valid = ", ".join(f"{k} {v:.4f}" for k, v in trained.valid.items() if k in ("ndcg@10", "recall@10", "rmse"))
+        table.add_row(kind, str(trained.best_epoch), valid, f"{trained.seconds_per_epoch:.2f}",
+                      f"{trained.samples_per_s:,.0f}", str(path))  # fmt: skip
+    console.print(table)
+
+
+@commands.command()
+def evaluate(
+    protocol: Annotated[
+        SplitName, typer.Option(help="time (held-out last 10%), recbole (per-user 80/10/10) or random.")
+    ] = "time",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epoch cap for models trained on the way.")] = None,
+    device: Device = "auto",
+    features: Features = "auto",
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train every model again, even with a current checkpoint.")
+    ] = False,
+    models: Annotated[
+        str,
+        typer.Option(
+            callback=_model_names, metavar="NAME[,NAME]", help=f"Comma-separated subset of {','.join(MODELS)}, or all."
+        ),
+    ] = "all",
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate every model on the protocol's test part: one table (markdown + JSON) and a PNG chart."""
+    from model.evaluate.report import evaluate as run_evaluate
+    from sources.stores.clients import Stores
+
+    settings = load_settings()
+    options, explicit = train_options(epochs, device, settings.seed, quiet, None, None)  # per-model defaults
+    with Stores.open(settings) as stores:
+        report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol=protocol,
+                                     options=options, feature_source=features, retrain=retrain,
+                                     models=model_list(models), explicit=explicit)  # fmt: skip
+    console.print(report.markdown(), markup=False)
+    console.print(f"reports: {', '.join(str(p) for p in paths.values())}")

@@ -1,0 +1,1 @@
+"""Interactions, point-in-time training frames and their encoding into tensors."""

@@ -1,0 +1,222 @@
+"""(user, movie, rating, time) interactions with dense id maps, and the splits models train on.
+
+Splits (every one gives train / valid / test; valid drives early stopping):
+
+- ``recbole_split``: RecBole's protocol (``order: TO, split: RS [0.8, 0.1, 0.1], group_by: user``):
+  each user's events in time order, the first 80% train, next 10% valid, last 10% test,
+  with RecBole's own rounding (``_calcu_split_ids``), so numbers can sit beside RecBole's.
+- ``random_split``: a seeded random 80/20 train/test split, as Surprise's published ML-100K
+  RMSEs use (SVD 0.934, SVD++ 0.919); an eighth of the 80% is held back as valid.
+- ``time_split``: one global cut in time: the last 10% of events are the held-out test period,
+  the 10% before it valid. Users or movies first seen after the cut are cold-start.
+
+Ids are dense indices (``0..n_users-1``, ``0..n_movies-1``) over the whole catalogue, not only
+movies that were rated, so a model scores every movie; ``user_ids``/``movie_ids`` map back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+
+from sources.datasets.movielens import Dataset
+from sources.errors import DatasetError
+from sources.stores import mongo
+from sources.stores.clients import Stores
+
+SPLITS = ("recbole", "random", "time")
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Parallel arrays, one row per event; ids are dense indices into ``user_ids``/``movie_ids``."""
+
+    users: np.ndarray  # (n,) int64
+    items: np.ndarray  # (n,) int64
+    ratings: np.ndarray  # (n,) float32, 1..5
+    ts: np.ndarray  # (n,) int64 epoch seconds
+    user_ids: np.ndarray  # (n_users,) external user id of each dense index
+    movie_ids: np.ndarray  # (n_movies,) external movie id of each dense index
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        if not (len(self.items) == len(self.ratings) == len(self.ts) == n):
+            raise ValueError("interaction arrays differ in length")
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_movies(self) -> int:
+        return len(self.movie_ids)
+
+    @property
+    def max_ts(self) -> int:
+        return int(self.ts.max()) if len(self) else 0
+
+    def take(self, rows: np.ndarray) -> Interactions:
+        """The events at ``rows`` (indices or a bool mask), same id maps."""
+        return Interactions(
+            self.users[rows], self.items[rows], self.ratings[rows], self.ts[rows], self.user_ids, self.movie_ids
+        )
+
+    def user_index(self) -> dict[int, int]:
+        return {int(u): i for i, u in enumerate(self.user_ids)}
+
+    def movie_index(self) -> dict[int, int]:
+        return {int(m): i for i, m in enumerate(self.movie_ids)}
+
+    def per_user_items(self) -> list[set[int]]:
+        """``n_users`` sets of dense movie ids."""
+        out: list[set[int]] = [set() for _ in range(self.n_users)]
+        for u, i in zip(self.users.tolist(), self.items.tolist(), strict=True):
+            out[u].add(i)
+        return out
+
+    def user_counts(self) -> np.ndarray:
+        return np.bincount(self.users, minlength=self.n_users)
+
+    def movie_counts(self) -> np.ndarray:
+        return np.bincount(self.items, minlength=self.n_movies)
+
+
+def _build(
+    rows: list[tuple[int, int, float, int]], user_ids: list[int], movie_ids: list[int], where: str
+) -> Interactions:
+    if not rows:
+        raise DatasetError(f"no interactions in {where}: load a dataset first (marquee ingest)")
+    u_index = {u: i for i, u in enumerate(sorted(set(user_ids)))}
+    m_index = {m: i for i, m in enumerate(sorted(set(movie_ids)))}
+    arr = np.array(rows, dtype=np.float64)
+    unknown_u = set(arr[:, 0].astype(np.int64).tolist()) - u_index.keys()
+    unknown_m = set(arr[:, 1].astype(np.int64).tolist()) - m_index.keys()
+    if unknown_u or unknown_m:  # a review of a user or movie the catalogue lacks: stores disagree
+        raise DatasetError(
+            f"{where}: {len(unknown_u)} user ids and {len(unknown_m)} movie ids are not in the catalogue"
+        )
+    # chronological, ties by user then movie: a deterministic order every split relies on
+    order = np.lexsort((arr[:, 1], arr[:, 0], arr[:, 3]))
+    arr = arr[order]
+    users = np.array([u_index[int(u)] for u in arr[:, 0]], dtype=np.int64)
+    items = np.array([m_index[int(m)] for m in arr[:, 1]], dtype=np.int64)
+    return Interactions(
+        users=users,
+        items=items,
+        ratings=arr[:, 2].astype(np.float32),
+        ts=arr[:, 3].astype(np.int64),
+        user_ids=np.array(sorted(u_index), dtype=np.int64),
+        movie_ids=np.array(sorted(m_index), dtype=np.int64),
+    )
+
+
+def from_dataset(dataset: Dataset) -> Interactions:
+    """Interactions straight from a dataset's files (no stores): tests and quick experiments."""
+    rows = [(u, r.movie_id, r.rating, r.ts) for u, block in dataset.rating_blocks() for r in block]
+    return _build(rows, [u.id for u in dataset.users], [m.id for m in dataset.movies], dataset.name)
+
+
+def from_stores(stores: Stores, *, batch_size: int = 10_000) -> Interactions:
+    """Reviews from MongoDB (the system of record), catalogue ids from PostgreSQL.
+
+    Read with ``find`` and a projection (the embedded server's aggregation is not trusted).
+    """
+    reviews = mongo.live(stores.mongo, "reviews")
+    projection: dict[str, Any] = {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}
+    rows = [
+        (int(d["user_id"]), int(d["movie_id"]), float(d["rating"]), int(d["ts"].timestamp()))
+        for d in reviews.find({}, projection, batch_size=batch_size)
+    ]
+    with stores.pg.connect() as conn:
+        user_ids = [int(u) for u in conn.execute(text("SELECT id FROM users")).scalars()]
+        movie_ids = [int(m) for m in conn.execute(text("SELECT id FROM movies")).scalars()]
+    return _build(rows, user_ids, movie_ids, "the stores")
+
+
+# splits ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's three parts; ``name`` is ``time``, ``recbole`` or ``random``."""
+
+    name: str
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+
+    def describe(self) -> dict[str, Any]:
+        """Sizes and the training part's last event time, as recorded in a checkpoint."""
+        return {
+            "name": self.name,
+            "train": len(self.train),
+            "valid": len(self.valid),
+            "test": len(self.test),
+            "train_max_ts": self.train.max_ts,
+        }
+
+
+def recbole_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> list[int]:
+    """RecBole 1.2.1's ``Dataset._calcu_split_ids`` as counts: how many of a user's events go where."""
+    counts = [int(r * total) for r in ratios]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
+
+
+def recbole_split(data: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> Split:
+    """Per user, in time order: first 80% train, next 10% valid, last 10% test (RecBole's rounding)."""
+    part = np.empty(len(data), dtype=np.int8)
+    order = np.lexsort((np.arange(len(data)), data.users))  # by user; time order kept within a user
+    starts = np.searchsorted(data.users[order], np.arange(data.n_users + 1))
+    for u in range(data.n_users):
+        rows = order[starts[u] : starts[u + 1]]
+        n_train, n_valid, _ = recbole_counts(len(rows), ratios)
+        part[rows[:n_train]] = 0
+        part[rows[n_train : n_train + n_valid]] = 1
+        part[rows[n_train + n_valid :]] = 2
+    return Split("recbole", data.take(part == 0), data.take(part == 1), data.take(part == 2))
+
+
+def random_split(data: Interactions, *, test: float = 0.2, seed: int = 42) -> Split:
+    """Seeded random 80/20; valid is 1/8 of the 80% (so 70/10/20 of the events)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(data))
+    n_test = round(test * len(data))
+    n_valid = round((len(data) - n_test) / 8)
+    part = np.zeros(len(data), dtype=np.int8)
+    part[perm[:n_test]] = 2
+    part[perm[n_test : n_test + n_valid]] = 1
+    return Split("random", data.take(part == 0), data.take(part == 1), data.take(part == 2))
+
+
+def time_split(data: Interactions, *, valid: float = 0.1, test: float = 0.1) -> Split:
+    """One global cut: the last ``test`` share of events (in time) is the held-out test period."""
+    n = len(data)  # rows are already in time order
+    n_test, n_valid = round(test * n), round(valid * n)
+    part = np.zeros(n, dtype=np.int8)
+    part[n - n_test :] = 2
+    part[n - n_test - n_valid : n - n_test] = 1
+    return Split("time", data.take(part == 0), data.take(part == 1), data.take(part == 2))
+
+
+def make_split(data: Interactions, name: str, *, seed: int = 42) -> Split:
+    """The split called ``name`` (one of ``SPLITS``); ``seed`` is read by ``random`` only."""
+    if name == "recbole":
+        return recbole_split(data)
+    if name == "random":
+        return random_split(data, seed=seed)
+    if name == "time":
+        return time_split(data)
+    raise ValueError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")

@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, full-catalogue ranking and the report."""

@@ -1,0 +1,345 @@
+"""`marquee evaluate`: every model on one held-out test part, in one table (markdown, JSON, PNG).
+
+Protocols (``model.data.interactions``): ``time`` (the last 10% of events in time are the test
+period), ``recbole`` (per-user chronological 80/10/10, RecBole's), ``random`` (80/20, for RMSE
+beside Surprise's). Models come from ``<models_dir>/<protocol>/*.pt``; a missing or stale one
+(other data, other split) is trained first.
+
+Ranking is full ranking: every movie is scored for every test user, the movies the user met
+in train and valid are excluded, the test movies are the relevant ones (``model.evaluate.metrics``).
+The served ranking is the two-tower's top ``candidates`` re-ranked by
+``retriever logit + beta * engagement logit``; beta is picked on the valid part (0 allowed,
+so the re-ranker is only used where it helps) and the choice is reported.
+
+Cold-start slices: users with fewer than 5 training interactions (their test rows), and test
+movies with fewer than 5 (only those movies count as relevant in that slice).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from model.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_path,
+    from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from model.data.engagement_frame import FrameEncoder, feature_columns, load_side_info, pair_frame
+from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split
+from model.evaluate.metrics import mae, rmse
+from model.evaluate.ranking import HistoryIndex, TwoTowerScorer, full_ranking, masks, score_matrix
+from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
+from model.train.engagement import split_frame
+from model.train.loop import OnCpu
+from model.train.options import MODELS, TrainOptions
+from model.train.pipeline import engagement_frame, snapshot, train_models
+from sources.feature_store.names import TRAINING_SERVICE
+from sources.progress import console
+from sources.stores.clients import Stores
+
+COLD = 5  # fewer training interactions than this = cold start
+BETAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+RANK_COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "coverage")
+COUNTS = ("users", "rows")  # metrics that are counts (carried as floats; printed as integers)
+
+
+@dataclass
+class Report:
+    protocol: str
+    split: dict[str, Any]
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> metrics
+    cold: dict[str, dict[str, Any]] = field(default_factory=dict)  # "model / slice" -> metrics
+    notes: list[str] = field(default_factory=list)
+    complete: bool = True  # every model evaluated (False: a --models subset)
+    models: list[str] = field(default_factory=list)  # the models asked for (names the files of a subset)
+
+    def to_dict(self) -> dict[str, Any]:
+        def counted(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+            return {name: {k: _count(v) if k in COUNTS else v for k, v in row.items()} for name, row in table.items()}
+
+        return {"protocol": self.protocol, "split": self.split, "models": counted(self.rows),
+                "cold_start": counted(self.cold), "notes": self.notes}  # fmt: skip
+
+    def markdown(self) -> str:
+        cols = [*RANK_COLUMNS, "rmse", "mae", "epochs", "s/epoch", "samples/s"]
+        lines = [f"# Marquee evaluation ({self.protocol} protocol)", "",
+                 f"split: {json.dumps(self.split)}", "", "| model | " + " | ".join(cols) + " |",
+                 "| --- " * (len(cols) + 1) + "|"]  # fmt: skip
+        for name, row in self.rows.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+        lines += ["", "## Cold start (< 5 training interactions)", "",
+                  "| model / slice | users | " + " | ".join([*RANK_COLUMNS, "rmse", "rows"]) + " |",
+                  "| --- " * (len(RANK_COLUMNS) + 4) + "|"]  # fmt: skip
+        for name, row in self.cold.items():
+            cells = [
+                _count(row.get(c)) if c in COUNTS else row.get(c) for c in ("users", *RANK_COLUMNS, "rmse", "rows")
+            ]
+            lines.append(f"| {name} | " + " | ".join(_fmt(c) for c in cells) + " |")
+        lines += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def _count(value: Any) -> Any:
+    """A whole float (a count the metrics carry as 98.0) becomes the integer it is (98)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _current(checkpoint: Checkpoint, data: Interactions, split: Split) -> bool:
+    return checkpoint.data_snapshot == snapshot(data) and checkpoint.split == split.describe()
+
+
+def _load_or_train(
+    stores: Stores, models_dir: Path, kinds: list[str], data: Interactions, split: Split, options: TrainOptions,
+    feature_source: str, retrain: bool = False, explicit: set[str] = frozenset(),  # type: ignore[assignment]
+    engagement_input: tuple[pd.DataFrame, str] | None = None,
+) -> dict[str, Checkpoint]:  # fmt: skip
+    loaded: dict[str, Checkpoint] = {}
+    missing = list(kinds) if retrain else []
+    engagement_features = feature_columns(engagement_input[0]) if engagement_input is not None else None
+    for kind in [] if retrain else kinds:
+        expected = engagement_features if kind == "engagement" else None
+        path = checkpoint_path(models_dir / split.name, kind)
+        if not path.is_file():  # not trained yet: trained below, nothing to warn about
+            missing.append(kind)
+            continue
+        try:
+            ckpt = load_checkpoint(path, expected)
+        except CheckpointError as exc:  # unreadable or trained on other features: retrain
+            console.print(f"{kind}: {exc}")
+            missing.append(kind)
+            continue
+        if _current(ckpt, data, split):
+            loaded[kind] = ckpt
+        else:
+            missing.append(kind)
+    if missing:
+        console.print(f"training {', '.join(missing)} on the {split.name} split (no current checkpoint)")
+        trained = train_models(stores, models_dir, kinds=missing, split_name=split.name, options=options,
+                               feature_source=feature_source, data=data, explicit=explicit,
+                               engagement_input=engagement_input)  # fmt: skip
+        loaded.update({k: v[1] for k, v in trained.items()})
+    return loaded
+
+
+def _training_figures(ckpt: Checkpoint) -> dict[str, Any]:
+    t = ckpt.metrics.get("training", {})
+    return {"epochs": t.get("epochs_run"), "s/epoch": t.get("seconds_per_epoch"), "samples/s": t.get("samples_per_s")}
+
+
+def _slices(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ids of cold users and cold movies (< COLD training interactions)."""
+    return np.flatnonzero(split.train.user_counts() < COLD), np.flatnonzero(split.train.movie_counts() < COLD)
+
+
+def _rank_all(name: str, scores: Tensor, split: Split, report: Report, extra: dict[str, Any]) -> None:
+    seen = [split.train, split.valid]
+    report.rows[name] = {**full_ranking(None, split.test, seen, scores=scores), **extra}
+    cold_users, cold_movies = _slices(split)
+    if len(cold_users):
+        report.cold[f"{name} / cold users"] = full_ranking(None, split.test, seen, scores=scores, users=cold_users)
+    cold_item_rows = np.isin(split.test.items, cold_movies)
+    if cold_item_rows.any():
+        report.cold[f"{name} / cold movies"] = full_ranking(None, split.test.take(cold_item_rows), seen, scores=scores)
+
+
+class EngagementScorer:
+    """Engagement logits for candidate pairs as of each user's last known event."""
+
+    def __init__(self, net: MultimodalEngagementNet, encoder: FrameEncoder, stores: Stores, source: str) -> None:
+        self.net, self.encoder, self.stores, self.source = net, encoder, stores, source
+        self._side = load_side_info(stores) if source != TRAINING_SERVICE else None
+
+    def logits(self, history: Interactions, users: np.ndarray, movies: np.ndarray) -> Tensor:
+        """``users``/``movies`` dense ids of candidate pairs -> ``(pairs,)`` logits."""
+        last = np.zeros(history.n_users, dtype=np.int64)
+        np.maximum.at(last, history.users, history.ts)
+        last = np.where(last > 0, last, history.max_ts)  # a user with no history: the store as of its end
+        at_ts = last[users] + 1
+        ext_u, ext_m = history.user_ids[users], history.movie_ids[movies]
+        if self._side is not None:
+            frame = pair_frame(self._side, history, ext_u, ext_m, at_ts)
+        else:
+            from model.data.point_in_time import training_frame
+            from sources.feature_store.env import open_feature_store
+
+            labels = pd.DataFrame({"user_id": ext_u.astype(np.int64), "movie_id": ext_m.astype(np.int64),
+                                   "event_timestamp": pd.to_datetime(at_ts, unit="s", utc=True)})  # fmt: skip
+            frame = training_frame(open_feature_store(self.stores.endpoints), labels, TRAINING_SERVICE)
+        batch = self.encoder.encode(frame)
+        return rating_to_logit(predict_ratings(self.net, batch))
+
+
+@dataclass
+class Candidates:
+    """Each user's top unseen movies by the retriever, and their engagement logits (if scored)."""
+
+    indices: Tensor  # (users, n) dense movie ids
+    retriever: Tensor  # (users, n) logits
+    engagement: Tensor | None = None  # (users, n) logits
+
+
+def candidates_for(retriever_scores: Tensor, exclude: Tensor, n: int) -> Candidates:
+    top = retriever_scores.masked_fill(exclude, float("-inf")).topk(min(n, retriever_scores.shape[1]), dim=1)
+    return Candidates(top.indices, top.values)
+
+
+def rerank_scores(candidates: Candidates, n_movies: int, beta: float) -> Tensor:
+    """``(users, n_movies)`` scores: candidates get ``retriever + beta * engagement``, the rest -inf."""
+    combined = candidates.retriever.clone()
+    if candidates.engagement is not None and beta:
+        combined += beta * candidates.engagement
+    out = torch.full((combined.shape[0], n_movies), float("-inf"))
+    out.scatter_(1, candidates.indices, combined)
+    return out
+
+
+def with_engagement(candidates: Candidates, history: Interactions, scorer: EngagementScorer) -> Candidates:
+    users = np.repeat(np.arange(candidates.indices.shape[0]), candidates.indices.shape[1])
+    logits = scorer.logits(history, users, candidates.indices.reshape(-1).numpy())
+    return Candidates(candidates.indices, candidates.retriever, logits.reshape(candidates.indices.shape))
+
+
+def evaluate(
+    stores: Stores,
+    models_dir: Path,
+    reports_dir: Path,
+    *,
+    protocol: str = "time",
+    options: TrainOptions | None = None,
+    feature_source: str = "auto",
+    candidates: int = 100,
+    retrain: bool = False,
+    models: list[str] | None = None,
+    explicit: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[Report, dict[str, Path]]:
+    """Evaluate ``models`` (default: all) on the protocol's test part; write the report files."""
+    if protocol not in SPLITS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(SPLITS)}")
+    options = options or TrainOptions()
+    data = from_stores(stores)
+    split = make_split(data, protocol, seed=options.seed)
+    kinds = list(models or MODELS)
+    frame, service = engagement_frame(stores, data, source=feature_source) if "engagement" in kinds else (None, "")
+    ckpts = _load_or_train(stores, models_dir, kinds, data, split, options, feature_source, retrain, explicit,
+                           (frame, service) if frame is not None else None)  # fmt: skip
+    report = Report(protocol, split.describe(), complete=set(kinds) >= set(MODELS), models=kinds)
+    nets = {k: from_checkpoint(c) for k, c in ckpts.items()}
+    if "pop" in nets:
+        _rank_all("pop", score_matrix(nets["pop"], data.n_users), split, report, _training_figures(ckpts["pop"]))
+    if "bpr" in nets:
+        _rank_all("bpr", score_matrix(OnCpu(nets["bpr"]), data.n_users), split, report, _training_figures(ckpts["bpr"]))
+    tt_scores = None
+    if "two_tower" in nets:
+        # every model reads only the training part at test time (RecBole's convention): no valid events
+        vectors = ckpts["two_tower"].extras["movie_vectors"]
+        tt_scores = score_matrix(TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train]), vectors), data.n_users)
+        _rank_all("two_tower", tt_scores, split, report, _training_figures(ckpts["two_tower"]))
+        # what serving does: the user tower reads every known event, valid ones included (they
+        # precede the test events); an extra row, not the like-for-like comparison above
+        served_view = TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train, split.valid]), vectors)
+        _rank_all("two_tower, history incl. valid", score_matrix(served_view, data.n_users), split, report, {})
+    if "engagement" in nets and frame is not None:
+        _engagement(stores, models_dir, data, split, report, nets["engagement"], ckpts["engagement"],
+                    frame, service, tt_scores, candidates)  # fmt: skip
+    return report, write_report(report, reports_dir)
+
+
+def _engagement(
+    stores: Stores, models_dir: Path, data: Interactions, split: Split, report: Report, net: Any,
+    eng: Checkpoint, frame: pd.DataFrame, service: str, tt_scores: Tensor | None, candidates: int,
+) -> None:  # fmt: skip
+    """Rating error on the test rows, then (with a retriever) the served re-ranking."""
+    encoder = FrameEncoder.from_dict(eng.extras["encoder"])
+    parts = split_frame(frame, split)
+    pred = predict_ratings(net, encoder.encode(parts["test"]))
+    target = torch.tensor(parts["test"]["rating"].to_numpy(np.float32))
+    report.rows["engagement (rating)"] = {"rmse": rmse(pred, target), "mae": mae(pred, target),
+                                          **_training_figures(eng)}  # fmt: skip
+    cold_users, cold_movies = _slices(split)
+    for label, ids, column in (("cold users", data.user_ids[cold_users], "user_id"),
+                               ("cold movies", data.movie_ids[cold_movies], "movie_id")):  # fmt: skip
+        rows = parts["test"][column].isin(ids).to_numpy()
+        if rows.any():
+            report.cold[f"engagement / {label}"] = {"rmse": rmse(pred[rows], target[rows]), "rows": int(rows.sum())}
+    report.notes.append(f"engagement features: {service}")
+    if tt_scores is None:
+        return
+    scorer = EngagementScorer(net, encoder, stores, service)
+    # pick beta on valid: retriever scores from the same model (it never saw valid), seen = train
+    started = time.perf_counter()
+    _, exclude_valid = masks(split.valid, [split.train])
+    valid_candidates = with_engagement(candidates_for(tt_scores, exclude_valid, candidates), split.train, scorer)
+    tried = {}
+    for beta in BETAS:
+        scores = rerank_scores(valid_candidates, data.n_movies, beta)
+        tried[beta] = full_ranking(None, split.valid, [split.train], scores=scores)["ndcg@10"]
+    best_beta = max(BETAS, key=lambda b: (tried[b], -b))  # ties: the smaller weight
+    _, exclude_test = masks(split.test, [split.train, split.valid])
+    test_candidates = candidates_for(tt_scores, exclude_test, candidates)
+    if best_beta:
+        test_candidates = with_engagement(test_candidates, split.train, scorer)
+    served = rerank_scores(test_candidates, data.n_movies, best_beta)
+    _rank_all("served (two_tower → engagement)", served, split, report, {"beta": best_beta})
+    shown = {b: round(v, 4) for b, v in tried.items()}
+    report.notes.append(f"re-rank weight beta chosen on valid NDCG@10 {shown} -> {best_beta} "
+                        f"({time.perf_counter() - started:.1f}s); candidates per user: {candidates}")  # fmt: skip
+    eng.metrics["rerank_beta"] = best_beta  # serving (model.serve.ranker.Ranker) reads it
+    save_checkpoint(eng, checkpoint_path(models_dir / split.name, "engagement"))
+
+
+def report_stem(report: Report) -> str:
+    """File name without suffix: letters, digits, ``_`` and ``-`` only."""
+    names = [m for m in MODELS if m in report.models] or list(report.models)
+    subset = "" if report.complete else "_" + "-".join(names)
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", f"evaluation_{report.protocol}{subset}")
+
+
+def write_report(report: Report, reports_dir: Path) -> dict[str, Path]:
+    """``evaluation_<protocol>.md``, ``.json`` and ``.png`` (NDCG/Recall/MRR@10 per model).
+
+    A subset of the models is written beside the full table, never over it:
+    ``evaluation_<protocol>_<model>-<model>.*`` (e.g. ``evaluation_time_two_tower-engagement.md``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    stem = reports_dir / report_stem(report)
+    paths = {"markdown": stem.with_suffix(".md"), "json": stem.with_suffix(".json"), "png": stem.with_suffix(".png")}
+    paths["markdown"].write_text(report.markdown())
+    paths["json"].write_text(json.dumps(report.to_dict(), indent=2, default=float))
+    ranked = {k: v for k, v in report.rows.items() if "ndcg@10" in v}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.25
+    for i, metric in enumerate(("ndcg@10", "recall@10", "mrr@10")):
+        ax.bar(np.arange(len(ranked)) + i * width, [r[metric] for r in ranked.values()], width, label=metric)
+    ax.set_xticks(np.arange(len(ranked)) + width, list(ranked), rotation=15, fontsize=8)
+    ax.set_title(f"full-ranking top-10, {report.protocol} protocol")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths["png"], dpi=120)
+    plt.close(fig)
+    return paths

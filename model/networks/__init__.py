@@ -1,0 +1,1 @@
+"""The PyTorch networks, one module per family."""

@@ -1,0 +1,194 @@
+"""Serving: two-tower candidates re-ranked by the engagement net, behind the API's ``Recommender``.
+
+``Ranker`` loads the checkpoints once (``<models_dir>/<split>/two_tower.pt`` and
+``engagement.pt``). Candidate generation needs no feature store: the movie vectors were
+precomputed at training time and travel in the two-tower checkpoint (1,682 x 64 floats for
+ML-100K, ~430 KB), so a batch of users is one user-tower pass and one (users, 64) x (64,
+n_movies) product in memory; a catalogue in the millions would move them into a pgvector HNSW
+table instead. The user tower reads each user's history (movies rated), which the caller reads
+from the graph and the API's mutation log, so a rating made a moment ago already counts.
+
+Re-ranking reads the encoded online features of the (user, candidate) pairs through
+``PairFeatures`` (model/serve/pair_features.py: Feast's ``engagement_serving_v1``, movie side
+held in memory) and adds ``beta`` x the
+engagement logit (beta as chosen by ``marquee evaluate`` on validation, stored in the
+engagement checkpoint's metrics; 0 = retriever order). When features cannot be read the
+answer is the retriever's order with ``degraded=True``.
+
+The API wraps ``Ranker`` as a Recommender in ``api/recommendations/ranked.py`` (``plug_serving``), loading it
+with ``expected_features`` from the feature service.
+
+``expected_features`` makes a checkpoint trained on another feature list fail at start-up
+(``FeatureMismatch``) instead of scoring with misread columns; a checkpoint trained on the
+local frame (``--features local``) is refused there too, by design: train with
+``--features feast`` to serve with Feast's online features.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    FeatureMismatch,
+    checkpoint_path,
+    from_checkpoint,
+    load_checkpoint,
+)
+from model.data.engagement_frame import FrameEncoder
+from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
+from model.networks.two_tower import TwoTowerRetriever, UserHistory
+from model.serve.pair_features import PairFeatures
+from sources.feature_store.names import TRAINING_SERVICE
+
+log = logging.getLogger(__name__)
+
+
+def service_features(store: Any, service: str = TRAINING_SERVICE) -> list[str]:
+    """``view__feature`` names a Feast feature service serves now, in its order."""
+    names = []
+    for projection in store.get_feature_service(service).feature_view_projections:
+        prefix = projection.name_to_use()
+        names += [f"{prefix}__{f.name}" for f in projection.features]
+    return names
+
+
+def _unknown(user_id: int) -> CheckpointError:
+    return CheckpointError(f"user {user_id} is newer than the retriever checkpoint; retrain to include them")
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    """One user to rank: ``k`` movies, none of ``exclude``."""
+
+    user_id: int
+    history: Sequence[int]  # the movies the user rated (the user tower reads them)
+    k: int
+    exclude: set[int]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One ranked movie: the final ``score`` and the retriever's logit it started from."""
+
+    movie_id: int
+    score: float
+    retriever: float
+    rating: float | None  # the engagement net's predicted rating, when it re-ranked
+
+
+class Ranker:
+    """Checkpoints loaded once; ``rank_many`` answers several users in one pass, ``rank`` one."""
+
+    def __init__(
+        self, two_tower: Checkpoint, engagement: Checkpoint | None = None, *, beta: float | None = None
+    ) -> None:
+        self.retriever: TwoTowerRetriever = from_checkpoint(two_tower)
+        self.movie_vectors: Tensor = two_tower.extras["movie_vectors"].float()
+        self.movie_ids = np.asarray(two_tower.extras["movie_ids"])
+        self.user_index = {int(u): i for i, u in enumerate(np.asarray(two_tower.extras["user_ids"]).tolist())}
+        self.movie_index = {int(m): i for i, m in enumerate(self.movie_ids.tolist())}
+        self.engagement: MultimodalEngagementNet | None = None
+        self.encoder: FrameEncoder | None = None
+        self.beta = 0.0
+        self.version = two_tower.version
+        if engagement is not None:
+            self.engagement = from_checkpoint(engagement)
+            self.encoder = FrameEncoder.from_dict(engagement.extras["encoder"])
+            self.beta = float(beta if beta is not None else engagement.metrics.get("rerank_beta", 0.0))
+            self.version += f"+{engagement.version}"
+
+    @classmethod
+    def load(cls, models_dir: Path, *, split: str = "time", expected_features: Sequence[str] | None = None) -> Ranker:
+        """Both checkpoints of ``split``; ``expected_features`` (the training service's current
+        feature list) makes a stale engagement checkpoint fail here, not on a request."""
+        folder = models_dir / split
+        two_tower = load_checkpoint(checkpoint_path(folder, "two_tower"))
+        try:
+            engagement = load_checkpoint(checkpoint_path(folder, "engagement"), expected_features)
+        except CheckpointError as exc:
+            if isinstance(exc, FeatureMismatch):
+                raise
+            log.warning("no engagement re-ranker (%s); serving retriever order", exc)
+            engagement = None
+        return cls(two_tower, engagement)
+
+    def candidates(self, user_id: int, history: Sequence[int], n: int, exclude: set[int]) -> tuple[np.ndarray, Tensor]:
+        """Top ``n`` movie ids (external) and their retriever logits, excluding ``exclude``."""
+        if user_id not in self.user_index:
+            raise _unknown(user_id)
+        return self._candidates([RankRequest(user_id, history, n, exclude)], n)[0]
+
+    @torch.no_grad()
+    def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
+        """Each (known) user's top ``n``: one user-tower pass and one product for all of them."""
+        history = UserHistory.of([[self.movie_index[m] for m in r.history if m in self.movie_index] for r in requests])
+        ids = torch.tensor([self.user_index[r.user_id] for r in requests])
+        users = self.retriever.user_vectors(ids, None, history)
+        logits = users @ self.movie_vectors.T / self.retriever.config.temperature
+        out = []
+        for row, r in zip(logits, requests, strict=True):
+            blocked = [self.movie_index[m] for m in r.exclude if m in self.movie_index]
+            row[blocked] = float("-inf")
+            top = row.topk(min(n, len(row) - len(blocked)))
+            out.append((self.movie_ids[top.indices.numpy()], top.values))
+        return out
+
+    def rank(
+        self, user_id: int, history: Sequence[int], k: int, *, exclude: set[int], features: PairFeatures | None,
+        n_candidates: int = 100,
+    ) -> tuple[list[Scored], bool]:  # fmt: skip
+        """Top ``k`` and whether the answer is degraded (features wanted but unreadable)."""
+        outcome = self.rank_many(
+            [RankRequest(user_id, history, k, exclude)], features=features, n_candidates=n_candidates
+        )[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def rank_many(
+        self, requests: Sequence[RankRequest], *, features: PairFeatures | None, n_candidates: int = 100
+    ) -> list[tuple[list[Scored], bool] | Exception]:
+        """``rank`` for several users at once, in order: one candidate pass, one feature read and
+        one forward pass for all of them. A user the checkpoint does not know gets its own
+        ``CheckpointError`` and does not fail the others."""
+        known = [r for r in requests if r.user_id in self.user_index]
+        n = max([n_candidates] + [r.k for r in known])
+        ranked = iter(self._rerank(known, self._candidates(known, n), features) if known else [])
+        return [next(ranked) if r.user_id in self.user_index else _unknown(r.user_id) for r in requests]
+
+    def _rerank(
+        self, requests: Sequence[RankRequest], found: list[tuple[np.ndarray, Tensor]], features: PairFeatures | None
+    ) -> list[tuple[list[Scored], bool]]:
+        def retriever_order(movie_ids: np.ndarray, logits: Tensor, k: int) -> list[Scored]:
+            top = zip(movie_ids[:k].tolist(), logits[:k].tolist(), strict=True)
+            return [Scored(int(m), s, s, None) for m, s in top]
+
+        if self.engagement is None or self.encoder is None or not self.beta or features is None:
+            degraded = self.beta > 0 and features is None
+            return [(retriever_order(m, s, r.k), degraded) for r, (m, s) in zip(requests, found, strict=True)]
+        try:
+            batch = features.encoded_many([(r.user_id, m.tolist()) for r, (m, _) in zip(requests, found, strict=True)],
+                                          self.encoder)  # fmt: skip
+            all_ratings = torch.split(predict_ratings(self.engagement, batch), [len(m) for m, _ in found])
+        except Exception as exc:  # a feature store hiccup must not fail the requests
+            log.warning("engagement re-rank skipped (%s)", exc)
+            return [(retriever_order(m, s, r.k), True) for r, (m, s) in zip(requests, found, strict=True)]
+        out = []
+        for r, (movie_ids, logits), ratings in zip(requests, found, all_ratings, strict=True):
+            combined = logits + self.beta * rating_to_logit(ratings)
+            order = combined.argsort(descending=True, stable=True)[: r.k].tolist()
+            # plain lists first: indexing a tensor element by element costs microseconds each
+            c, s, p, ids = combined.tolist(), logits.tolist(), ratings.tolist(), movie_ids.tolist()
+            scored = [Scored(int(ids[i]), c[i], s[i], p[i]) for i in order]
+            out.append((scored, False))
+        return out

@@ -1,0 +1,1 @@
+"""Training: options, the loop, one module per model, the pipeline that runs them."""

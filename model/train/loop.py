@@ -1,0 +1,113 @@
+"""The shared epoch loop and the helpers every trainer uses.
+
+``fit`` trains over a pinned-memory ``DataLoader`` (bf16 autocast on CUDA), validates after
+each epoch, keeps the best state, stops after ``patience`` epochs without improvement and
+restores the best; a progress bar shows loss and the monitored metric."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+
+from model.data.interactions import Interactions
+from model.device import autocast_context, loader_kwargs, pick_device
+from model.networks.config import FullRanker
+from model.train.options import TrainOptions
+from sources.progress import progress_bar
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds torch and numpy, so a run with the same seed and data trains the same."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def batch_loader(tensors: list[Tensor], batch_size: int, device: torch.device, seed: int) -> DataLoader[Any]:
+    """Shuffled whole-batch indexing of in-memory tensors (no per-row collate)."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = BatchSampler(RandomSampler(range(len(tensors[0])), generator=generator), batch_size, drop_last=False)
+    return DataLoader(TensorDataset(*tensors), sampler=sampler, batch_size=None, **loader_kwargs(device))
+
+
+def fit(
+    *,
+    name: str,
+    model: nn.Module,
+    loader: DataLoader[Any],
+    step: Callable[[list[Tensor]], Tensor],
+    validate: Callable[[], dict[str, float]],
+    monitor: str,
+    higher_is_better: bool,
+    options: TrainOptions,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[list[dict[str, float]], int, dict[str, float]]:
+    """The shared epoch loop: train, validate, keep the best state, early-stop. Restores the best."""
+    device = pick_device(options.device)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, Tensor], dict[str, float]] | None = None
+    n_batches = len(loader) if options.max_batches is None else min(len(loader), options.max_batches)
+    model.eval()
+    # epoch 0: the untrained model, so every run shows what training bought
+    history.append({"epoch": 0, "loss": float("nan"), "seconds": 0.0, "samples": 0, **validate()})
+    with progress_bar(quiet=options.quiet) as bar:
+        task = bar.add_task(f"{name}", total=options.epochs * n_batches)
+        for epoch in range(1, options.epochs + 1):
+            model.train()
+            started, losses, samples = time.perf_counter(), [], 0
+            for i, batch in enumerate(loader):
+                if i >= n_batches:
+                    break
+                batch = [t.to(device, non_blocking=True) for t in batch]
+                with autocast_context(device):
+                    loss = step(batch)
+                optimizer.zero_grad(set_to_none=True)
+                torch.autograd.backward(loss)  # typed, unlike Tensor.backward
+                optimizer.step()
+                losses.append(loss.item())
+                samples += len(batch[0])
+                bar.advance(task)
+            seconds = time.perf_counter() - started
+            model.eval()
+            metrics = validate()
+            row = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": seconds, "samples": samples, **metrics}
+            history.append(row)
+            score = metrics[monitor]
+            line = f"{name} epoch {epoch} loss {row['loss']:.4f} valid {monitor} {score:.4f} ({seconds:.1f}s)"
+            bar.update(task, description=line)
+            if not options.quiet:
+                bar.console.print(line)
+            better = best is None or (score > best[0] if higher_is_better else score < best[0])
+            if better:
+                best = (score, epoch, copy.deepcopy(model.state_dict()), metrics)
+            elif best is not None and epoch - best[1] >= options.patience:
+                break
+        bar.update(task, completed=options.epochs * n_batches)
+    assert best is not None
+    model.load_state_dict(best[2])
+    return history, best[1], best[3]
+
+
+def seen_mask(data: Interactions, device: torch.device) -> Tensor:
+    """``(n_users, n_movies)`` bool: which movies each user met in ``data``."""
+    mask = torch.zeros(data.n_users, data.n_movies, dtype=torch.bool)
+    mask[torch.as_tensor(data.users), torch.as_tensor(data.items)] = True
+    return mask.to(device)
+
+
+class OnCpu:
+    """Scores on the model's device, hands back CPU tensors (metrics run on CPU)."""
+
+    def __init__(self, model: FullRanker) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def score_all(self, user_ids: Tensor) -> Tensor:
+        device = next(self.model.parameters()).device  # type: ignore[attr-defined]
+        return self.model.score_all(user_ids.to(device)).float().cpu()

@@ -1,0 +1,137 @@
+"""The pipeline behind ``marquee train``: data → split → each model's trainer → a checkpoint.
+
+A checkpoint records the model config, the feature service and its feature list, the data
+snapshot, the split and the metrics, so serving can refuse one that no longer fits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from model.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
+from model.data.catalog import load_catalog
+from model.data.engagement_frame import FrameEncoder, base_column, load_side_info, local_frame
+from model.data.interactions import Interactions, Split, from_stores, make_split
+from model.networks.baselines import BPRMF, MostPopular
+from model.networks.engagement import MultimodalEngagementNet
+from model.networks.two_tower import TwoTowerRetriever
+from model.train.baselines import train_bpr, train_pop
+from model.train.engagement import split_frame, train_engagement
+from model.train.options import MODELS, Trained, TrainOptions
+from model.train.two_tower import train_two_tower
+from sources.errors import MarqueeError
+from sources.feature_store.names import TRAINING_SERVICE
+from sources.progress import console
+from sources.stores.clients import Stores
+
+TWO_TOWER_FEATURES = ["reviews.history_bag", "movie_embeddings.embedding", "movie_genres.genre_id"]
+
+
+LOCAL_SERVICE = "local:engagement_frame_v1"
+
+
+def snapshot(data: Interactions) -> dict[str, Any]:
+    """Which data a model saw: enough to tell a stale checkpoint from a current one."""
+    return {
+        "max_event_ts": int(data.max_ts),
+        "interactions": len(data),
+        "users": data.n_users,
+        "movies": data.n_movies,
+    }
+
+
+def to_checkpoint(trained: Trained, data: Interactions, split: Split, *, feature_service: str = "") -> Checkpoint:
+    ids = {"user_ids": torch.as_tensor(data.user_ids), "movie_ids": torch.as_tensor(data.movie_ids)}
+    common: dict[str, Any] = {
+        "data_snapshot": snapshot(data),
+        "split": split.describe(),
+        "metrics": {"valid": trained.valid, "training": trained.summary(), "history": trained.history},
+    }
+    model = trained.model
+    if isinstance(model, MostPopular):
+        return Checkpoint("pop", {"n_items": model.n_items}, {"counts": model.counts}, "", [], extras=ids, **common)
+    if isinstance(model, BPRMF):
+        config = {"n_users": data.n_users, "n_items": data.n_movies, "dim": trained.extras["dim"]}
+        return Checkpoint("bpr", config, model.state_dict(), "", [], extras=ids, **common)
+    if isinstance(model, TwoTowerRetriever):
+        extras = {**ids, "movie_vectors": model.all_movie_vectors().float()}
+        return Checkpoint("two_tower", model.config.to_dict(), model.state_dict(), "marquee:two_tower_inputs",
+                          list(TWO_TOWER_FEATURES), extras=extras, **common)  # fmt: skip
+    if isinstance(model, MultimodalEngagementNet):
+        encoder: FrameEncoder = trained.extras["encoder"]
+        columns = list(dict.fromkeys(base_column(f) for f in encoder.features))  # "genres[3]" -> "genres"
+        return Checkpoint("engagement", model.config.to_dict(), model.state_dict(), feature_service,
+                          columns, extras={**ids, "encoder": encoder.to_dict()}, **common)  # fmt: skip
+    raise TypeError(f"cannot checkpoint {type(model).__name__}")
+
+
+def engagement_frame(stores: Stores, data: Interactions, *, source: str = "auto") -> tuple[pd.DataFrame, str]:
+    """Training rows for the engagement net and the feature service they came from.
+
+    ``feast``: labels from MongoDB joined point-in-time through ``engagement_training_v1``
+    (model.data.point_in_time); ``local``: the same kind of columns computed from the stores directly;
+    ``auto``: Feast when its repo is applied and exported, else local (said on the console).
+    """
+    if source not in ("auto", "feast", "local"):
+        raise ValueError(f"unknown feature source {source!r}; use auto, feast or local")
+    if source in ("auto", "feast"):
+        try:
+            from model.data.point_in_time import label_events, training_frame
+            from sources.feature_store.env import open_feature_store
+
+            store = open_feature_store(stores.endpoints)
+            store.get_feature_service(TRAINING_SERVICE)
+            return training_frame(store, label_events(stores), TRAINING_SERVICE), TRAINING_SERVICE
+        except Exception as exc:
+            if source == "feast":
+                raise MarqueeError(f"Feast features unavailable ({type(exc).__name__}: {exc}); "
+                                   "run marquee export, apply and materialize first") from exc  # fmt: skip
+            console.print(f"[yellow]Feast service {TRAINING_SERVICE} unavailable ({type(exc).__name__}); "
+                          "computing the same features from the stores directly[/]")  # fmt: skip
+    return local_frame(load_side_info(stores), data), LOCAL_SERVICE
+
+
+def train_models(
+    stores: Stores,
+    models_dir: Path,
+    *,
+    kinds: Sequence[str],
+    split_name: str = "time",
+    options: TrainOptions,
+    feature_source: str = "auto",
+    data: Interactions | None = None,
+    explicit: set[str] = frozenset(),  # type: ignore[assignment]
+    engagement_input: tuple[pd.DataFrame, str] | None = None,
+) -> dict[str, tuple[Trained, Checkpoint, Path]]:
+    """Train ``kinds`` on ``split_name`` and write ``<models_dir>/<split>/<kind>.pt`` for each.
+
+    ``options`` fields named in ``explicit`` (set by the user) override ``MODEL_DEFAULTS``;
+    ``engagement_input`` is ``engagement_frame``'s answer when the caller already built it
+    (the point-in-time join is the slow part of training the engagement net)."""
+    unknown = [k for k in kinds if k not in MODELS]
+    if unknown:
+        raise MarqueeError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)} or all")
+    data = data if data is not None else from_stores(stores)
+    split = make_split(data, split_name, seed=options.seed)
+    out: dict[str, tuple[Trained, Checkpoint, Path]] = {}
+    for kind in kinds:
+        service = ""
+        opts = options.for_model(kind, explicit)
+        if kind == "pop":
+            trained = train_pop(split, opts)
+        elif kind == "bpr":
+            trained = train_bpr(split, opts)
+        elif kind == "two_tower":
+            trained = train_two_tower(split, load_catalog(stores, data), opts)
+        else:
+            frame, service = engagement_input or engagement_frame(stores, data, source=feature_source)
+            trained = train_engagement(split_frame(frame, split), opts, user_ids=data.user_ids,
+                                       movie_ids=data.movie_ids)  # fmt: skip
+        checkpoint = to_checkpoint(trained, data, split, feature_service=service)
+        path = save_checkpoint(checkpoint, checkpoint_path(models_dir / split_name, kind))
+        out[kind] = (trained, checkpoint, path)
+    return out

@@ -1,0 +1,1 @@
+"""Datasets: MovieLens readers, the synthetic generator, generated fields and title embeddings."""

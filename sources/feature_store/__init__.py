@@ -1,0 +1,1 @@
+"""Feast glue: the repository's environment, the offline join, apply and materialize."""

@@ -1,0 +1,1 @@
+"""Store clients and the embedded servers: PostgreSQL, MongoDB, the graph."""

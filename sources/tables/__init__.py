@@ -1,0 +1,1 @@
+"""The PostgreSQL schema as SQLAlchemy models: systems of record and feature tables."""
