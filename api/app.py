@@ -88,7 +88,7 @@ def create_app(
             yield
 
     graphql = MarqueeGraphQL(
-        build_schema(introspection=settings.introspection),
+        build_schema(introspection=settings.introspection, max_cost=settings.query_max_cost),
         assets_dir=assets_dir,
         graphql_ide="graphiql" if settings.graphiql else None,
     )
@@ -108,7 +108,7 @@ def _prepare_mongo(stores: Stores) -> None:
         with store_call("mongo"):
             writes.ensure_indexes(stores.mongo)
     except StoreDown as exc:
-        log.warning("starting without Mongo: %s", exc)
+        log.warning("starting without Mongo: %s", exc.detail)
 
 
 async def healthz(request: Request) -> JSONResponse:

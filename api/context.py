@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -79,6 +81,16 @@ class Services:
         self.closing.close()
 
 
+#: an id a client may send (``X-Request-ID``) is kept when it is this plain; else one is made
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id_for(request: Request | WebSocket | None) -> str:
+    """The request's id for logs and errors: the client's ``X-Request-ID`` when plain, else new."""
+    given = request.headers.get("x-request-id", "") if request is not None else ""
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 @dataclass
 class Context:
     services: Services
@@ -86,6 +98,8 @@ class Context:
     request: Request | WebSocket
     response: Response | None
     api_key: str | None
+    #: names this request in the server log; errors that log details carry it (``requestId``)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def stores(self) -> Stores:
@@ -101,12 +115,16 @@ class Context:
 
 
 def build_context(services: Services, request: Request | WebSocket, response: Response | None) -> Context:
+    request_id = request_id_for(request)
+    if response is not None:
+        response.headers["X-Request-ID"] = request_id
     return Context(
         services=services,
         loaders=Loaders(services.stores),
         request=request,
         response=response,
         api_key=request.headers.get("x-api-key"),
+        request_id=request_id,
     )
 
 

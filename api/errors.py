@@ -6,8 +6,9 @@
     └── Unauthenticated         UNAUTHENTICATED: a mutation without a valid X-API-Key
 
 Errors from below the GraphQL layer keep their own types and get a code here:
-``StoreDown`` (sources/stores/failures.py) → STORE_UNAVAILABLE with the store's name,
-``UnknownUser`` (api/recommendations/contract.py) → NOT_FOUND.
+``StoreDown`` (sources/stores/failures.py) → STORE_UNAVAILABLE with the store's name and the
+request's id (``requestId``) — the message names only the store, the driver's reason is
+logged under that id; ``UnknownUser`` (api/recommendations/contract.py) → NOT_FOUND.
 
 Anything else raised by a resolver is unexpected: ``ErrorPolicy`` masks its message
 ("Unexpected error.", code INTERNAL_SERVER_ERROR) so internals never leak. Errors found before
@@ -17,6 +18,8 @@ message and get a code too.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any, ClassVar
 
 from graphql.error import GraphQLError
@@ -25,6 +28,8 @@ from strawberry.relay.types import GlobalIDValueError
 
 from api.recommendations.contract import UnknownUser
 from sources.stores.failures import StoreDown
+
+log = logging.getLogger(__name__)
 
 MASKED_MESSAGE = "Unexpected error."
 
@@ -57,7 +62,7 @@ class Unauthenticated(ApiError):
 #: errors raised below the GraphQL layer → the code and extensions they are reported with
 def _lower_extensions(exc: BaseException) -> dict[str, Any] | None:
     if isinstance(exc, StoreDown):
-        return {"code": "STORE_UNAVAILABLE", "store": exc.store}
+        return {"code": "STORE_UNAVAILABLE", "store": exc.store}  # + requestId, see ErrorPolicy
     if isinstance(exc, UnknownUser):
         return {"code": "NOT_FOUND", "user_id": exc.user_id}
     return None
@@ -86,6 +91,7 @@ class ErrorPolicy(MaskErrors):
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=self._should_mask, error_message=MASKED_MESSAGE)
+        self._own_request_id: str | None = None
 
     @staticmethod
     def _should_mask(error: GraphQLError) -> bool:
@@ -94,11 +100,28 @@ class ErrorPolicy(MaskErrors):
             return False
         return error.path is not None
 
+    def _request_id(self) -> str:
+        request_id = getattr(getattr(self.execution_context, "context", None), "request_id", None)
+        if isinstance(request_id, str):
+            return request_id
+        if self._own_request_id is None:  # executed without our Context (a bare schema.execute)
+            self._own_request_id = uuid.uuid4().hex
+        return self._own_request_id
+
+    def _log_store_down(self, error: GraphQLError, exc: StoreDown) -> dict[str, Any]:
+        """The driver's reason goes to the log, never to the client; the id links the two."""
+        request_id = self._request_id()
+        path = ".".join(str(p) for p in error.path or ()) or "-"
+        log.warning("request %s: %s at %s: %s", request_id, exc, path, exc.reason or "(no reason given)")
+        return {"requestId": request_id}
+
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
             lower = _lower_extensions(error.original_error) if error.original_error is not None else None
             if lower is not None:
+                if isinstance(error.original_error, StoreDown):
+                    lower |= self._log_store_down(error, error.original_error)
                 error.extensions = {**(error.extensions or {}), **lower}
                 continue
             if "code" in (error.extensions or {}):

@@ -1,6 +1,7 @@
 """The Marquee GraphQL schema: queries, mutations, limits and error policy.
 
-``build_schema(introspection=...)`` is what the app serves; ``python -m api.schema`` prints
+``build_schema(introspection=..., max_cost=...)`` is what the app serves (limits: depth,
+aliases, tokens, and the query cost of ``api/cost.py``); ``python -m api.schema`` prints
 the SDL that is committed as ``schema.graphql`` (a test fails when it is stale).
 """
 
@@ -29,6 +30,7 @@ from strawberry.printer import print_schema
 from strawberry.types import ExecutionContext
 
 from api.context import Info
+from api.cost import DEFAULT_MAX_COST, query_cost_limit
 from api.errors import ApiError, BadUserInput, ErrorPolicy, is_user_error
 from api.mutations import Mutation
 from api.queries import reads
@@ -247,7 +249,7 @@ class QueryParseCache(ParserCache):
         yield
 
 
-def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+def build_schema(*, introspection: bool = True, max_cost: int = DEFAULT_MAX_COST) -> strawberry.Schema:
     # The limit rules are classes built once: the validation cache keys on them, and a class
     # made per request (what QueryDepthLimiter() does) would make every lookup miss.
     limit_rules = [
@@ -260,6 +262,8 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: QueryParseCache(maxsize=QUERY_CACHE_SIZE),
         lambda: ValidationCache(maxsize=QUERY_CACHE_SIZE),
+        # After the (cached) validation: the cost depends on the request's variables.
+        query_cost_limit(max_cost),
         ErrorPolicy,
     ]
     if not introspection:

@@ -52,7 +52,8 @@ def main() -> None:
     except MarqueeError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        # ``detail``: a store outage (StoreDown) with the driver's reason, which API clients never see
+        console.print(f"[red]error:[/] {getattr(exc, 'detail', exc)}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list)
     graphiql: bool = Field(default=True, description="serve the GraphiQL IDE at /graphql (GET from a browser)")
     introspection: bool = Field(default=True, description="answer GraphQL introspection queries")
+    query_max_cost: int = Field(
+        default=20_000,
+        ge=1,
+        description="largest cost a GraphQL query may have (api/cost.py: each field's cost, multiplied by "
+        "the page sizes above it); costlier queries are refused with QUERY_TOO_COMPLEX before they run",
+    )
     recommendation_cache_s: float = Field(
         default=60.0,
         ge=0,

@@ -3,7 +3,8 @@
 ``with store_call("mongo"): …`` turns a client library's connection error (psycopg through
 SQLAlchemy, pymongo, redis for FalkorDB, the neo4j driver, plain ``OSError``) into
 ``StoreDown("mongo")``; any other error passes through untouched, so a bug is never mistaken
-for an outage. The GraphQL layer maps ``StoreDown`` to the code ``STORE_UNAVAILABLE``.
+for an outage. The GraphQL layer maps ``StoreDown`` to the code ``STORE_UNAVAILABLE``, shows
+only its message and logs its ``reason`` under the request's id.
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ from sources.errors import MarqueeError, StoreUnavailable, first_line
 
 
 class StoreDown(MarqueeError):
-    """``store`` ("postgres", "mongo", "graph", "feature_store", …) did not answer."""
+    """``store`` ("postgres", "mongo", "graph", "feature", …) did not answer.
+
+    The message names the store and nothing else, so it is safe to show anyone; ``reason``
+    (the driver's first line: it may hold hosts, paths, users) is for logs and the command
+    line, and ``detail`` joins the two."""
 
     def __init__(self, store: str, reason: str = "") -> None:
-        tail = f": {reason}" if reason else ""
-        super().__init__(f"the {store} store is unavailable{tail}")
+        super().__init__(f"the {store} store is unavailable")
         self.store = store
+        self.reason = reason
+
+    @property
+    def detail(self) -> str:
+        """The message with the driver's reason, for logs and the command line (not for clients)."""
+        return f"{self}: {self.reason}" if self.reason else str(self)
 
 
 def is_connection_error(exc: BaseException) -> bool:
