@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from sources.errors import StoreUnavailable
 from sources.settings import redact
+from sources.stores import deadline
 
 Row = dict[str, Any]
 Params = Mapping[str, Any]
@@ -93,7 +94,9 @@ class FalkorGraph:
 
     def read(self, cypher: str, params: Params | None = None) -> list[Row]:
         try:
-            result = self._graph().ro_query(cypher, dict(params or {}))
+            left = deadline.remaining()  # a request's budget, if any, bounds the query
+            timeout_ms = None if left is None else max(1, int(left * 1000))
+            result = self._graph().ro_query(cypher, dict(params or {}), timeout=timeout_ms)
         except Exception as exc:
             # FalkorDB refuses queries on a graph that was never written (or was lost); an
             # empty graph answers nothing, as Neo4j's empty database would.
@@ -168,6 +171,11 @@ class Neo4jGraph:
         def work(tx: Any) -> list[Row]:
             return [{k: _plain(v) for k, v in record.items()} for record in tx.run(cypher, dict(params or {}))]
 
+        left = deadline.remaining()  # a request's budget, if any, bounds the transaction
+        if left is not None:
+            import neo4j
+
+            work = neo4j.unit_of_work(timeout=max(left, 0.001))(work)
         with self._driver.session(database=self._database) as session:
             rows: list[Row] = session.execute_read(work)
             return rows
