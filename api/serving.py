@@ -2,7 +2,8 @@
 
 ``plug_serving`` is the ``create_app(configure=…)`` hook ``marquee serve`` uses; it plugs:
 
-1. Feast online features (``plug_feature_store``), when the repository is applied;
+1. Feast online features (``plug_feature_store``), when the repository is applied, then the
+   repair of the writes a crash or a failed push left unpushed (``repair_writes``);
 2. the trained ranker in front of the fallback (``plug_model``), when its checkpoints fit
    the feature service; a checkpoint trained on another feature list is refused (logged),
    never scored with misread columns;
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from api.context import Services
-from api.queries import reads
+from api.queries import reads, writes
 from api.queries.feast_features import FeastUserFeatures
 from api.recommendations.contract import RecommendationRequest
 from api.recommendations.fallback import WithFallback
@@ -39,6 +40,7 @@ WARM_FIRST = 10  # the length of a list ranked at start: the schema's default ``
 def plug_serving(services: Services) -> None:
     """Feast features, then the trained ranker, then kept lists (see the module docstring)."""
     plug_feature_store(services)
+    repair_writes(services)
     ranker = plug_model(services)
     if ranker is not None:
         warm = list(ranker.ranker.user_index)[: services.settings.recommendation_warm_users]
@@ -57,6 +59,25 @@ def plug_feature_store(services: Services) -> None:
         return
     services.online_features = feast
     services.feature_pusher = feast
+
+
+def repair_writes(services: Services) -> writes.RepairReport | None:
+    """Finish the mutations a crash or a failed push left (``writes.repair``), before serving:
+    a replay of their clientMutationId then answers ``replayed: true`` and their events are
+    in the online features. Needs the feature store; a failure is logged, not raised."""
+    if not isinstance(services.feature_pusher, FeastUserFeatures):
+        return None
+    try:
+        report = writes.repair(services.stores.mongo, services.feature_pusher.push)
+    except Exception as exc:  # a store down now: the next start tries again
+        log.warning("repair of unfinished mutations skipped: %s", first_line(exc))
+        return None
+    if report.finished or report.pushed or report.failed:
+        log.info(
+            "repaired mutations: %d finished, %d pushed, %d could not be pushed",
+            report.finished, report.pushed, report.failed,
+        )  # fmt: skip
+    return report
 
 
 def plug_model(services: Services) -> RankerRecommender | None:

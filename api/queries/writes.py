@@ -8,6 +8,13 @@ the same write instead of adding a second one; a replay of a finished mutation r
 first result. The collection doubles as the log of what the API wrote since the stores
 were loaded, which the fallback recommender reads instead of scanning ``reviews``.
 
+A finished record gets ``pushed: true`` once the event reached the feature store
+(``mark_pushed``). What a crash (or a failed push) leaves behind, a record still pending or
+done but not pushed, is finished by ``repair`` when the app starts (api/serving.py): the
+event is written if it is missing, the push is redone (it is idempotent), and the record is
+marked. ``marquee export`` also re-reads the events of records not pushed, whatever their
+time (sources/export/extract.py), so they reach the offline tables even before a restart.
+
 Only whole-document writes (``insert_one``/``replace_one``) are used: the embedded Mongo
 server (nx-27017 0.8.1) stores a ``$set`` of a top-level datetime as a string and a
 ``$push`` of a sub-document as a JSON string (docs/embedded-stores.md), which would corrupt the data.
@@ -17,15 +24,17 @@ A playback append is a read-modify-replace guarded by ``updated_at`` (compare-an
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from api.queries.features import FeatureEvent
 from sources.stores import mongo
 from sources.stores.failures import StoreDown, store_call
 from sources.stores.mongo import MUTATION_LOG as MUTATIONS
@@ -35,6 +44,9 @@ CAS_ATTEMPTS = 8
 PLAYBACK_NAMESPACE = uuid.UUID("0c6f3c55-3f7e-4a5e-a7a8-7d7f0f5e9b21")
 
 MongoDb = Database[dict[str, Any]]
+log = logging.getLogger(__name__)
+#: the mutation log's query for records whose event may not have reached the feature store
+NOT_PUSHED: dict[str, Any] = {"pushed": {"$ne": True}}
 
 
 class MutationIdConflict(Exception):
@@ -48,6 +60,8 @@ class RatingWritten:
     movie_id: int
     rating: int
     rated_at: datetime
+    #: the mutation log record's ``_id`` (not part of the stored result)
+    log_id: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class PlaybackWritten:
     duration_seconds: int
     device: str
     started_at: datetime
+    log_id: str = field(default="", compare=False)
 
 
 def _now() -> datetime:
@@ -124,6 +139,33 @@ def _finish(db: MongoDb, record: dict[str, Any]) -> None:
         db[MUTATIONS].replace_one({"_id": record["_id"]}, {**record, "status": "done"})
 
 
+def _result(written: RatingWritten | PlaybackWritten) -> dict[str, Any]:
+    """What the record keeps of a write (its own ``_id`` is the log id)."""
+    result = asdict(written)
+    del result["log_id"]
+    return result
+
+
+def _rating(record: dict[str, Any]) -> RatingWritten:
+    return RatingWritten(**record["result"], log_id=str(record["_id"]))
+
+
+def _playback(record: dict[str, Any]) -> PlaybackWritten:
+    return PlaybackWritten(**record["result"], log_id=str(record["_id"]))
+
+
+def _write_review(db: MongoDb, written: RatingWritten) -> None:
+    review = {
+        "_id": written.review_id,
+        "user_id": written.user_id,
+        "movie_id": written.movie_id,
+        "rating": float(written.rating),
+        "ts": written.rated_at,
+    }
+    with contextlib.suppress(DuplicateKeyError):  # a retry of a write that landed before a crash
+        mongo.live(db, "reviews").insert_one(review)
+
+
 def rate_movie(
     db: MongoDb, *, user_id: int, movie_id: int, rating: int, client_id: str | None
 ) -> tuple[RatingWritten, bool]:
@@ -132,19 +174,11 @@ def rate_movie(
         at = _now()
         fresh = RatingWritten(f"{user_id}:{movie_id}:{int(at.timestamp())}", user_id, movie_id, rating, at)
         inputs = {"user_id": user_id, "movie_id": movie_id, "rating": rating}
-        record = _claim(db, client_id or _auto_id(), "rateMovie", inputs, asdict(fresh))
-        written = RatingWritten(**record["result"])
+        record = _claim(db, client_id or _auto_id(), "rateMovie", inputs, _result(fresh))
+        written = _rating(record)
         replay = record.get("status") == "done"
         if not replay:
-            review = {
-                "_id": written.review_id,
-                "user_id": user_id,
-                "movie_id": movie_id,
-                "rating": float(rating),
-                "ts": written.rated_at,
-            }
-            with contextlib.suppress(DuplicateKeyError):  # a retry of a write that landed before a crash
-                mongo.live(db, "reviews").insert_one(review)
+            _write_review(db, written)
             _finish(db, record)
         return written, replay
 
@@ -158,13 +192,107 @@ def record_playback(
         session_id = str(uuid.uuid5(PLAYBACK_NAMESPACE, client_id)) if client_id else str(uuid.uuid4())
         fresh = PlaybackWritten(session_id, user_id, movie_id, duration_seconds, device, at)
         inputs = {"user_id": user_id, "movie_id": movie_id, "duration_seconds": duration_seconds, "device": device}
-        record = _claim(db, client_id or _auto_id(), "recordPlayback", inputs, asdict(fresh))
-        written = PlaybackWritten(**record["result"])
+        record = _claim(db, client_id or _auto_id(), "recordPlayback", inputs, _result(fresh))
+        written = _playback(record)
         replay = record.get("status") == "done"
         if not replay:
             _append_session(db, written)
             _finish(db, record)
         return written, replay
+
+
+def rating_event(written: RatingWritten) -> FeatureEvent:
+    """The feature store's view of a rating."""
+    return FeatureEvent(
+        "rating",
+        written.user_id,
+        written.movie_id,
+        written.rated_at,
+        float(written.rating),
+        record_id=written.review_id,
+    )
+
+
+def playback_event(written: PlaybackWritten) -> FeatureEvent:
+    """The feature store's view of a playback session."""
+    return FeatureEvent(
+        "playback",
+        written.user_id,
+        written.movie_id,
+        written.started_at,
+        float(written.duration_seconds),
+        written.device,
+        record_id=written.session_id,
+    )
+
+
+def mark_pushed(db: MongoDb, log_id: str) -> None:
+    """The event of a finished record reached the feature store (a whole-document replace)."""
+    with store_call("mongo"):
+        record = db[MUTATIONS].find_one({"_id": log_id})
+        if record is not None and record.get("status") == "done" and record.get("pushed") is not True:
+            db[MUTATIONS].replace_one({"_id": log_id, "status": "done"}, {**record, "pushed": True})
+
+
+@dataclass
+class RepairReport:
+    """What ``repair`` found: records it finished (event written), pushed, and could not push."""
+
+    finished: int = 0
+    pushed: int = 0
+    failed: int = 0
+
+
+def repair(db: MongoDb, push: Callable[[FeatureEvent], bool], limit: int = 10_000) -> RepairReport:
+    """Finish what a crash (or a failed push) left: every record not marked pushed, oldest first.
+
+    A pending record is rolled forward: its event is written with the id and time the record
+    already holds (so a retry of its clientMutationId then replays the same result), and the
+    record is marked done. Then the event is pushed again (landing and recomputing are
+    idempotent) and the record is marked pushed. A push that fails leaves the record for the
+    next start; ``marquee export`` re-reads its event meanwhile.
+    """
+    report = RepairReport()
+    with store_call("mongo"):
+        records = list(db[MUTATIONS].find(NOT_PUSHED, sort=[("at", 1)], limit=limit))
+    for record in records:
+        kind = record.get("kind")
+        if kind not in ("rateMovie", "recordPlayback"):
+            continue
+        with store_call("mongo"):
+            if kind == "rateMovie":
+                rating = _rating(record)
+                if record.get("status") != "done":
+                    _write_review(db, rating)
+                elif mongo.live(db, "reviews").find_one({"_id": rating.review_id}) is None:
+                    continue  # the review was removed since: nothing to push
+                event = rating_event(rating)
+            else:
+                playback = _playback(record)
+                if record.get("status") != "done":
+                    _append_session(db, playback)
+                elif not _has_session(db, playback):
+                    continue
+                event = playback_event(playback)
+            if record.get("status") != "done":
+                _finish(db, record)
+                report.finished += 1
+        try:
+            pushed = push(event)
+        except Exception:
+            log.exception("repair: the push of mutation %s failed", record["_id"])
+            pushed = False
+        if pushed:
+            mark_pushed(db, str(record["_id"]))
+            report.pushed += 1
+        else:
+            report.failed += 1
+    return report
+
+
+def _has_session(db: MongoDb, written: PlaybackWritten) -> bool:
+    doc = mongo.live(db, "playback_logs").find_one({"_id": written.user_id})
+    return doc is not None and any(s.get("session_id") == written.session_id for s in doc.get("sessions", []))
 
 
 def _append_session(db: MongoDb, written: PlaybackWritten) -> None:

@@ -109,10 +109,35 @@ def prefetch(batches: Iterator[list[Any]], depth: int = 2) -> Iterator[list[Any]
 # MongoDB ----------------------------------------------------------------------------------
 
 
-def review_batches(db: mongo.MongoDb, since: datetime | None, batch_size: int) -> Iterator[list[ReviewRow]]:
-    """Reviews with ``ts >= since`` (all when None), oldest first. ``>=`` re-reads the watermark's
-    own instant so a review that arrived later with that same time is not missed; landing is
-    idempotent, so re-read rows change nothing."""
+#: the API's mutation log records whose event may not be in the feature tables yet: written
+#: with their claim time, possibly after an export moved past it (api/queries/writes.py)
+NOT_PUSHED: dict[str, Any] = {"pushed": {"$ne": True}}
+
+
+def unpushed_writes(db: mongo.MongoDb) -> tuple[list[str], list[int]]:
+    """(review ids, playback user ids) of the API's writes not marked pushed to the feature store.
+
+    An incremental export reads them whatever their event time: a write cut by a crash, or
+    finished by a retry long after its claim, carries a time that can be older than the
+    watermark, and would otherwise reach the features only after a ``--full`` export."""
+    reviews: list[str] = []
+    users: set[int] = set()
+    for doc in db[mongo.MUTATION_LOG].find(NOT_PUSHED):
+        result = doc.get("result") or {}
+        if doc.get("kind") == "rateMovie" and isinstance(result.get("review_id"), str):
+            reviews.append(result["review_id"])
+        elif doc.get("kind") == "recordPlayback" and isinstance(result.get("user_id"), int):
+            users.add(result["user_id"])
+    return reviews, sorted(users)
+
+
+def review_batches(
+    db: mongo.MongoDb, since: datetime | None, batch_size: int, also: list[str] | None = None
+) -> Iterator[list[ReviewRow]]:
+    """Reviews with ``ts >= since`` (all when None), oldest first, then the reviews ``also`` names
+    that are older (``unpushed_writes``). ``>=`` re-reads the watermark's own instant so a review
+    that arrived later with that same time is not missed; landing is idempotent, so re-read rows
+    change nothing."""
     query = {"ts": {"$gte": since}} if since is not None else {}
     # No projection: a review holds just these fields, and the embedded server applies
     # projections slowly (docs/embedded-stores.md).
@@ -122,8 +147,15 @@ def review_batches(db: mongo.MongoDb, since: datetime | None, batch_size: int) -
         batch_size=batch_size,
     )
 
+    def docs() -> Iterator[dict[str, Any]]:
+        yield from cursor
+        if since is not None and also:
+            for doc in mongo.live(db, "reviews").find({"_id": {"$in": also}}):
+                if not isinstance(doc.get("ts"), datetime) or _time(doc["ts"], "ts", "") < since:
+                    yield doc  # (newer ones were read above)
+
     def rows() -> Iterator[ReviewRow]:
-        for doc in cursor:
+        for doc in docs():
             where = f"review {doc.get('_id')!r}"
             yield (
                 str(doc["_id"]),
@@ -137,7 +169,8 @@ def review_batches(db: mongo.MongoDb, since: datetime | None, batch_size: int) -
 
 
 class PlaybackReader:
-    """Sessions of the playback documents updated at or after ``since`` (all when None).
+    """Sessions of the playback documents updated at or after ``since`` (all when None), and of
+    the documents of ``also_users`` (``unpushed_writes``).
 
     The watermark is the documents' ``updated_at`` (what the filter reads), so a writer that
     appends a session must set ``updated_at`` to when it wrote. Every session of a re-read
@@ -145,8 +178,11 @@ class PlaybackReader:
     ``newest_update`` is the newest ``updated_at`` read: the next watermark.
     """
 
-    def __init__(self, db: mongo.MongoDb, since: datetime | None, batch_size: int) -> None:
+    def __init__(
+        self, db: mongo.MongoDb, since: datetime | None, batch_size: int, also_users: list[int] | None = None
+    ) -> None:
         self.since, self.batch_size = since, batch_size
+        self._db, self._also = db, also_users or []
         self.newest_update = since
         # A playback document holds every session of one user: fetch few per round trip. No
         # projection: it would drop only updated_at, and the embedded server applies it slowly.
@@ -159,8 +195,19 @@ class PlaybackReader:
     def batches(self) -> Iterator[list[SessionRow]]:
         return _batches(self._rows(), self.batch_size)
 
+    def _docs(self) -> Iterator[dict[str, Any]]:
+        """The documents updated since the watermark, then the older ones of ``also_users``
+        (users with an API write not marked pushed, see ``unpushed_writes``)."""
+        yield from self._cursor
+        if self.since is None or not self._also:
+            return
+        for doc in mongo.live(self._db, "playback_logs").find({"_id": {"$in": self._also}}):
+            updated = doc.get("updated_at")
+            if not isinstance(updated, datetime) or _time(updated, "updated_at", "") < self.since:
+                yield doc
+
     def _rows(self) -> Iterator[SessionRow]:
-        for doc in self._cursor:
+        for doc in self._docs():
             user_where = f"playback_logs document {doc.get('_id')!r}"
             user_id = _int(doc.get("user_id"), "user_id", user_where)
             updated = _time(doc.get("updated_at"), "updated_at", user_where)

@@ -17,8 +17,11 @@ Watermarks are event times read with ``>=`` (the watermark's own instant is re-r
 skips what it already holds). An event that arrives with a time older than its source's
 watermark is not seen by an incremental run: reviews and graph edges carry only their
 event time. Playback documents carry ``updated_at``, so a late session is picked up when its
-document is re-read. ``full=True`` (``--full``) rebuilds everything, and so does the first
-export after a new ``marquee ingest`` (a newer complete ``ingest_runs`` row).
+document is re-read. The API's own writes are covered whatever their time: the events of
+mutation log records not marked pushed (a push cut by a crash, or one that failed) are read
+as well (``extract.unpushed_writes``; api/queries/writes.py). ``full=True`` (``--full``)
+rebuilds everything, and so does the first export after a new ``marquee ingest`` (a newer
+complete ``ingest_runs`` row).
 """
 
 from __future__ import annotations
@@ -196,7 +199,8 @@ def _export_reviews(
     since = _start(conn, "reviews", report, mark, run_id)
     total = mongo.live(stores.mongo, "reviews").estimated_document_count() if since is None else None
     task = progress.add_task("export reviews (mongo)", total=total)
-    batches = extract.review_batches(stores.mongo, since, batch_size)
+    late, _ = extract.unpushed_writes(stores.mongo) if since is not None else ([], [])
+    batches = extract.review_batches(stores.mongo, since, batch_size, also=late)
     report.rows_read, report.rows_landed = _land(
         conn, "raw_reviews", ("review_id", "user_id", "movie_id", "rating", "ts"), iter(batches), progress, task
     )
@@ -217,7 +221,8 @@ def _export_playback(
     since = _start(conn, "playback", report, mark, run_id)
     task = progress.add_task("export playback (mongo)", total=None)
     columns = ("session_id", "user_id", "movie_id", "ts", "duration_s", "device", "buffer_rate", "errors")
-    reader = extract.PlaybackReader(stores.mongo, since, batch_size)
+    _, late = extract.unpushed_writes(stores.mongo) if since is not None else ([], [])
+    reader = extract.PlaybackReader(stores.mongo, since, batch_size, also_users=late)
     report.rows_read, report.rows_landed = _land(
         conn, "raw_playback_sessions", columns, reader.batches(), progress, task
     )
