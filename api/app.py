@@ -11,7 +11,8 @@ stores are open, e.g. a model-backed recommender::
 
     app = create_app(settings, configure=plug_model)
 
-Routes: ``/graphql`` (POST queries; GET shows GraphiQL when enabled), ``/healthz`` (the
+Routes: ``/graphql`` (operations by POST as application/json only; GET shows GraphiQL when
+enabled and runs nothing; api/security.py), ``/healthz`` (the
 process lives), ``/readyz`` (every store answers within a timeout; 503 otherwise; it also
 reports how the serving background work is doing), and the GraphiQL assets. Uvicorn runs it
 with ``factory=True`` on ``api.app:app_from_env``.
@@ -29,29 +30,36 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.websockets import WebSocket
 
+from api.bounds import BoundedGraphQL
 from api.context import Context, Services, build_context
 from api.graphiql import DEFAULT_ASSETS_DIR, OfflineGraphQL, graphiql_assets_mount
 from api.queries import writes
 from api.recommendations.fallback import FallbackRecommender
 from api.recommendations.history import RatingHistory
 from api.schema import build_schema
+from api.security import JsonPostOnly
 from sources.errors import first_line
 from sources.settings import Settings
 from sources.stores.clients import Stores
-from sources.stores.failures import StoreDown, store_call
+from sources.stores.failures import StoreDown
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
 
 
-class MarqueeGraphQL(OfflineGraphQL[Context, None]):
-    """The GraphQL endpoint; each request gets a Context with fresh DataLoaders."""
+class MarqueeGraphQL(JsonPostOnly, BoundedGraphQL, OfflineGraphQL[Context, None]):
+    """The GraphQL endpoint; each request gets a Context with fresh DataLoaders and runs within
+    its bounds (api/bounds.py)."""
+
+    max_response_bytes = 10_000_000
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         services: Services = request.app.state.services
@@ -91,21 +99,35 @@ def create_app(
         build_schema(introspection=settings.introspection, max_cost=settings.query_max_cost),
         assets_dir=assets_dir,
         graphql_ide="graphiql" if settings.graphiql else None,
+        allow_queries_via_get=False,  # GET serves the IDE page only: no operation runs from a link
     )
+    graphql.max_response_bytes = settings.max_response_bytes
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         graphiql_assets_mount(assets_dir),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # CORS stays closed (no Access-Control-Allow-Origin) unless MARQUEE_CORS_ORIGINS names origins.
+    middleware = [_cors(settings.cors_origins)] if settings.cors_origins else []
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def _cors(origins: list[str]) -> Middleware:
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["content-type", "x-api-key", "x-request-id"],
+        expose_headers=["x-request-id"],
+        max_age=600,
+    )
 
 
 def _prepare_mongo(stores: Stores) -> None:
     """The mutation log's index; a Mongo that is down now only costs the fields that need it."""
     try:
-        with store_call("mongo"):
+        with stores.call("mongo"):
             writes.ensure_indexes(stores.mongo)
     except StoreDown as exc:
         log.warning("starting without Mongo: %s", exc.detail)
@@ -116,14 +138,12 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Each store pinged in parallel, each within READY_TIMEOUT_S; 503 when any does not answer."""
+    """Each store pinged in parallel, each within READY_TIMEOUT_S; 503 when any does not answer.
+
+    The pings always reach the stores (not through the circuit breakers) and feed them: a store
+    that answers again closes its breaker at once."""
     services: Services = request.app.state.services
-    stores = services.stores
-    probes: dict[str, Callable[[], None]] = {
-        "postgres": stores.ping_pg,
-        "mongo": stores.ping_mongo,
-        "graph": stores.graph.ping,
-    }
+    probes = services.stores.pings()
 
     async def probe(check: Callable[[], None]) -> dict[str, Any]:
         started = asyncio.get_running_loop().time()

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
 import secrets
 import threading
@@ -21,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from api.fairness import CostBudgets
 from api.loaders import Loaders
 from api.queries.features import FeaturePusher, NoFeaturePusher, OnlineFeatureReader
 from api.recommendations.batcher import RecommendationBatcher
@@ -69,9 +72,15 @@ class Services:
     reports: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     #: concurrent ``recommendations`` requests are ranked together (api/recommendations/batcher.py)
     batcher: RecommendationBatcher = field(init=False)
+    #: each client's query-cost budget (api/fairness.py); None when turned off
+    cost_budgets: CostBudgets | None = field(init=False)
+    #: held by the one expensive operation running in this process (api/fairness.py)
+    expensive_slot: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     def __post_init__(self) -> None:
         self.batcher = RecommendationBatcher(self.stores, lambda: self.recommender)
+        rate = self.settings.client_cost_per_s
+        self.cost_budgets = CostBudgets(rate, self.settings.query_max_cost) if rate > 0 else None
 
     def user_changed(self, user_id: int) -> None:
         for hook in self.on_user_changed:
@@ -104,6 +113,26 @@ class Context:
     @property
     def stores(self) -> Stores:
         return self.services.stores
+
+    @property
+    def client(self) -> str:
+        """Who a request counts against: its API key when keys are configured, else its address."""
+        if self.services.settings.api_keys and self.api_key:
+            return f"key:{self.api_key}"
+        address = self.request.client
+        return f"addr:{address.host if address is not None else 'unknown'}"
+
+    def charge_query(self, cost: int) -> float:
+        """Take ``cost`` from this client's budget: 0.0 when admitted, else the seconds to wait
+        (and the response becomes 429 with ``Retry-After``)."""
+        budgets = self.services.cost_budgets
+        if budgets is None:
+            return 0.0
+        wait = budgets.take(self.client, cost)
+        if wait > 0 and self.response is not None:
+            self.response.status_code = 429
+            self.response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return wait
 
     def api_key_valid(self) -> bool:
         """True when no keys are configured or the request's X-API-Key is one of them."""

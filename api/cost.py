@@ -30,7 +30,7 @@ not resolve variable defaults.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from graphql import (
@@ -59,6 +59,9 @@ from graphql import (
 from graphql.language import DocumentNode
 from strawberry.extensions import SchemaExtension
 
+from api.context import Context
+from api.fairness import EXPENSIVE_COST, EXPENSIVE_THREADS, rate_limited
+from api.threads import current_request_threads
 from api.types.paging import MAX_FIRST
 from sources.settings import Settings
 
@@ -272,6 +275,7 @@ class QueryCostLimit(SchemaExtension):
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
+        self.cost = 0
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
@@ -286,9 +290,25 @@ class QueryCostLimit(SchemaExtension):
             cost = query_cost(
                 context.schema._schema, context.graphql_document, context.variables, context.operation_name
             )
+            self.cost = cost
             if cost > self.limit:
                 context.pre_execution_errors = [too_complex(cost, self.limit)]
+            elif isinstance(context.context, Context) and (wait := context.context.charge_query(cost)) > 0:
+                context.pre_execution_errors = [rate_limited(cost, wait)]
         yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        """An expensive operation runs only when no other one does (``EXPENSIVE_COST``), with
+        fewer worker threads: the process stays free for everyone else's light queries."""
+        context = self.execution_context.context
+        if self.cost < EXPENSIVE_COST or not isinstance(context, Context):
+            yield
+            return
+        limiter = current_request_threads()
+        if limiter is not None:
+            limiter.total_tokens = EXPENSIVE_THREADS
+        async with context.services.expensive_slot:
+            yield
 
 
 __all__ = ["DEFAULT_MAX_COST", "FIELD_COSTS", "QueryCostLimit", "query_cost", "query_cost_limit"]

@@ -8,7 +8,8 @@
 Errors from below the GraphQL layer keep their own types and get a code here:
 ``StoreDown`` (sources/stores/failures.py) → STORE_UNAVAILABLE with the store's name and the
 request's id (``requestId``) — the message names only the store, the driver's reason is
-logged under that id; ``UnknownUser`` (api/recommendations/contract.py) → NOT_FOUND.
+logged under that id; ``UnknownUser`` (api/recommendations/contract.py) → NOT_FOUND;
+``DeadlineExceeded`` (sources/stores/deadline.py) → TIMEOUT.
 
 Anything else raised by a resolver is unexpected: ``ErrorPolicy`` masks its message
 ("Unexpected error.", code INTERNAL_SERVER_ERROR) so internals never leak. Errors found before
@@ -27,6 +28,7 @@ from strawberry.extensions import MaskErrors
 from strawberry.relay.types import GlobalIDValueError
 
 from api.recommendations.contract import UnknownUser
+from sources.stores.deadline import DeadlineExceeded
 from sources.stores.failures import StoreDown
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class Unauthenticated(ApiError):
 def _lower_extensions(exc: BaseException) -> dict[str, Any] | None:
     if isinstance(exc, StoreDown):
         return {"code": "STORE_UNAVAILABLE", "store": exc.store}  # + requestId, see ErrorPolicy
+    if isinstance(exc, DeadlineExceeded):
+        return {"code": "TIMEOUT"}
     if isinstance(exc, UnknownUser):
         return {"code": "NOT_FOUND", "user_id": exc.user_id}
     return None
@@ -71,7 +75,7 @@ def _lower_extensions(exc: BaseException) -> dict[str, Any] | None:
 def is_user_error(exc: BaseException) -> bool:
     """Safe to show: ours, a lower layer's known failure, or strawberry's complaint about a
     malformed global ID argument."""
-    return isinstance(exc, ApiError | GlobalIDValueError | StoreDown | UnknownUser)
+    return isinstance(exc, ApiError | GlobalIDValueError | StoreDown | UnknownUser | DeadlineExceeded)
 
 
 def _code_for_request_error(error: GraphQLError) -> str:

@@ -8,33 +8,37 @@ translates "store did not answer" into ``StoreDown`` for that field only.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
 from strawberry.dataloader import DataLoader
 
 from api.queries import reads
+from api.threads import in_thread
 from sources.stores import mongo
 from sources.stores.clients import Stores
-from sources.stores.failures import store_call
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
 def _batched(
-    store: str, fetch: Callable[[list[Any]], dict[Any, Any]], default: Callable[[], Any] | None = None
+    stores: Stores,
+    store: str,
+    fetch: Callable[[list[Any]], dict[Any, Any]],
+    default: Callable[[], Any] | None = None,
 ) -> Callable[[list[Any]], Awaitable[list[Any]]]:
-    """A DataLoader batch function: one ``fetch(keys)`` in a thread, answers in key order."""
+    """A DataLoader batch function: one ``fetch(keys)`` in a thread (through the store's
+    circuit breaker, ``Stores.call``), answers in key order."""
 
     def run(keys: list[Any]) -> dict[Any, Any]:
-        with store_call(store):
+        with stores.call(store):
             return fetch(keys)
 
     async def load(keys: list[Any]) -> list[Any]:
-        found = await run_in_threadpool(run, list(keys))
+        found = await in_thread(run, list(keys))
         return [found.get(key, default() if default else None) for key in keys]
 
     return load
@@ -48,24 +52,25 @@ class Loaders:
         self._mongo_names: dict[str, str] | None = None
         self._lock = threading.Lock()
         pg, graph = stores.pg_reads, stores.graph
-        self.user = DataLoader(_batched("postgres", lambda ids: reads.users_by_id(pg=pg, ids=ids)))
-        self.movie = DataLoader(_batched("postgres", lambda ids: reads.movies_by_id(pg=pg, ids=ids)))
-        self.genres = DataLoader(_batched("postgres", lambda ids: reads.genres_by_movie(pg=pg, ids=ids), list))
-        self.payments = DataLoader(_batched("postgres", lambda ids: reads.payments_by_user(pg=pg, ids=ids), list))
-        self.similar = DataLoader(_batched("postgres", self._similar, list))
+        batched = functools.partial(_batched, stores)
+        self.user = DataLoader(batched("postgres", lambda ids: reads.users_by_id(pg=pg, ids=ids)))
+        self.movie = DataLoader(batched("postgres", lambda ids: reads.movies_by_id(pg=pg, ids=ids)))
+        self.genres = DataLoader(batched("postgres", lambda ids: reads.genres_by_movie(pg=pg, ids=ids), list))
+        self.payments = DataLoader(batched("postgres", lambda ids: reads.payments_by_user(pg=pg, ids=ids), list))
+        self.similar = DataLoader(batched("postgres", self._similar, list))
         self.rating_stats = DataLoader(
-            _batched("mongo", lambda ids: reads.rating_stats_by_movie(reviews=self._mongo("reviews"), ids=ids))
+            batched("mongo", lambda ids: reads.rating_stats_by_movie(reviews=self._mongo("reviews"), ids=ids))
         )
         self.reviews = DataLoader(
-            _batched("mongo", lambda ids: reads.reviews_by_user(reviews=self._mongo("reviews"), ids=ids), list)
+            batched("mongo", lambda ids: reads.reviews_by_user(reviews=self._mongo("reviews"), ids=ids), list)
         )
         self.sessions = DataLoader(
-            _batched("mongo", lambda ids: reads.sessions_by_user(playback=self._mongo("playback_logs"), ids=ids), list)
+            batched("mongo", lambda ids: reads.sessions_by_user(playback=self._mongo("playback_logs"), ids=ids), list)
         )
-        self.people = DataLoader(_batched("graph", lambda ids: reads.people_by_movie(graph=graph, ids=ids), dict))
-        self.following = DataLoader(_batched("graph", lambda ids: reads.following_by_user(graph=graph, ids=ids), list))
-        self.followers = DataLoader(_batched("graph", lambda ids: reads.followers_by_user(graph=graph, ids=ids), list))
-        self.watched = DataLoader(_batched("graph", lambda ids: reads.watched_by_user(graph=graph, ids=ids), list))
+        self.people = DataLoader(batched("graph", lambda ids: reads.people_by_movie(graph=graph, ids=ids), dict))
+        self.following = DataLoader(batched("graph", lambda ids: reads.following_by_user(graph=graph, ids=ids), list))
+        self.followers = DataLoader(batched("graph", lambda ids: reads.followers_by_user(graph=graph, ids=ids), list))
+        self.watched = DataLoader(batched("graph", lambda ids: reads.watched_by_user(graph=graph, ids=ids), list))
 
     def _mongo(self, logical: str) -> reads.MongoCollection:
         # The catalog is read once per request: every loader sees the same live collections.

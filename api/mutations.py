@@ -14,12 +14,12 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from starlette.concurrency import run_in_threadpool
 
 from api.context import Info
 from api.permissions import HasApiKey
 from api.queries import writes
 from api.queries.features import FeatureEvent
+from api.threads import in_thread
 from api.types.movie import Movie
 from api.types.user import User
 
@@ -121,18 +121,25 @@ def _check_client_id(client_mutation_id: str | None) -> InvalidClientMutationId 
     return None
 
 
-async def _push(info: Info, event: FeatureEvent) -> bool:
+async def _push(info: Info, event: FeatureEvent, log_id: str) -> bool:
     """Tell the feature store; the write already happened, so a failed push is logged, not raised.
-    Either way the user changed: what was kept for them (ranked lists) is forgotten."""
+    A push that happened is marked in the mutation log (one not marked is redone by
+    ``writes.repair`` at the next start). Either way the user changed: what was kept for them
+    (ranked lists) is forgotten."""
     services = info.context.services
     try:
-        pushed: bool = await run_in_threadpool(services.feature_pusher.push, event)
-        return pushed
+        pushed: bool = await in_thread(services.feature_pusher.push, event)
     except Exception:
         log.exception("feature push failed for user %s", event.user_id)
         return False
     finally:
         services.user_changed(event.user_id)
+    if pushed:
+        try:
+            await in_thread(writes.mark_pushed, info.context.stores.mongo, log_id)
+        except Exception:  # the push is done; at worst the next start's repair redoes it
+            log.exception("could not mark mutation %s pushed", log_id)
+    return pushed
 
 
 @strawberry.type
@@ -151,13 +158,16 @@ class Mutation:
         if not isinstance(subjects, tuple):
             return subjects
         user, movie = subjects
-        db = info.context.stores.mongo
-        try:
-            written, replayed = await run_in_threadpool(
-                lambda: writes.rate_movie(
-                    db, user_id=user_id, movie_id=movie_id, rating=rating, client_id=client_mutation_id
+        stores = info.context.stores
+
+        def write_rating() -> tuple[writes.RatingWritten, bool]:
+            with stores.call("mongo"):  # fails at once while Mongo's breaker is open
+                return writes.rate_movie(
+                    stores.mongo, user_id=user_id, movie_id=movie_id, rating=rating, client_id=client_mutation_id
                 )
-            )
+
+        try:
+            written, replayed = await in_thread(write_rating)
         except writes.MutationIdConflict as exc:
             return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
         pushed = False
@@ -165,7 +175,7 @@ class Mutation:
             event = FeatureEvent(
                 "rating", user_id, movie_id, written.rated_at, float(rating), record_id=written.review_id
             )
-            pushed = await _push(info, event)
+            pushed = await _push(info, event, written.log_id)
         return RatingRecorded(
             review_id=written.review_id,
             rating=written.rating,
@@ -200,18 +210,21 @@ class Mutation:
         if not isinstance(subjects, tuple):
             return subjects
         user, movie = subjects
-        db = info.context.stores.mongo
-        try:
-            written, replayed = await run_in_threadpool(
-                lambda: writes.record_playback(
-                    db,
+        stores = info.context.stores
+
+        def write_playback() -> tuple[writes.PlaybackWritten, bool]:
+            with stores.call("mongo"):  # fails at once while Mongo's breaker is open
+                return writes.record_playback(
+                    stores.mongo,
                     user_id=user_id,
                     movie_id=movie_id,
                     duration_seconds=duration_seconds,
                     device=device.value,
                     client_id=client_mutation_id,
                 )
-            )
+
+        try:
+            written, replayed = await in_thread(write_playback)
         except writes.MutationIdConflict as exc:
             return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
         pushed = False
@@ -225,7 +238,7 @@ class Mutation:
                 device.value,
                 record_id=written.session_id,
             )
-            pushed = await _push(info, event)
+            pushed = await _push(info, event, written.log_id)
         return PlaybackRecorded(
             session_id=written.session_id,
             duration_seconds=written.duration_seconds,

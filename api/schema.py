@@ -14,7 +14,6 @@ from typing import cast
 
 import strawberry
 from graphql.error import GraphQLError
-from starlette.concurrency import run_in_threadpool
 from strawberry import relay
 from strawberry.extensions import (
     AddValidationRules,
@@ -34,11 +33,12 @@ from api.cost import DEFAULT_MAX_COST, query_cost_limit
 from api.errors import ApiError, BadUserInput, ErrorPolicy, is_user_error
 from api.mutations import Mutation
 from api.queries import reads
+from api.security import DirectiveLimit, HideSuggestions
+from api.threads import in_thread
 from api.types.movie import Movie, load_movie
 from api.types.paging import MAX_FIRST, check_first, decode_cursor, encode_cursor
 from api.types.recommendation import RecommendationList, recommend
 from api.types.user import User, load_user
-from sources.stores.failures import store_call
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
@@ -120,10 +120,10 @@ class Query:
         pg = info.context.stores.pg_reads
 
         def read() -> tuple[list[reads.UserRow], bool, int]:
-            with store_call("postgres"):
+            with info.context.stores.call("postgres"):
                 return reads.users_page(pg=pg, after=after_id, first=first)
 
-        rows, has_next, total = await run_in_threadpool(read)
+        rows, has_next, total = await in_thread(read)
         for row in rows:
             info.context.loaders.user.prime(row.id, row)
         edges = [relay.Edge(cursor=encode_cursor(r.id), node=User.from_row(r)) for r in rows]
@@ -156,7 +156,7 @@ class Query:
         pg = info.context.stores.pg_reads
 
         def read() -> tuple[list[reads.MovieRow], bool, int]:
-            with store_call("postgres"):
+            with info.context.stores.call("postgres"):
                 if genre is not None and genre.lower() not in {g.lower() for g in reads.genre_names(pg=pg)}:
                     raise BadUserInput(f"unknown genre {genre!r}", argument="genre")
                 return reads.movies_page(
@@ -169,7 +169,7 @@ class Query:
                     first=first,
                 )
 
-        rows, has_next, total = await run_in_threadpool(read)
+        rows, has_next, total = await in_thread(read)
         for row in rows:
             info.context.loaders.movie.prime(row.id, row)
         edges = [relay.Edge(cursor=encode_cursor(r.id), node=Movie.from_row(r)) for r in rows]
@@ -182,10 +182,10 @@ class Query:
         pg = info.context.stores.pg_reads
 
         def read() -> list[str]:
-            with store_call("postgres"):
+            with info.context.stores.call("postgres"):
                 return reads.genre_names(pg=pg)
 
-        return await run_in_threadpool(read)
+        return await in_thread(read)
 
     @strawberry.field(
         description="Semantic search: the text is embedded with the same MiniLM model as the titles "
@@ -199,10 +199,10 @@ class Query:
         pg = info.context.stores.pg_reads
 
         def read() -> list[tuple[int, float]]:
-            with store_call("postgres"):
+            with info.context.stores.call("postgres"):
                 return reads.nearest_to_vector(pg=pg, vector=vector, k=first)
 
-        hits = await run_in_threadpool(read)
+        hits = await in_thread(read)
         rows = await info.context.loaders.movie.load_many([movie_id for movie_id, _ in hits])
         return [
             MovieSearchHit(movie=Movie.from_row(row), similarity=similarity)
@@ -255,6 +255,7 @@ def build_schema(*, introspection: bool = True, max_cost: int = DEFAULT_MAX_COST
     limit_rules = [
         *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
         *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+        DirectiveLimit,
     ]
     # Factories, so each request gets fresh extension instances (they hold per-request state).
     extensions: list[Callable[[], SchemaExtension]] = [
@@ -266,8 +267,8 @@ def build_schema(*, introspection: bool = True, max_cost: int = DEFAULT_MAX_COST
         query_cost_limit(max_cost),
         ErrorPolicy,
     ]
-    if not introspection:
-        extensions.append(DisableIntrospection)
+    if not introspection:  # and no "Did you mean …?" hints, which would spell the schema out anyway
+        extensions += [DisableIntrospection, HideSuggestions]
     return MarqueeSchema(query=Query, mutation=Mutation, types=[User, Movie], extensions=extensions)
 
 

@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,13 @@ from strawberry.asgi import GraphQL
 
 from api.app import MarqueeGraphQL
 from api.context import Context, Services
-from api.recommendations.fallback import RecommendationResult, Recommended, Recommender
+from api.recommendations.contract import (
+    Outcome,
+    RecommendationRequest,
+    RecommendationResult,
+    Recommended,
+    Recommender,
+)
 from api.recommendations.kept_lists import CachedRecommender
 from api.schema import build_schema
 from sources.settings import Settings
@@ -73,12 +79,14 @@ class FloorQuery:
         ]
 
 
-class ConstantRecommender:
+class ConstantRecommender(Recommender):
     """The first ``k`` movie ids for any user: what the API costs around a recommender."""
 
-    def recommend(self, user_id: int, k: int, exclude_seen: bool = True) -> RecommendationResult:
-        items = [Recommended(m, 1.0 / m, m, "constant") for m in range(1, k + 1)]
-        return RecommendationResult(items, "constant")
+    def recommend_many(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+        return [
+            RecommendationResult([Recommended(m, 1.0 / m, m, "constant") for m in range(1, r.k + 1)], "constant")
+            for r in requests
+        ]
 
 
 class SwappedRecommender(MarqueeGraphQL):
@@ -222,7 +230,7 @@ async def _load(base: str, path: str, query: str, variables: Callable[[int], dic
     return Figures(len(latencies), errors, elapsed, latencies, first_error)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -265,7 +273,7 @@ def _wait_for_warm_up(base: str, timeout_s: float = 300.0) -> None:
 
 
 def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] | None = None) -> None:
-    port = _free_port()
+    port = free_port()
     server = _start_server(port, workers)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -314,8 +322,8 @@ def data_floor(calls: int = 200) -> None:
     Feast), the engagement forward pass. Each part is also timed alone."""
     import numpy as np
 
-    from api.recommendations.fallback import FallbackRecommender
-    from api.recommendations.ranked import catalogue_ids
+    from api.queries import reads
+    from api.recommendations.history import RatingHistory
     from model.networks.engagement import predict_ratings
     from model.serve.pair_features import CachedPairFeatures
     from model.serve.ranker import Ranker, RankRequest, service_features
@@ -335,7 +343,7 @@ def data_floor(calls: int = 200) -> None:
     with Stores.open(settings) as stores:
         store = open_feature_store(stores.endpoints)
         ranker = Ranker.load(settings.models_dir, expected_features=service_features(store))
-        features, history = CachedPairFeatures(store, catalogue_ids(stores)), FallbackRecommender(stores)
+        features, history = CachedPairFeatures(store, reads.movie_ids(pg=stores.pg)), RatingHistory(stores)
         assert ranker.engagement is not None and ranker.encoder is not None, "no engagement checkpoint to measure"
         for i in range(calls + 10):  # the first 10 warm the caches and are not counted
             user = 1 + (i * 37) % 943

@@ -61,3 +61,14 @@ def serve_bench(
     if data_floor_calls:
         data_floor(data_floor_calls)
     run(concurrency or CONCURRENCY, seconds, workers, only)
+
+
+@bench_app.command("abuse")
+def abuse_bench(
+    seconds: Annotated[float, typer.Option(min=2.0, help="Seconds of light queries beside the flood.")] = 20.0,
+) -> None:
+    """A light query's p50/p99 alone and beside four clients flooding the heaviest allowed query,
+    the refused queries' costs, and a partial answer's latency with Mongo unreachable."""
+    from bench.abuse import run
+
+    _print(run(seconds))

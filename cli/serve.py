@@ -37,11 +37,17 @@ def serve(
 
 
 def run_uvicorn(host: str, port: int, workers: int) -> None:
-    """Uvicorn on the served app (api.app:app_from_env); the stores must be up."""
+    """Uvicorn on the served app (api.app:app_from_env); the stores must be up. On SIGTERM it
+    stops taking requests and gives those under way their deadline (MARQUEE_REQUEST_TIMEOUT_S)
+    plus a second to finish."""
     import uvicorn
 
+    grace_s = load_settings().request_timeout_s + 1
     console.print(f"serving GraphQL on http://{host}:{port}/graphql ({workers} worker{'s' * (workers > 1)})")
-    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+    # server_header=False: no `server: uvicorn` fingerprint (docs/api.md, Security checklist)
+    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info",
+                timeout_graceful_shutdown=int(grace_s + 0.999),
+                server_header=False)  # fmt: skip
 
 
 @commands.command()

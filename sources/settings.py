@@ -54,11 +54,36 @@ class Settings(BaseSettings):
         "only the graph named 'falkordb', so keep the default with the embedded store",
     )
     connect_timeout_s: float = 5.0
+    store_cooldown_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="after a store fails to answer, the API's calls to it fail at once for this long, "
+        "then one background ping probes it (circuit breaker, sources/stores/failures.py)",
+    )
     graph_timeout_s: float = Field(default=60.0, description="longest one graph call may take (bulk loads)")
     seed: int = 42
     api_keys: list[str] = Field(default_factory=list)
     graphiql: bool = Field(default=True, description="serve the GraphiQL IDE at /graphql (GET from a browser)")
     introspection: bool = Field(default=True, description="answer GraphQL introspection queries")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (e.g. https://app.example.com) allowed to call /graphql cross-site; "
+        "empty = CORS closed (no Access-Control-Allow-Origin)",
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="longest one GraphQL request may run; store calls past it fail with TIMEOUT (api/bounds.py)",
+    )
+    max_response_bytes: int = Field(
+        default=10_000_000, ge=1_000, description="largest GraphQL response body; larger ones become an error"
+    )
+    client_cost_per_s: float = Field(
+        default=200.0,
+        ge=0,
+        description="query cost each client's budget refills by per second, up to MARQUEE_QUERY_MAX_COST; "
+        "a client in debt gets 429 (api/fairness.py); 0 turns the budgets off",
+    )
     query_max_cost: int = Field(
         default=20_000,
         ge=1,

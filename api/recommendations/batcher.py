@@ -23,8 +23,8 @@ from anyio.to_thread import run_sync
 
 from api.queries import reads
 from api.recommendations.contract import RecommendationRequest, RecommendationResult, Recommender, UnknownUser
+from sources.stores import deadline
 from sources.stores.clients import Stores
-from sources.stores.failures import store_call
 
 MAX_BATCH = 32
 
@@ -67,6 +67,10 @@ class RecommendationBatcher:
         return await future
 
     async def _drain(self, queue: _Queue) -> None:
+        with deadline.unbounded():  # a batch serves many requests: no one request's budget bounds it
+            await self._drain_budgetless(queue)
+
+    async def _drain_budgetless(self, queue: _Queue) -> None:
         while queue.pending:
             batch, queue.pending = queue.pending[: self.max_batch], queue.pending[self.max_batch :]
             self.batch_sizes[len(batch)] += 1
@@ -85,13 +89,13 @@ class RecommendationBatcher:
     def _answer(self, requests: list[RecommendationRequest]) -> list[Answer | Exception]:
         """In a worker thread: the users checked, the known ones ranked, the movies read."""
         pg = self.stores.pg_reads
-        with store_call("postgres"):
+        with self.stores.call("postgres"):
             users = reads.users_by_id(pg=pg, ids=sorted({r.user_id for r in requests}))
         known = [r for r in requests if r.user_id in users]
         ranked = iter(self.recommender().recommend_many(known) if known else [])
         outcomes = [next(ranked) if r.user_id in users else UnknownUser(r.user_id) for r in requests]
         wanted = {item.movie_id for o in outcomes if isinstance(o, RecommendationResult) for item in o.items}
-        with store_call("postgres"):
+        with self.stores.call("postgres"):
             movies = reads.movies_by_id(pg=pg, ids=sorted(wanted)) if wanted else {}
         return [
             Answer(o, users[r.user_id], {i.movie_id: movies[i.movie_id] for i in o.items if i.movie_id in movies})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from api.queries import taste
 from sources.stores.clients import Stores
-from sources.stores.failures import StoreDown, store_call
+from sources.stores.failures import StoreDown
 from sources.vocabulary import ROLE_NAMES
 
 
@@ -51,7 +51,7 @@ class CreditIndex:
         people: dict[int, list[tuple[str, str]]] = defaultdict(list)
         movies: dict[str, set[int]] = defaultdict(set)
         titles: dict[int, str] = {}
-        with store_call("graph"):
+        with self.stores.call("graph"):
             for credit in taste.credits(graph=self.stores.graph):
                 people[credit.movie_id].append((credit.person, credit.role))
                 movies[credit.person].add(credit.movie_id)

@@ -24,7 +24,7 @@ from api.queries.taste import Popularity
 from api.recommendations.contract import Outcome, RecommendationRequest, RecommendationResult, Recommended, Recommender
 from api.recommendations.history import RatingHistory
 from sources.stores.clients import Stores
-from sources.stores.failures import StoreDown, store_call
+from sources.stores.failures import StoreDown
 from sources.vocabulary import ROLE_NAMES
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class FallbackRecommender(Recommender):
     ) -> None:
         if not liked:
             return
-        with store_call("graph"):
+        with self.stores.call("graph"):
             people = list(taste.sharing_people(graph=self.stores.graph, movie_ids=list(liked)))
         for row in people:
             rating = liked[row.source]
@@ -147,7 +147,7 @@ class FallbackRecommender(Recommender):
         """Titles and genres of every movie, read from PostgreSQL once per process."""
         with self._lock:
             if self._movies is None:
-                with store_call("postgres"):
+                with self.stores.call("postgres"):
                     self._movies = _Catalogue(*taste.titles_and_genres(pg=self.stores.pg))
             return self._movies
 
@@ -167,11 +167,11 @@ class FallbackRecommender(Recommender):
             return popular
 
     def _popularity_from_graph(self) -> list[Popularity]:
-        with store_call("graph"):
+        with self.stores.call("graph"):
             return taste.most_rated(graph=self.stores.graph, k=POPULAR_POOL)
 
     def _popularity_from_reviews(self) -> list[Popularity]:
-        with store_call("mongo"):
+        with self.stores.call("mongo"):
             return taste.most_reviewed(db=self.stores.mongo, k=POPULAR_POOL)
 
 

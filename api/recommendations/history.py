@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from api.queries import taste, writes
 from api.recommendations.loaded_ratings import LoadedRatings
 from sources.stores.clients import Stores
-from sources.stores.failures import StoreDown, store_call
+from sources.stores.failures import StoreDown
 
 
 class RatingHistory:
@@ -47,7 +47,7 @@ class RatingHistory:
 
         degraded = False
         try:
-            with store_call("graph"):
+            with self.stores.call("graph"):
                 loaded = self.loaded.read(list(latest))
             for user_id, (movie_ids, scores, times) in loaded.items():
                 mine = latest[user_id] = {m: (t, s) for m, s, t in zip(movie_ids, scores, times, strict=True)}
@@ -56,7 +56,7 @@ class RatingHistory:
                     for m, s, t in zip(movie_ids, scores, times, strict=True):
                         keep(user_id, m, t, s)
             try:
-                with store_call("mongo"):
+                with self.stores.call("mongo"):
                     written = writes.api_ratings(self.stores.mongo, list(latest))
                 for user_id, movies in written.items():
                     for movie_id, (at, rating) in movies.items():
@@ -65,7 +65,7 @@ class RatingHistory:
                 degraded = True  # ratings made through the API since the load may be missing
         except StoreDown:
             degraded = True
-            with store_call("mongo"):
+            with self.stores.call("mongo"):
                 for user_id, movie_id, at, rating in taste.reviews_of(db=self.stores.mongo, user_ids=list(latest)):
                     keep(user_id, movie_id, at.timestamp(), rating)
         return {u: {m: r for m, (_, r) in movies.items()} for u, movies in latest.items()}, degraded

@@ -24,7 +24,8 @@ from sources.errors import first_line
 from sources.stores.clients import Stores
 
 if TYPE_CHECKING:
-    from model.serve.ranker import PairFeatures, Ranker, RankRequest, Scored
+    from model.serve.pair_features import PairFeatures
+    from model.serve.ranker import Ranker, RankRequest, Scored
 
 log = logging.getLogger(__name__)
 

@@ -6,15 +6,14 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 
 import strawberry
-from starlette.concurrency import run_in_threadpool
 from strawberry import relay
 
 from api.context import Info
 from api.errors import BadUserInput, NotFound
 from api.queries import neighbours as graph_neighbours
 from api.queries.reads import MovieRow
+from api.threads import in_thread
 from api.types.paging import check_first
-from sources.stores.failures import store_call
 
 NAMES_UNKNOWN = (
     "The dataset identifies people only by Freebase machine id (e.g. m.0abc12); it holds no names, "
@@ -143,7 +142,7 @@ class Movie(relay.Node):
     async def neighbours(
         self,
         info: Info,
-        relation: NeighbourRelation = NeighbourRelation.PERSON,
+        relation: graph_neighbours.Relation = graph_neighbours.Relation.PERSON,  # registered as NeighbourRelation
         depth: Annotated[int, strawberry.argument(description="1 or 2 steps of the relation.")] = 1,
         first: int = 10,
     ) -> list[Neighbour] | None:
@@ -153,7 +152,7 @@ class Movie(relay.Node):
         stores = info.context.stores
 
         def read() -> list[graph_neighbours.NeighbourRow]:
-            with store_call("graph"):
+            with stores.call("graph"):
                 return graph_neighbours.neighbours(
                     graph=stores.graph,
                     movie_id=self.id,
@@ -163,7 +162,7 @@ class Movie(relay.Node):
                     first=first,
                 )
 
-        rows = await run_in_threadpool(read)
+        rows = await in_thread(read)
         movies = await info.context.loaders.movie.load_many([row.movie_id for row in rows])
         return [
             Neighbour(

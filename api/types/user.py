@@ -9,13 +9,13 @@ from decimal import Decimal
 from typing import Any, cast
 
 import strawberry
-from starlette.concurrency import run_in_threadpool
 from strawberry import relay
 from strawberry.scalars import JSON
 
 from api.context import Info
 from api.errors import user_not_found
 from api.queries.reads import UserRow
+from api.threads import in_thread
 from api.types.movie import Movie, movie_or_none, parse_id
 from api.types.paging import check_first
 from api.types.recommendation import RecommendationList, recommend
@@ -149,7 +149,7 @@ class User(relay.Node):
         if reader is None:
             raise StoreDown("feature", "no feature store is configured for this API process")
         try:
-            features: dict[str, Any] = await run_in_threadpool(reader.user_features, self.id)
+            features: dict[str, Any] = await in_thread(reader.user_features, self.id)
         except Exception as exc:
             raise StoreDown("feature", type(exc).__name__) from exc
         return cast(JSON, features)

@@ -7,6 +7,8 @@ adapter for the life of a command or of the API process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sources.errors import StoreUnavailable, first_line
 from sources.settings import Settings, redact
 from sources.stores.embedded import EmbeddedStores, Notify, print_to_stderr
+from sources.stores.failures import Breakers, store_call
 from sources.stores.graph import GraphStore, open_graph
 
 
@@ -90,19 +93,45 @@ class Stores:
         self.graph: GraphStore = open_graph(
             endpoints.graph_uri, settings.graph_name, settings.connect_timeout_s, settings.graph_timeout_s
         )
+        #: one circuit breaker per store name, fed by every ``call`` and by ``check``'s pings
+        self.breakers = Breakers(
+            settings.store_cooldown_s,
+            pings={"postgres": self.ping_pg, "mongo": self.ping_mongo, "graph": self.graph.ping},
+        )
 
     @classmethod
     def open(cls, settings: Settings, *, notify: Notify = print_to_stderr) -> Stores:
         return cls(settings, resolve_endpoints(settings, notify=notify))
 
+    def call(self, store: str) -> AbstractContextManager[None]:
+        """``with stores.call("mongo"): …``: ``store_call`` through this process's breaker for
+        ``store``, so while it is open the call fails at once with ``StoreDown``."""
+        return store_call(store, self.breakers, connect_timeout_s=self.settings.connect_timeout_s)
+
+    def pings(self) -> dict[str, Callable[[], None]]:
+        """Each store's ping, by the name ``call`` uses; it always reaches the store (no
+        breaker) and tells the breaker what it found, so a store that is back closes it."""
+
+        def fed(store: str, ping: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    ping()
+                except Exception as exc:
+                    self.breakers[store].failed(first_line(exc))
+                    raise
+                self.breakers[store].succeeded()
+
+            return run
+
+        return {
+            name: fed(name, ping)
+            for name, ping in (("postgres", self.ping_pg), ("mongo", self.ping_mongo), ("graph", self.graph.ping))
+        }
+
     def check(self) -> dict[str, str | None]:
         """Ping every store; maps store name to None (answers) or the reason it does not."""
         result: dict[str, str | None] = {}
-        for name, probe in (
-            ("postgres", self.ping_pg),
-            ("mongo", self.ping_mongo),
-            ("graph", self.graph.ping),
-        ):
+        for name, probe in self.pings().items():
             try:
                 probe()
                 result[name] = None

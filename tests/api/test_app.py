@@ -131,3 +131,6 @@ def test_marquee_serve_answers_over_http(settings: Settings, loaded: IngestRepor
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from api.recommendations.explanations import CREDITS, CreditIndex
+from api.recommendations.explanations import CreditIndex
 from api.recommendations.history import RatingHistory
 from sources.ingest import IngestReport
 from sources.stores.clients import Stores
+from sources.vocabulary import CREDITS
 
 EXPLANATION = re.compile(r"shares (actor|director|writer|producer) (\S+) with (.+), which you rated (\d(?:\.\d)?)$")
 

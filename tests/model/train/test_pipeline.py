@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from api.recommendations.history import RatingHistory
 from model.checkpoint import from_checkpoint, load_checkpoint, save_checkpoint
 from model.data import interactions as inter
 from model.data.catalog import load_catalog
@@ -116,7 +117,7 @@ def test_ranker_recommender_answers_with_unseen_movies(
     split: inter.Split,
     data: inter.Interactions,
 ) -> None:
-    from api.recommendations.fallback import FallbackRecommender, RecommendationResult
+    from api.recommendations.contract import RecommendationResult
     from api.recommendations.ranked import RankerRecommender
     from model.serve.ranker import Ranker
 
@@ -137,7 +138,7 @@ def test_ranker_recommender_answers_with_unseen_movies(
     user = int(data.user_ids[0])
     seen = set(data.movie_ids[data.items[data.users == 0]].tolist())
     for ranker, features in ((Ranker(tt), None), (Ranker(tt, eng, beta=1.0), FrameFeatures())):
-        result = RankerRecommender(stores, ranker, features, FallbackRecommender(stores)).recommend(user, 7)
+        result = RankerRecommender(stores, ranker, features, RatingHistory(stores)).recommend(user, 7)
         assert isinstance(result, RecommendationResult) and not result.degraded
         assert [r.rank for r in result.items] == list(range(1, 8))
         assert not seen & {r.movie_id for r in result.items}
@@ -147,10 +148,10 @@ def test_ranker_recommender_answers_with_unseen_movies(
 
     # Several users in one pass answer as each would alone; a user the checkpoint does not know
     # gets its own error and fails nobody else.
-    from api.recommendations.fallback import RecommendationRequest
+    from api.recommendations.contract import RecommendationRequest
     from model.checkpoint import CheckpointError
 
-    served = RankerRecommender(stores, Ranker(tt, eng, beta=1.0), FrameFeatures(), FallbackRecommender(stores))
+    served = RankerRecommender(stores, Ranker(tt, eng, beta=1.0), FrameFeatures(), RatingHistory(stores))
     others = [int(u) for u in data.user_ids[1:4]]
     asks = [RecommendationRequest(user, 7), RecommendationRequest(10**6, 7)] + [
         RecommendationRequest(u, 5, exclude_seen=False) for u in others
