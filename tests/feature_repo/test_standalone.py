@@ -90,3 +90,5 @@ def test_feast_ui_answers(feature_store: FeatureStore) -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
