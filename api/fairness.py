@@ -6,7 +6,7 @@ are configured (``MARQUEE_API_KEYS``), else the client's address. A client's bud
 debt, and its whole cost is taken (so one expensive query is always possible, and is paid off
 before the next). A query that is not admitted gets HTTP 429 with ``Retry-After``, before any
 resolver runs, so one client's heavy queries cannot take the server from everyone else.
-``0`` turns the budgets off.
+``0`` (the default) turns the budgets off.
 
 Admitted operations that cost ``EXPENSIVE_COST`` or more also take turns: one at a time per
 process, each with ``EXPENSIVE_THREADS`` worker threads (api/cost.py), so a few of them never

@@ -108,7 +108,8 @@ def _flood(base: str, key: str, stop: threading.Event, counts: dict[str, int], l
 
 def run(seconds: float = 20.0) -> dict[str, Any]:
     keys = [f"flood-{i}" for i in range(FLOODERS)] + ["calm"]
-    env = dict(os.environ) | {"MARQUEE_API_KEYS": json.dumps(keys), "MARQUEE_RECOMMENDATION_WARM_USERS": "0"}
+    env = dict(os.environ) | {"MARQUEE_API_KEYS": json.dumps(keys), "MARQUEE_RECOMMENDATION_WARM_USERS": "0",
+                              "MARQUEE_CLIENT_COST_PER_S": os.environ.get("MARQUEE_CLIENT_COST_PER_S", "200")}  # fmt: skip
     out: dict[str, Any] = {}
     process, base = _serve(env)
     try:

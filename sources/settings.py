@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         default=10_000_000, ge=1_000, description="largest GraphQL response body; larger ones become an error"
     )
     client_cost_per_s: float = Field(
-        default=200.0,
+        default=0.0,
         ge=0,
         description="query cost each client's budget refills by per second, up to MARQUEE_QUERY_MAX_COST; "
         "a client in debt gets 429 (api/fairness.py); 0 turns the budgets off",

@@ -42,8 +42,7 @@ def settings(data_dir: Path) -> Settings:
     for name in ("MARQUEE_PG_DSN", "MARQUEE_MONGO_URI", "MARQUEE_GRAPH_URI"):
         os.environ.pop(name, None)
     os.environ["MARQUEE_DATA_DIR"] = str(data_dir)  # for subprocesses (the CLI, alembic)
-    # Query-cost budgets off: the whole suite is one client (api/fairness.py has its own tests).
-    return Settings(data_dir=data_dir, client_cost_per_s=0)
+    return Settings(data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
