@@ -237,14 +237,16 @@ def free_port() -> int:
     return port
 
 
-def _start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", "bench.serve:bench_app", "--factory", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    process = subprocess.Popen(command, env=dict(os.environ))
-    deadline = time.monotonic() + 120
+def start_server(app: str, port: int, *, workers: int = 1, env: dict[str, str] | None = None,
+                 ready_path: str = "/readyz", timeout_s: float = 180.0) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Uvicorn serving the factory ``app`` on ``port``, once ``ready_path`` answers 200."""
+    command = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    process = subprocess.Popen(command, env=env if env is not None else dict(os.environ))
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
                 return process
         except httpx.TransportError:
             pass
@@ -252,7 +254,7 @@ def _start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
             raise RuntimeError("the benchmark server exited before it was ready")
         time.sleep(0.5)
     process.kill()
-    raise RuntimeError("the benchmark server did not become ready within 120 s")
+    raise RuntimeError(f"the benchmark server did not become ready within {timeout_s:g} s")
 
 
 def _wait_for_warm_up(base: str, timeout_s: float = 300.0) -> None:
@@ -274,7 +276,7 @@ def _wait_for_warm_up(base: str, timeout_s: float = 300.0) -> None:
 
 def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] | None = None) -> None:
     port = free_port()
-    server = _start_server(port, workers)
+    server = start_server("bench.serve:bench_app", port, workers=workers)
     base = f"http://127.0.0.1:{port}"
     try:
         names = [n for n in QUERIES if only is None or any(o in n for o in only) or n.startswith("floor")]
