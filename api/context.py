@@ -86,9 +86,6 @@ class Services:
         for hook in self.on_user_changed:
             hook(user_id)
 
-    def close(self) -> None:
-        self.closing.close()
-
 
 #: an id a client may send (``X-Request-ID``) is kept when it is this plain; else one is made
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
