@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket
 from api.bounds import BoundedGraphQL
 from api.context import Context, Services, build_context
 from api.graphiql import DEFAULT_ASSETS_DIR, OfflineGraphQL, graphiql_assets_mount
+from api.lane import HeavyLane
 from api.queries import writes
 from api.recommendations.fallback import FallbackRecommender
 from api.recommendations.history import RatingHistory
@@ -93,7 +94,11 @@ def create_app(
             if configure is not None:
                 configure(services)
             app.state.services = services
-            yield
+            try:
+                yield
+            finally:
+                for aclose in services.async_closing:
+                    await aclose()
 
     graphql = MarqueeGraphQL(
         build_schema(introspection=settings.introspection, max_cost=settings.query_max_cost),
@@ -111,6 +116,16 @@ def create_app(
     # CORS stays closed (no Access-Control-Allow-Origin) unless MARQUEE_CORS_ORIGINS names origins.
     middleware = [_cors(settings.cors_origins)] if settings.cors_origins else []
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def plug_heavy_lane(services: Services) -> None:
+    """Start the heavy lane (api/lane.py) and forward expensive operations to it; stopped at
+    shutdown, after its client."""
+    lane = HeavyLane.start(services.settings)
+    services.closing.callback(lane.close)
+    services.async_closing.append(lane.aclose)
+    services.reports["heavy_lane"] = lane.report
+    services.heavy_lane = lane
 
 
 def _cors(origins: list[str]) -> Middleware:
@@ -162,6 +177,7 @@ async def readyz(request: Request) -> JSONResponse:
     report["feature_store"] = {"ok": services.online_features is not None, "optional": True}
     ready = all(r["ok"] for name, r in report.items() if name != "feature_store")
     serving = {name: describe() for name, describe in services.reports.items()}
+    serving["abandoned"] = {"ok": True, **services.abandoned}
     return JSONResponse({"ready": ready, "stores": report, "serving": serving}, status_code=200 if ready else 503)
 
 
@@ -180,6 +196,8 @@ def app_from_env() -> Starlette:
 def _plug_and_freeze(services: Services) -> None:
     from api.serving import plug_serving
 
+    if services.settings.heavy_lane:
+        plug_heavy_lane(services)  # first: the lane loads beside this process, at its lower priority
     plug_serving(services)
     # What is loaded by now (modules, the model, the movie features, the credits) lives as long
     # as the process: keep it out of the cyclic GC, whose full passes over it would stall

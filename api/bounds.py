@@ -67,6 +67,7 @@ class BoundedGraphQL:
                 return work.result()
             budget.cancelled = True  # threads still at work stop at their next store call
             work.cancel()
+            context.services.abandoned["disconnected" if gone in done else "timed out"] += 1
             return timeout_result(seconds)
 
     def encode_json(self, data: object) -> str | bytes:

@@ -12,7 +12,8 @@ import re
 import secrets
 import threading
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from api.fairness import CostBudgets
+from api.lane import HeavyLane
 from api.loaders import Loaders
 from api.queries.features import FeaturePusher, NoFeaturePusher, OnlineFeatureReader
 from api.recommendations.batcher import RecommendationBatcher
@@ -76,6 +78,12 @@ class Services:
     cost_budgets: CostBudgets | None = field(init=False)
     #: held by the one expensive operation running in this process (api/fairness.py)
     expensive_slot: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    #: operations abandoned by ``api/bounds.py``: "disconnected" (the client left), "timed out"
+    abandoned: Counter[str] = field(default_factory=Counter)
+    #: the process expensive operations are forwarded to (api/lane.py); None: they run here
+    heavy_lane: HeavyLane | None = None
+    #: closed on the event loop at shutdown, before ``closing`` (clients bound to the loop)
+    async_closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.batcher = RecommendationBatcher(self.stores, lambda: self.recommender)

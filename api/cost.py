@@ -64,6 +64,7 @@ from api.fairness import EXPENSIVE_COST, EXPENSIVE_THREADS, rate_limited
 from api.threads import current_request_threads
 from api.types.paging import MAX_FIRST
 from sources.settings import Settings
+from sources.stores import deadline
 
 #: A ranking: candidates retrieved, features read, a model scored, the list kept.
 RANKING_COST = 50
@@ -298,12 +299,26 @@ class QueryCostLimit(SchemaExtension):
         yield
 
     async def on_execute(self) -> AsyncIterator[None]:
-        """An expensive operation runs only when no other one does (``EXPENSIVE_COST``), with
-        fewer worker threads: the process stays free for everyone else's light queries."""
+        """An expensive operation (``EXPENSIVE_COST``) goes to the heavy lane when one runs
+        (api/lane.py); otherwise, or when the lane cannot answer, it runs here only when no other
+        one does, with fewer worker threads: the process stays free for everyone else's light
+        queries."""
         context = self.execution_context.context
         if self.cost < EXPENSIVE_COST or not isinstance(context, Context):
             yield
             return
+        lane = context.services.heavy_lane
+        if lane is not None:
+            execution = self.execution_context
+            answer = await lane.execute(
+                execution.query or "", execution.variables, execution.operation_name,
+                api_key=context.api_key, request_id=context.request_id,
+                timeout_s=deadline.remaining() or context.services.settings.request_timeout_s,
+            )  # fmt: skip
+            if answer is not None:
+                execution.result = answer  # Strawberry then skips its own execution
+                yield
+                return
         limiter = current_request_threads()
         if limiter is not None:
             limiter.total_tokens = EXPENSIVE_THREADS

@@ -93,6 +93,23 @@ def _flood(base: str, key: str, stop: threading.Event, counts: dict[str, int], l
                 counts[outcome] = counts.get(outcome, 0) + 1
 
 
+def _lane_report(base: str) -> dict[str, Any] | None:
+    serving = httpx.get(f"{base}/readyz", timeout=30).json().get("serving", {})
+    report: dict[str, Any] | None = serving.get("heavy_lane")
+    return report
+
+
+def _wait_for_lane(base: str, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Waits until the heavy lane (api/lane.py) has started, so the flood meets the lane and not
+    the in-process fallback of its start-up; says so when the lane is off."""
+    stop = time.monotonic() + timeout_s
+    while (report := _lane_report(base)) is not None and not report["ready"]:
+        if time.monotonic() > stop:
+            raise RuntimeError(f"the heavy lane did not start within {timeout_s:g} s: {report}")
+        time.sleep(1.0)
+    return report or {"off": True}
+
+
 def run(seconds: float = 20.0) -> dict[str, Any]:
     keys = [f"flood-{i}" for i in range(FLOODERS)] + ["calm"]
     budget = os.environ.get("MARQUEE_CLIENT_COST_PER_S", "200")  # the budgets are off by default
@@ -101,6 +118,7 @@ def run(seconds: float = 20.0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     process, base = _serve(env)
     try:
+        out["heavy lane"] = _wait_for_lane(base)
         _light(base, "calm", 2.0)  # warm the path
         alone = _light(base, "calm", seconds / 2)
         out["light alone"] = {
@@ -128,6 +146,7 @@ def run(seconds: float = 20.0) -> dict[str, Any]:
                 thread.join(timeout=130)
         out["light beside the flood"] = _figures(beside)
         out["flood outcomes"] = counts
+        out["heavy lane"] = _lane_report(base) or out["heavy lane"]
         out["p99 ratio (flood / alone)"] = round(_pct(beside, 0.99) / _pct(alone, 0.99), 2)
     finally:
         _stop(process)

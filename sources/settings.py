@@ -102,6 +102,17 @@ class Settings(BaseSettings):
         description="users whose lists are ranked in the background at start (the first this many the "
         "retriever knows), so their first request finds one kept; 0 = none",
     )
+    heavy_lane: bool = Field(
+        default=True,
+        description="the served app forwards expensive operations (cost >= 1,000) to a second process at a "
+        "lower CPU priority, so they cannot stall light queries (api/lane.py); false runs them in-process",
+    )
+    heavy_lane_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="how much lower the heavy lane's CPU priority is than the front process's (nice)",
+    )
     loaded_ratings_cache_s: float = Field(
         default=60.0,
         ge=0,

@@ -93,7 +93,7 @@ def _start(settings: Settings) -> Server:
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "uvicorn", "api.app:app_from_env", "--factory", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    env = {**os.environ, "MARQUEE_DATA_DIR": str(settings.data_dir)}
+    env = {**os.environ, "MARQUEE_DATA_DIR": str(settings.data_dir), "MARQUEE_HEAVY_LANE": "false"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
