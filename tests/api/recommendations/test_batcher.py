@@ -90,12 +90,14 @@ def counted(settings: Settings, stores: Stores, loaded: IngestReport) -> Iterato
         if statement.strip().upper() != "SELECT 1":  # pool pre-ping
             counts.sql.append(statement)
 
-    event.listen(own.pg, "before_cursor_execute", on_sql)
+    for engine in (own.pg, own.pg_reads):
+        event.listen(engine, "before_cursor_execute", on_sql)
     try:
         with TestClient(create_app(settings, stores=own)) as client:
             yield client, counts
     finally:
-        event.remove(own.pg, "before_cursor_execute", on_sql)
+        for engine in (own.pg, own.pg_reads):
+            event.remove(engine, "before_cursor_execute", on_sql)
         own.graph = counts.graph.inner
         own.close()
 
