@@ -55,12 +55,20 @@ def peer_scores(top10: dict[str, list[str]], data: Interactions) -> Tensor:
     return scores
 
 
-def check_protocol(scores: Tensor, seen: list[Interactions], name: str) -> None:
-    """Raise when a peer listed a movie its user met in ``seen`` (train + valid): other split."""
+def check_protocol(scores: Tensor, seen: list[Interactions], name: str, *, tolerance: float = 0.03) -> int:
+    """How many listed movies the user met in ``seen`` (train + valid); raise above ``tolerance``
+    of the listed slots: another split.
+
+    A few are expected: events with the same timestamp at a user's 80/10/10 boundary are
+    ordered by movie id here and by RecBole's unstable sort there, so either side of the
+    boundary can differ (0.4-1% of the slots on ML-100K). Such a movie is masked out like any
+    seen one, which costs the peer that slot."""
     _, exclude = masks(seen[0], seen)
-    clashes = int(((scores > UNLISTED) & exclude).sum())
-    if clashes:
+    listed = scores > UNLISTED
+    clashes = int((listed & exclude).sum())
+    if clashes > tolerance * max(int(listed.sum()), 1):
         raise PeerError(f"{name} lists {clashes} movies its users met in train/valid: not the same split")
+    return clashes
 
 
 def per_user_ndcg(scores: Tensor, target: Interactions, seen: list[Interactions], k: int = 10) -> Tensor:
