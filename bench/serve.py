@@ -319,8 +319,8 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
 
 
 def data_floor(calls: int = 200) -> None:
-    """Floor (b): the same path without GraphQL or HTTP: the user's history, two-tower
-    candidates, their encoded online features (movie side in memory, the user's row from
+    """Floor (b): the same path without GraphQL or HTTP: the user's history, the served
+    retriever's candidates, their encoded online features (movie side in memory, the user's row from
     Feast), the engagement forward pass. Each part is also timed alone."""
     import numpy as np
 
@@ -336,7 +336,7 @@ def data_floor(calls: int = 200) -> None:
     parts: dict[str, list[float]] = {
         "data floor: rank(first 10) incl. features": [],
         "  user history (graph + mutation log)": [],
-        "  two-tower candidates (100)": [],
+        "  retriever candidates (100)": [],
         "  features of 100 pairs, encoded": [],
         "  engagement forward pass": [],
         "8 users at once (rank_many), per user": [],
@@ -350,7 +350,7 @@ def data_floor(calls: int = 200) -> None:
         for i in range(calls + 10):  # the first 10 warm the caches and are not counted
             user = 1 + (i * 37) % 943
             t0 = time.perf_counter()
-            seen = sorted(history.user_ratings(user)[0])
+            seen = list(history.user_ratings(user)[0])  # oldest first
             t1 = time.perf_counter()
             movie_ids, _ = ranker.candidates(user, seen, 100, set(seen))
             t2 = time.perf_counter()
@@ -363,7 +363,7 @@ def data_floor(calls: int = 200) -> None:
             # What a batch of the API's costs: the histories and the ranking of 8 users together.
             users = [1 + (i * 37 + j * 101) % 943 for j in range(8)]
             ratings, _ = history.user_ratings_many(users)
-            asks = [RankRequest(u, sorted(ratings[u]), 10, set(ratings[u])) for u in users]
+            asks = [RankRequest(u, list(ratings[u]), 10, set(ratings[u])) for u in users]
             ranker.rank_many(asks, features=features)
             t6 = time.perf_counter()
             if i >= 10:

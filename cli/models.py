@@ -7,6 +7,7 @@ typo is a usage error at once rather than a failure after the data has loaded.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -137,9 +138,21 @@ def evaluate(
             callback=_model_names, metavar="NAME[,NAME]", help=f"Comma-separated subset of {','.join(MODELS)}, or all."
         ),
     ] = "all",
+    peers: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            metavar="PEERS.json",
+            help="RecBole's runs (scripts/recbole_peer.py --json) to rank beside Marquee's models, recbole protocol "
+            "only; adds a paired bootstrap of the served ranking against the best of them.",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate every model on the protocol's test part: one table (markdown + JSON) and a PNG chart."""
+    if peers is not None and protocol != "recbole":
+        raise typer.BadParameter("peers ran RecBole's protocol: use --protocol recbole", param_hint="--peers")
     from model.evaluate.report import evaluate as run_evaluate
     from sources.stores.clients import Stores
 
@@ -148,6 +161,6 @@ def evaluate(
     with Stores.open(settings) as stores:
         report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol=protocol,
                                      options=options, feature_source=features, retrain=retrain,
-                                     models=model_list(models), explicit=explicit)  # fmt: skip
+                                     models=model_list(models), explicit=explicit, peers=peers)  # fmt: skip
     console.print(report.markdown(), markup=False)
     console.print(f"reports: {', '.join(str(p) for p in paths.values())}")

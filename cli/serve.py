@@ -119,7 +119,7 @@ def up(
         console.print(f"materialized {run_materialize(store).rows:,} rows")
         step(6, "models")
         folder = settings.models_dir / "time"
-        served = ("two_tower", "engagement")
+        served = ("ease", "two_tower", "engagement")
         try:
             if not all(checkpoint_path(folder, kind).is_file() for kind in served):
                 # up is about to train them: "no checkpoint, run marquee train" would only confuse

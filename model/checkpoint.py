@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from model.networks.baselines import BPRMF, MostPopular
+from model.networks.ease import EaseConfig, RecencyEASE
 from model.networks.engagement import EngagementNetConfig, MultimodalEngagementNet
 from model.networks.two_tower import TwoTowerConfig, TwoTowerRetriever
 from sources.errors import MarqueeError
@@ -142,6 +143,10 @@ def from_checkpoint(checkpoint: Checkpoint) -> Any:
         bpr = BPRMF(int(c["n_users"]), int(c["n_items"]), int(c["dim"]))
         bpr.load_state_dict(checkpoint.state)
         return bpr.eval()
+    if kind == "ease":
+        ease = RecencyEASE(EaseConfig.from_dict(checkpoint.config))
+        ease.load_state_dict(checkpoint.state)
+        return ease.eval()
     if kind == "two_tower":
         tt = TwoTowerRetriever(TwoTowerConfig.from_dict(checkpoint.config))
         tt.load_state_dict(checkpoint.state)

@@ -32,6 +32,9 @@ class RatingHistory:
     def user_ratings_many(self, user_ids: Sequence[int]) -> tuple[dict[int, dict[int, float]], bool]:
         """(user → movie id → the user's latest rating, degraded?), one read per store for all.
 
+        Each user's movies come oldest first (by the time of their latest rating, ties by movie
+        id): the served retriever weighs the latest ones most.
+
         The graph mirrors every loaded rating (RATED edges; kept in memory for a while by
         api/recommendations/loaded_ratings.py); the API's own later ratings come from its mutation log in Mongo
         (small, indexed), read on every call so a rating made a moment ago counts. Only when
@@ -68,4 +71,5 @@ class RatingHistory:
             with self.stores.call("mongo"):
                 for user_id, movie_id, at, rating in taste.reviews_of(db=self.stores.mongo, user_ids=list(latest)):
                     keep(user_id, movie_id, at.timestamp(), rating)
-        return {u: {m: r for m, (_, r) in movies.items()} for u, movies in latest.items()}, degraded
+        in_time_order = {u: sorted(movies.items(), key=lambda kv: (kv[1][0], kv[0])) for u, movies in latest.items()}
+        return {u: {m: r for m, (_, r) in movies} for u, movies in in_time_order.items()}, degraded

@@ -1,4 +1,4 @@
-"""The model path as a ``Recommender``: two-tower candidates re-ranked by the engagement net.
+"""The model path as a ``Recommender``: the best retriever's candidates re-ranked by the engagement net.
 
 ``RankerRecommender`` reads the users' histories for the whole batch (``history.py``), asks
 ``model.serve.ranker.Ranker`` to rank them on online features, and explains each item through
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class RankerRecommender(Recommender):
-    """Two-tower candidates re-ranked by the engagement net (model/serve/ranker.py), as a Recommender."""
+    """The retriever's candidates re-ranked by the engagement net (model/serve/ranker.py), as a Recommender."""
 
     def __init__(self, stores: Stores, ranker: Ranker, features: PairFeatures | None, history: RatingHistory):
         self.ranker, self.features, self._history = ranker, features, history
@@ -46,7 +46,7 @@ class RankerRecommender(Recommender):
         ratings, degraded = self._history.user_ratings_many([r.user_id for r in requests])
         asks = []
         for r in requests:
-            history = sorted(ratings[r.user_id])
+            history = list(ratings[r.user_id])  # oldest first
             asks.append(RankRequest(r.user_id, history, r.k, set(history) if r.exclude_seen else set()))
         out: list[Outcome] = []
         for ask, outcome in zip(asks, self.ranker.rank_many(asks, features=self.features), strict=True):
@@ -69,9 +69,10 @@ class RankerRecommender(Recommender):
         self, ask: RankRequest, ratings: dict[int, float], scored: list[Scored], degraded: bool
     ) -> RecommendationResult:
         reasons = self.credits.explain(ratings, [s.movie_id for s in scored])
+        matched = "two-tower match" if self.ranker.retriever_kind == "two_tower" else "EASE score"
         items = []
         for rank, s in enumerate(scored, start=1):
-            why = reasons.get(s.movie_id) or f"two-tower match {s.retriever:.2f} with your {len(ask.history)} ratings"
+            why = reasons.get(s.movie_id) or f"{matched} {s.retriever:.2f} with your {len(ask.history)} ratings"
             if s.rating is not None:
                 why += f"; predicted rating {s.rating:.1f}"
             items.append(Recommended(s.movie_id, round(float(s.score), 6), rank, why))

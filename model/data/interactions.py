@@ -175,10 +175,37 @@ def recbole_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> l
     return counts
 
 
-def recbole_split(data: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> Split:
-    """Per user, in time order: first 80% train, next 10% valid, last 10% test (RecBole's rounding)."""
+def recbole_file_order(data: Interactions) -> np.ndarray | None:
+    """Each row's line in the shipped ``ml-100k.inter``, or None when a row is not in it (other data).
+
+    RecBole orders a user's events with a stable sort on the timestamp, so events with the same
+    timestamp keep the file's order; about 4% of ML-100K's test events sit on such a tie at a
+    user's 80/10/10 boundary, and ordering ties by movie id instead moves them across it."""
+    from sources.datasets.movielens import recbole_ml100k_dir
+
+    try:
+        lines = (recbole_ml100k_dir() / "ml-100k.inter").read_text(encoding="utf-8").splitlines()[1:]
+    except (DatasetError, OSError):
+        return None
+    position: dict[tuple[int, int], int] = {}
+    for n, line in enumerate(lines):
+        user, movie = line.split("\t")[:2]
+        position.setdefault((int(user), int(movie)), n)
+    keys = zip(data.user_ids[data.users].tolist(), data.movie_ids[data.items].tolist(), strict=True)
+    found = [position.get(k, -1) for k in keys]
+    return None if -1 in found else np.asarray(found, dtype=np.int64)
+
+
+def recbole_split(
+    data: Interactions, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), *, tie_order: np.ndarray | None = None
+) -> Split:
+    """Per user, in time order: first 80% train, next 10% valid, last 10% test (RecBole's rounding).
+
+    ``tie_order`` (one key per row, e.g. ``recbole_file_order``) orders events with the same
+    timestamp; without it they keep the rows' order (by movie id)."""
     part = np.empty(len(data), dtype=np.int8)
-    order = np.lexsort((np.arange(len(data)), data.users))  # by user; time order kept within a user
+    ties = np.arange(len(data)) if tie_order is None else tie_order
+    order = np.lexsort((ties, data.ts, data.users))  # by user, then time, then the tie order
     starts = np.searchsorted(data.users[order], np.arange(data.n_users + 1))
     for u in range(data.n_users):
         rows = order[starts[u] : starts[u + 1]]
@@ -214,7 +241,7 @@ def time_split(data: Interactions, *, valid: float = 0.1, test: float = 0.1) -> 
 def make_split(data: Interactions, name: str, *, seed: int = 42) -> Split:
     """The split called ``name`` (one of ``SPLITS``); ``seed`` is read by ``random`` only."""
     if name == "recbole":
-        return recbole_split(data)
+        return recbole_split(data, tie_order=recbole_file_order(data))
     if name == "random":
         return random_split(data, seed=seed)
     if name == "time":

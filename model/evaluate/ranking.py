@@ -14,6 +14,7 @@ from torch import Tensor
 
 from model.data.interactions import Interactions
 from model.evaluate.metrics import catalog_coverage, ranking_metrics, top_k_items
+from model.networks.ease import RecencyEASE
 from model.networks.two_tower import TwoTowerRetriever, UserHistory
 
 
@@ -136,3 +137,17 @@ def full_ranking(
     metrics["coverage"] = catalog_coverage(top, target.n_movies)
     metrics["users"] = float(rows.numel())
     return metrics
+
+
+class EaseScorer:
+    """Recency-weighted EASE plus the histories it reads (each user's movies, oldest first)."""
+
+    def __init__(self, model: RecencyEASE, history: HistoryIndex) -> None:
+        self.model = model
+        self.history = history
+
+    def score_all(self, user_ids: Tensor) -> Tensor:
+        """``(B,) -> (B, n_movies)`` scores on CPU."""
+        indptr, indices = self.history.indptr.cpu(), self.history.indices.cpu()
+        rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in user_ids.tolist()]
+        return self.model.score(self.model.history_inputs(rows)).cpu()

@@ -7,9 +7,15 @@ beside Surprise's). Models come from ``<models_dir>/<protocol>/*.pt``; a missing
 
 Ranking is full ranking: every movie is scored for every test user, the movies the user met
 in train and valid are excluded, the test movies are the relevant ones (``model.evaluate.metrics``).
-The served ranking is the two-tower's top ``candidates`` re-ranked by
-``retriever logit + beta * engagement logit``; beta is picked on the valid part (0 allowed,
+The served ranking is the best retriever's top ``candidates`` (``model.serve.ranker.best_retriever``:
+recency-weighted EASE or the two-tower, whichever recorded the better valid NDCG@10) re-ranked by
+``retriever score + beta * engagement logit``; beta is picked on the valid part (0 allowed,
 so the re-ranker is only used where it helps) and the choice is reported.
+
+With ``peers`` (a ``scripts/recbole_peer.py --json`` file, recbole protocol only) RecBole's
+models join the table, scored by the same code from their top-10 lists, and a paired bootstrap
+over users gives the 95% interval of the NDCG@10 difference between the served ranking and
+the best peer (``model.evaluate.peers``).
 
 Cold-start slices: users with fewer than 5 training interactions (their test rows), and test
 movies with fewer than 5 (only those movies count as relevant in that slice).
@@ -40,8 +46,10 @@ from model.checkpoint import (
 from model.data.engagement_frame import FrameEncoder, feature_columns, load_side_info, pair_frame
 from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split
 from model.evaluate.metrics import mae, rmse
-from model.evaluate.ranking import HistoryIndex, TwoTowerScorer, full_ranking, masks, score_matrix
+from model.evaluate.peers import check_protocol, load_peers, paired_bootstrap, peer_scores, per_user_ndcg, self_reported
+from model.evaluate.ranking import EaseScorer, HistoryIndex, TwoTowerScorer, full_ranking, masks, score_matrix
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
+from model.serve.ranker import best_retriever
 from model.train.engagement import split_frame
 from model.train.loop import OnCpu
 from model.train.options import MODELS, TrainOptions
@@ -51,7 +59,7 @@ from sources.progress import console
 from sources.stores.clients import Stores
 
 COLD = 5  # fewer training interactions than this = cold start
-BETAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+BETAS = (0.0, 0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0)  # EASE scores are ~10x smaller than two-tower logits
 RANK_COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "coverage")
 COUNTS = ("users", "rows")  # metrics that are counts (carried as floats; printed as integers)
 
@@ -65,13 +73,14 @@ class Report:
     notes: list[str] = field(default_factory=list)
     complete: bool = True  # every model evaluated (False: a --models subset)
     models: list[str] = field(default_factory=list)  # the models asked for (names the files of a subset)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired bootstraps (served vs best peer)
 
     def to_dict(self) -> dict[str, Any]:
         def counted(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             return {name: {k: _count(v) if k in COUNTS else v for k, v in row.items()} for name, row in table.items()}
 
         return {"protocol": self.protocol, "split": self.split, "models": counted(self.rows),
-                "cold_start": counted(self.cold), "notes": self.notes}  # fmt: skip
+                "cold_start": counted(self.cold), "comparisons": self.comparisons, "notes": self.notes}  # fmt: skip
 
     def markdown(self) -> str:
         cols = [*RANK_COLUMNS, "rmse", "mae", "epochs", "s/epoch", "samples/s"]
@@ -88,6 +97,13 @@ class Report:
                 _count(row.get(c)) if c in COUNTS else row.get(c) for c in ("users", *RANK_COLUMNS, "rmse", "rows")
             ]
             lines.append(f"| {name} | " + " | ".join(_fmt(c) for c in cells) + " |")
+        if self.comparisons:
+            lines += ["", "## Paired bootstrap over users (NDCG@10 difference, 95% interval)", "",
+                      "| model | against | difference | 95% interval | users |",
+                      "| --- | --- | --- | --- | --- |"]  # fmt: skip
+            for c in self.comparisons:
+                interval, users = f"[{c['low']:+.4f}, {c['high']:+.4f}]", _count(c["users"])
+                lines.append(f"| {c['model']} | {c['against']} | {c['diff']:+.4f} | {interval} | {users} |")
         lines += ["", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
 
@@ -232,10 +248,14 @@ def evaluate(
     retrain: bool = False,
     models: list[str] | None = None,
     explicit: set[str] = frozenset(),  # type: ignore[assignment]
+    peers: Path | None = None,
 ) -> tuple[Report, dict[str, Path]]:
     """Evaluate ``models`` (default: all) on the protocol's test part; write the report files."""
     if protocol not in SPLITS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(SPLITS)}")
+    if peers is not None and protocol != "recbole":
+        raise ValueError("peers are RecBole's runs: use them with --protocol recbole")
+    peer_runs = load_peers(peers) if peers is not None else {}
     options = options or TrainOptions()
     data = from_stores(stores)
     split = make_split(data, protocol, seed=options.seed)
@@ -249,6 +269,14 @@ def evaluate(
         _rank_all("pop", score_matrix(nets["pop"], data.n_users), split, report, _training_figures(ckpts["pop"]))
     if "bpr" in nets:
         _rank_all("bpr", score_matrix(OnCpu(nets["bpr"]), data.n_users), split, report, _training_figures(ckpts["bpr"]))
+    retrievers: dict[str, Tensor] = {}  # test-time scores of each retriever (training part as history)
+    if "ease" in nets:
+        retrievers["ease"] = score_matrix(EaseScorer(nets["ease"], HistoryIndex([split.train])), data.n_users)
+        _rank_all("ease", retrievers["ease"], split, report, _training_figures(ckpts["ease"]))
+        ease_view = EaseScorer(nets["ease"], HistoryIndex([split.train, split.valid]))
+        _rank_all("ease, history incl. valid", score_matrix(ease_view, data.n_users), split, report, {})
+        config = nets["ease"].config
+        report.notes.append(f"ease: l2 {config.l2:g}, recency {config.recency:g} events (chosen on valid NDCG@10)")
     tt_scores = None
     if "two_tower" in nets:
         # every model reads only the training part at test time (RecBole's convention): no valid events
@@ -259,17 +287,53 @@ def evaluate(
         # precede the test events); an extra row, not the like-for-like comparison above
         served_view = TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train, split.valid]), vectors)
         _rank_all("two_tower, history incl. valid", score_matrix(served_view, data.n_users), split, report, {})
+        retrievers["two_tower"] = tt_scores
+    served_kind = best_retriever({k: ckpts[k] for k in retrievers}) if retrievers else None
+    served: tuple[str, Tensor] | None = (served_kind, retrievers[served_kind]) if served_kind else None
+    if served_kind:
+        report.notes.append(f"served retriever: {served_kind} (best valid NDCG@10 of {', '.join(retrievers)})")
     if "engagement" in nets and frame is not None:
-        _engagement(stores, models_dir, data, split, report, nets["engagement"], ckpts["engagement"],
-                    frame, service, tt_scores, candidates)  # fmt: skip
+        served = _engagement(stores, models_dir, data, split, report, nets["engagement"], ckpts["engagement"],
+                             frame, service, served, candidates) or served  # fmt: skip
+    if peer_runs:
+        _peers(peer_runs, data, split, report, served)
     return report, write_report(report, reports_dir)
+
+
+def _peers(
+    runs: dict[str, dict[str, Any]], data: Interactions, split: Split, report: Report, served: tuple[str, Tensor] | None
+) -> None:
+    """RecBole's models as rows (scored from their top-10 lists) and the bootstrap of served vs the best."""
+    seen = [split.train, split.valid]
+    per_user: dict[str, Tensor] = {}
+    for name, run in runs.items():
+        scores = peer_scores(run["top10"], data)
+        clashes = check_protocol(scores, seen, f"RecBole {name}")
+        if clashes:
+            report.notes.append(f"RecBole {name}: {clashes} listed movies are in train/valid here (tied timestamps "
+                                "at the split boundary), masked out")  # fmt: skip
+        figures = {"epochs": run.get("epochs"), "s/epoch": run.get("seconds_per_epoch"),
+                   "samples/s": run.get("samples_per_s")}  # fmt: skip
+        _rank_all(f"RecBole {name}", scores, split, report, figures)
+        per_user[name] = per_user_ndcg(scores, split.test, seen)
+        ours, theirs = report.rows[f"RecBole {name}"]["ndcg@10"], self_reported(run)
+        if abs(ours - theirs) > 5e-4:  # the same lists scored by two codes: they must agree
+            report.notes.append(f"RecBole {name}: NDCG@10 {ours:.4f} here vs {theirs:.4f} in RecBole's evaluator")
+    if served is None or not per_user:
+        return
+    name, scores = served
+    best = max(per_user, key=lambda n: float(per_user[n].mean()))
+    ours = per_user_ndcg(scores, split.test, seen)
+    label = next((r for r in report.rows if r.startswith("served (")), name)
+    report.comparisons.append({"model": label, "against": f"RecBole {best}", **paired_bootstrap(ours, per_user[best])})
+    report.notes.append(f"peers: {', '.join(runs)} from scripts/recbole_peer.py, scored here from their top-10 lists")
 
 
 def _engagement(
     stores: Stores, models_dir: Path, data: Interactions, split: Split, report: Report, net: Any,
-    eng: Checkpoint, frame: pd.DataFrame, service: str, tt_scores: Tensor | None, candidates: int,
-) -> None:  # fmt: skip
-    """Rating error on the test rows, then (with a retriever) the served re-ranking."""
+    eng: Checkpoint, frame: pd.DataFrame, service: str, retriever: tuple[str, Tensor] | None, candidates: int,
+) -> tuple[str, Tensor] | None:  # fmt: skip
+    """Rating error on the test rows, then (with a retriever) the served re-ranking and its scores."""
     encoder = FrameEncoder.from_dict(eng.extras["encoder"])
     parts = split_frame(frame, split)
     pred = predict_ratings(net, encoder.encode(parts["test"]))
@@ -283,8 +347,9 @@ def _engagement(
         if rows.any():
             report.cold[f"engagement / {label}"] = {"rmse": rmse(pred[rows], target[rows]), "rows": int(rows.sum())}
     report.notes.append(f"engagement features: {service}")
-    if tt_scores is None:
-        return
+    if retriever is None:
+        return None
+    kind, tt_scores = retriever
     scorer = EngagementScorer(net, encoder, stores, service)
     # pick beta on valid: retriever scores from the same model (it never saw valid), seen = train
     started = time.perf_counter()
@@ -300,12 +365,15 @@ def _engagement(
     if best_beta:
         test_candidates = with_engagement(test_candidates, split.train, scorer)
     served = rerank_scores(test_candidates, data.n_movies, best_beta)
-    _rank_all("served (two_tower → engagement)", served, split, report, {"beta": best_beta})
+    label = f"served ({kind} → engagement)"
+    _rank_all(label, served, split, report, {"beta": best_beta})
     shown = {b: round(v, 4) for b, v in tried.items()}
     report.notes.append(f"re-rank weight beta chosen on valid NDCG@10 {shown} -> {best_beta} "
                         f"({time.perf_counter() - started:.1f}s); candidates per user: {candidates}")  # fmt: skip
     eng.metrics["rerank_beta"] = best_beta  # serving (model.serve.ranker.Ranker) reads it
+    eng.metrics["rerank_retriever"] = kind  # the weight fits this retriever's score scale only
     save_checkpoint(eng, checkpoint_path(models_dir / split.name, "engagement"))
+    return label, served
 
 
 def report_stem(report: Report) -> str:

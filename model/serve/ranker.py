@@ -1,18 +1,24 @@
-"""Serving: two-tower candidates re-ranked by the engagement net, behind the API's ``Recommender``.
+"""Serving: a retriever's candidates re-ranked by the engagement net, behind the API's ``Recommender``.
 
-``Ranker`` loads the checkpoints once (``<models_dir>/<split>/two_tower.pt`` and
-``engagement.pt``). Candidate generation needs no feature store: the movie vectors were
-precomputed at training time and travel in the two-tower checkpoint (1,682 x 64 floats for
-ML-100K, ~430 KB), so a batch of users is one user-tower pass and one (users, 64) x (64,
-n_movies) product in memory; a catalogue in the millions would move them into a pgvector HNSW
-table instead. The user tower reads each user's history (movies rated), which the caller reads
-from the graph and the API's mutation log, so a rating made a moment ago already counts.
+``Ranker`` loads the checkpoints once (``<models_dir>/<split>/<retriever>.pt`` and
+``engagement.pt``). The retriever is the one of ``RETRIEVERS`` (recency-weighted EASE, the
+two-tower) with a checkpoint and the best validation NDCG@10 recorded in it
+(``best_retriever``): the served ranking is the model that wins the evaluation. EASE reads
+the user's movies oldest first and multiplies one (n_movies,) row by its item-item matrix
+(1,682² floats, ~11 MB, in the checkpoint). For the two-tower, candidate generation needs no
+feature store: the movie vectors were precomputed at training time and travel in the
+two-tower checkpoint (1,682 x 64 floats for ML-100K, ~430 KB), so a batch of users is one
+user-tower pass and one (users, 64) x (64, n_movies) product in memory; a catalogue in the
+millions would move them into a pgvector HNSW table instead. Both retrievers read each user's
+history (movies rated, oldest first), which the caller reads from the graph and the API's
+mutation log, so a rating made a moment ago already counts.
 
 Re-ranking reads the encoded online features of the (user, candidate) pairs through
 ``PairFeatures`` (model/serve/pair_features.py: Feast's ``engagement_serving_v1``, movie side
 held in memory) and adds ``beta`` x the
 engagement logit (beta as chosen by ``marquee evaluate`` on validation, stored in the
-engagement checkpoint's metrics; 0 = retriever order). When features cannot be read the
+engagement checkpoint's metrics with the retriever it was chosen for; 0, or another
+retriever, = retriever order). When features cannot be read the
 answer is the retriever's order with ``degraded=True``.
 
 The API wraps ``Ranker`` as a Recommender in ``api/recommendations/ranked.py`` (``plug_serving``), loading it
@@ -27,7 +33,7 @@ local frame (``--features local``) is refused there too, by design: train with
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +51,25 @@ from model.checkpoint import (
     load_checkpoint,
 )
 from model.data.engagement_frame import FrameEncoder
+from model.networks.ease import RecencyEASE
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
 from model.networks.two_tower import TwoTowerRetriever, UserHistory
 from model.serve.pair_features import PairFeatures
 from sources.feature_store.names import TRAINING_SERVICE
 
 log = logging.getLogger(__name__)
+
+#: models that can generate the served candidates, each with a checkpoint of that kind
+RETRIEVERS = ("ease", "two_tower")
+
+
+def best_retriever(checkpoints: Mapping[str, Checkpoint]) -> str:
+    """The retriever kind whose checkpoint records the best validation NDCG@10 (ties: ``RETRIEVERS`` order)."""
+    found = [k for k in RETRIEVERS if k in checkpoints]
+    if not found:
+        raise CheckpointError(f"no retriever checkpoint ({', '.join(RETRIEVERS)}): run `marquee train` first")
+    return max(found, key=lambda k: (float(checkpoints[k].metrics.get("valid", {}).get("ndcg@10", 0.0)),
+                                     -RETRIEVERS.index(k)))  # fmt: skip
 
 
 def service_features(store: Any, service: str = TRAINING_SERVICE) -> list[str]:
@@ -71,7 +90,7 @@ class RankRequest:
     """One user to rank: ``k`` movies, none of ``exclude``."""
 
     user_id: int
-    history: Sequence[int]  # the movies the user rated (the user tower reads them)
+    history: Sequence[int]  # the movies the user rated, oldest first (the retriever reads them)
     k: int
     exclude: set[int]
 
@@ -90,29 +109,49 @@ class Ranker:
     """Checkpoints loaded once; ``rank_many`` answers several users in one pass, ``rank`` one."""
 
     def __init__(
-        self, two_tower: Checkpoint, engagement: Checkpoint | None = None, *, beta: float | None = None
+        self, retriever: Checkpoint, engagement: Checkpoint | None = None, *, beta: float | None = None
     ) -> None:
-        self.retriever: TwoTowerRetriever = from_checkpoint(two_tower)
-        self.movie_vectors: Tensor = two_tower.extras["movie_vectors"].float()
-        self.movie_ids = np.asarray(two_tower.extras["movie_ids"])
-        self.user_index = {int(u): i for i, u in enumerate(np.asarray(two_tower.extras["user_ids"]).tolist())}
+        if retriever.kind not in RETRIEVERS:
+            raise CheckpointError(f"{retriever.kind} cannot retrieve; use one of {', '.join(RETRIEVERS)}")
+        self.retriever_kind = retriever.kind
+        self.ease: RecencyEASE | None = None
+        self.two_tower: TwoTowerRetriever | None = None
+        if retriever.kind == "ease":
+            self.ease = from_checkpoint(retriever)
+        else:
+            self.two_tower = from_checkpoint(retriever)
+            self.movie_vectors: Tensor = retriever.extras["movie_vectors"].float()
+        self.movie_ids = np.asarray(retriever.extras["movie_ids"])
+        self.user_index = {int(u): i for i, u in enumerate(np.asarray(retriever.extras["user_ids"]).tolist())}
         self.movie_index = {int(m): i for i, m in enumerate(self.movie_ids.tolist())}
         self.engagement: MultimodalEngagementNet | None = None
         self.encoder: FrameEncoder | None = None
         self.beta = 0.0
-        self.version = two_tower.version
+        self.version = retriever.version
         if engagement is not None:
             self.engagement = from_checkpoint(engagement)
             self.encoder = FrameEncoder.from_dict(engagement.extras["encoder"])
-            self.beta = float(beta if beta is not None else engagement.metrics.get("rerank_beta", 0.0))
+            # the weight was chosen on validation for one retriever's scores; another's scale differs
+            chosen_for = engagement.metrics.get("rerank_retriever", "two_tower")
+            stored = engagement.metrics.get("rerank_beta", 0.0) if chosen_for == retriever.kind else 0.0
+            self.beta = float(beta if beta is not None else stored)
             self.version += f"+{engagement.version}"
 
     @classmethod
     def load(cls, models_dir: Path, *, split: str = "time", expected_features: Sequence[str] | None = None) -> Ranker:
-        """Both checkpoints of ``split``; ``expected_features`` (the training service's current
-        feature list) makes a stale engagement checkpoint fail here, not on a request."""
+        """The best retriever (``best_retriever``) and the engagement checkpoint of ``split``;
+        ``expected_features`` (the training service's current feature list) makes a stale
+        engagement checkpoint fail here, not on a request."""
         folder = models_dir / split
-        two_tower = load_checkpoint(checkpoint_path(folder, "two_tower"))
+        found = {}
+        for kind in RETRIEVERS:
+            try:
+                found[kind] = load_checkpoint(checkpoint_path(folder, kind))
+            except CheckpointError as exc:
+                log.info("retriever %s not available (%s)", kind, exc)
+        if not found:
+            found["two_tower"] = load_checkpoint(checkpoint_path(folder, "two_tower"))  # raises the usual error
+        retriever = found[best_retriever(found)]
         try:
             engagement = load_checkpoint(checkpoint_path(folder, "engagement"), expected_features)
         except CheckpointError as exc:
@@ -120,7 +159,7 @@ class Ranker:
                 raise
             log.warning("no engagement re-ranker (%s); serving retriever order", exc)
             engagement = None
-        return cls(two_tower, engagement)
+        return cls(retriever, engagement)
 
     def candidates(self, user_id: int, history: Sequence[int], n: int, exclude: set[int]) -> tuple[np.ndarray, Tensor]:
         """Top ``n`` movie ids (external) and their retriever logits, excluding ``exclude``."""
@@ -131,10 +170,14 @@ class Ranker:
     @torch.no_grad()
     def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
         """Each (known) user's top ``n``: one user-tower pass and one product for all of them."""
-        history = UserHistory.of([[self.movie_index[m] for m in r.history if m in self.movie_index] for r in requests])
-        ids = torch.tensor([self.user_index[r.user_id] for r in requests])
-        users = self.retriever.user_vectors(ids, None, history)
-        logits = users @ self.movie_vectors.T / self.retriever.config.temperature
+        histories = [[self.movie_index[m] for m in r.history if m in self.movie_index] for r in requests]
+        if self.ease is not None:
+            logits = self.ease.score(self.ease.history_inputs(histories))
+        else:
+            assert self.two_tower is not None
+            ids = torch.tensor([self.user_index[r.user_id] for r in requests])
+            users = self.two_tower.user_vectors(ids, None, UserHistory.of(histories))
+            logits = users @ self.movie_vectors.T / self.two_tower.config.temperature
         out = []
         for row, r in zip(logits, requests, strict=True):
             blocked = [self.movie_index[m] for m in r.exclude if m in self.movie_index]

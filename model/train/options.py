@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-MODELS = ("pop", "bpr", "two_tower", "engagement")
+MODELS = ("pop", "bpr", "ease", "two_tower", "engagement")
 
 
 # Per-model settings that converged well on ML-100K (BPR: RecBole's defaults). Fields the
@@ -16,6 +16,7 @@ MODELS = ("pop", "bpr", "two_tower", "engagement")
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "pop": {"lr": 0.0, "batch_size": 1},
     "bpr": {"lr": 1e-3, "batch_size": 2048, "patience": 10, "epochs": 300},  # RecBole: 300, stop after 10
+    "ease": {"lr": 0.0, "batch_size": 1},  # closed form: a grid on valid, no epochs
     "two_tower": {"lr": 3e-3, "batch_size": 1024, "patience": 3},
     "engagement": {"lr": 2e-3, "batch_size": 1024, "patience": 3},
 }

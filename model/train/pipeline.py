@@ -17,9 +17,11 @@ from model.data.catalog import load_catalog
 from model.data.engagement_frame import FrameEncoder, base_column, load_side_info, local_frame
 from model.data.interactions import Interactions, Split, from_stores, make_split
 from model.networks.baselines import BPRMF, MostPopular
+from model.networks.ease import RecencyEASE
 from model.networks.engagement import MultimodalEngagementNet
 from model.networks.two_tower import TwoTowerRetriever
 from model.train.baselines import train_bpr, train_pop
+from model.train.ease import train_ease
 from model.train.engagement import split_frame, train_engagement
 from model.train.options import MODELS, Trained, TrainOptions
 from model.train.two_tower import train_two_tower
@@ -28,6 +30,8 @@ from sources.feature_store.names import TRAINING_SERVICE
 from sources.progress import console
 from sources.stores.clients import Stores
 
+#: what EASE reads: each user's rated movies in time order (the recency weights need the order)
+EASE_FEATURES = ["reviews.history_sequence"]
 TWO_TOWER_FEATURES = ["reviews.history_bag", "movie_embeddings.embedding", "movie_genres.genre_id"]
 
 
@@ -57,6 +61,9 @@ def to_checkpoint(trained: Trained, data: Interactions, split: Split, *, feature
     if isinstance(model, BPRMF):
         config = {"n_users": data.n_users, "n_items": data.n_movies, "dim": trained.extras["dim"]}
         return Checkpoint("bpr", config, model.state_dict(), "", [], extras=ids, **common)
+    if isinstance(model, RecencyEASE):
+        return Checkpoint("ease", model.config.to_dict(), model.state_dict(), "marquee:ease_inputs",
+                          list(EASE_FEATURES), extras=ids, **common)  # fmt: skip
     if isinstance(model, TwoTowerRetriever):
         extras = {**ids, "movie_vectors": model.all_movie_vectors().float()}
         return Checkpoint("two_tower", model.config.to_dict(), model.state_dict(), "marquee:two_tower_inputs",
@@ -125,6 +132,8 @@ def train_models(
             trained = train_pop(split, opts)
         elif kind == "bpr":
             trained = train_bpr(split, opts)
+        elif kind == "ease":
+            trained = train_ease(split, opts)
         elif kind == "two_tower":
             trained = train_two_tower(split, load_catalog(stores, data), opts)
         else:
