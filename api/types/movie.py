@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry import relay
@@ -14,6 +14,9 @@ from api.queries import neighbours as graph_neighbours
 from api.queries.reads import MovieRow
 from api.threads import in_thread
 from api.types.paging import check_first
+
+if TYPE_CHECKING:
+    from api.types.user import User
 
 NAMES_UNKNOWN = (
     "The dataset identifies people only by Freebase machine id (e.g. m.0abc12); it holds no names, "
@@ -50,6 +53,14 @@ class RatingStats:
 class SimilarMovie:
     movie: Movie
     similarity: float = strawberry.field(description="Cosine similarity of the title embeddings, -1..1.")
+
+
+@strawberry.type(description="A user the served retriever expects to engage with a movie.")
+class AudienceMember:
+    user: Annotated[User, strawberry.lazy("api.types.user")]
+    score: float = strawberry.field(
+        description="The probability the served retriever gives this movie among the whole catalogue for the user."
+    )
 
 
 #: the graph query's own enum, registered with the schema under its GraphQL name
@@ -133,6 +144,26 @@ class Movie(relay.Node):
         return [
             SimilarMovie(movie=Movie.from_row(row), similarity=similarity)
             for (_, similarity), row in zip(found, movies, strict=True)
+            if row is not None
+        ]
+
+    @strawberry.field(
+        description="The users most likely to engage with this movie, new or not, best first (the served "
+        "two-tower: each user's vector from their history, the movie's from the checkpoint or, for a title "
+        "added since, from its content). Null when no trained model is served."
+    )
+    async def predicted_audience(self, info: Info, first: int = 10) -> list[AudienceMember] | None:
+        check_first(first)
+        ranked = info.context.services.ranked
+        if ranked is None:
+            return None
+        from api.types.user import User
+
+        found = await in_thread(ranked.audience, self.id, first)
+        rows = await info.context.loaders.user.load_many([user_id for user_id, _ in found])
+        return [
+            AudienceMember(user=User.from_row(row), score=round(score, 8))
+            for (_, score), row in zip(found, rows, strict=True)
             if row is not None
         ]
 

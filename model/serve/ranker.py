@@ -15,6 +15,12 @@ engagement logit (beta as chosen by ``marquee evaluate`` on validation, stored i
 engagement checkpoint's metrics; 0 = retriever order). When features cannot be read the
 answer is the retriever's order with ``degraded=True``.
 
+Movies added after training (``add_movies``: the API's ``addMovie``) are placed by the
+retriever's content-only path (model/networks/two_tower.py) and appended to the in-memory
+vectors, so they are candidates at once; the engagement net has no row for them, so their
+re-ranked score adds the mean engagement term of the other candidates (``Scored.rating`` None).
+``audience`` ranks users for one movie with the same vectors.
+
 The API wraps ``Ranker`` as a Recommender in ``api/recommendations/ranked.py`` (``plug_serving``), loading it
 with ``expected_features`` from the feature service.
 
@@ -27,6 +33,7 @@ local frame (``--features local``) is refused there too, by design: train with
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +102,12 @@ class Ranker:
         self.retriever: TwoTowerRetriever = from_checkpoint(two_tower)
         self.movie_vectors: Tensor = two_tower.extras["movie_vectors"].float()
         self.movie_ids = np.asarray(two_tower.extras["movie_ids"])
-        self.user_index = {int(u): i for i, u in enumerate(np.asarray(two_tower.extras["user_ids"]).tolist())}
+        self.user_ids = [int(u) for u in np.asarray(two_tower.extras["user_ids"]).tolist()]
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.movie_index = {int(m): i for i, m in enumerate(self.movie_ids.tolist())}
+        #: movies at index >= this were added after training (content-only vectors)
+        self.trained_movies = len(self.movie_ids)
+        self._adding = threading.Lock()
         self.engagement: MultimodalEngagementNet | None = None
         self.encoder: FrameEncoder | None = None
         self.beta = 0.0
@@ -122,6 +133,51 @@ class Ranker:
             engagement = None
         return cls(two_tower, engagement)
 
+    def add_movies(self, movie_ids: Sequence[int], content: Tensor, genres: Tensor) -> list[int]:
+        """Make movies the checkpoint never saw candidates: ``content (n, 384)``, ``genres (n,
+        n_genres)`` in the training catalogue's genre order. Movies already known are skipped;
+        returns the ids added. Readers see the old catalogue or the new one, never a mix."""
+        with self._adding:
+            fresh = [i for i, m in enumerate(movie_ids) if int(m) not in self.movie_index]
+            if not fresh:
+                return []
+            vectors = self.retriever.content_vectors(content[fresh], genres[fresh]).float()
+            added = [int(movie_ids[i]) for i in fresh]
+            index = dict(self.movie_index)
+            index.update({m: len(self.movie_ids) + j for j, m in enumerate(added)})
+            all_vectors = torch.cat([self.movie_vectors, vectors])
+            all_ids = np.concatenate([self.movie_ids, np.asarray(added, dtype=self.movie_ids.dtype)])
+            # vectors and ids first: a reader holding the old index only sees old positions
+            self.movie_vectors, self.movie_ids = all_vectors, all_ids
+            self.movie_index = index
+            return added
+
+    @torch.no_grad()
+    def user_vectors(self, user_ids: Sequence[int], histories: Sequence[Sequence[int]]) -> Tensor:
+        """``(len(user_ids), out_dim)`` for known users, each reading their history."""
+        index, trained = self.movie_index, self.trained_movies
+        history = UserHistory.of([[index[m] for m in h if index.get(m, trained) < trained] for h in histories])
+        ids = torch.tensor([self.user_index[u] for u in user_ids], dtype=torch.long)
+        with torch.no_grad():
+            vectors: Tensor = self.retriever.user_vectors(ids, None, history)
+        return vectors
+
+    def audience(
+        self, movie_id: int, user_vectors: Tensor, user_ids: Sequence[int], first: int
+    ) -> list[tuple[int, float]]:
+        """The ``first`` users (of ``user_ids``, whose vectors are given) most likely to pick
+        ``movie_id``, with that probability: the retriever's softmax over the whole catalogue
+        (what it was trained to predict), so a user who likes everything does not top every
+        audience. [] for a movie it does not know."""
+        position = self.movie_index.get(int(movie_id))
+        if position is None:
+            return []
+        with torch.no_grad():
+            logits = user_vectors @ self.movie_vectors.T / self.retriever.config.temperature
+            chance = (logits[:, position] - torch.logsumexp(logits, dim=1)).exp()
+            top = chance.topk(min(first, len(user_ids)))
+        return [(int(user_ids[i]), float(v)) for i, v in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
+
     def candidates(self, user_id: int, history: Sequence[int], n: int, exclude: set[int]) -> tuple[np.ndarray, Tensor]:
         """Top ``n`` movie ids (external) and their retriever logits, excluding ``exclude``."""
         if user_id not in self.user_index:
@@ -131,16 +187,15 @@ class Ranker:
     @torch.no_grad()
     def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
         """Each (known) user's top ``n``: one user-tower pass and one product for all of them."""
-        history = UserHistory.of([[self.movie_index[m] for m in r.history if m in self.movie_index] for r in requests])
-        ids = torch.tensor([self.user_index[r.user_id] for r in requests])
-        users = self.retriever.user_vectors(ids, None, history)
-        logits = users @ self.movie_vectors.T / self.retriever.config.temperature
+        movie_ids, vectors, index = self.movie_ids, self.movie_vectors, self.movie_index
+        users = self.user_vectors([r.user_id for r in requests], [r.history for r in requests])
+        logits = users @ vectors[: len(movie_ids)].T / self.retriever.config.temperature
         out = []
         for row, r in zip(logits, requests, strict=True):
-            blocked = [self.movie_index[m] for m in r.exclude if m in self.movie_index]
+            blocked = [index[m] for m in r.exclude if index.get(m, len(movie_ids)) < len(movie_ids)]
             row[blocked] = float("-inf")
             top = row.topk(min(n, len(row) - len(blocked)))
-            out.append((self.movie_ids[top.indices.numpy()], top.values))
+            out.append((movie_ids[top.indices.numpy()], top.values))
         return out
 
     def rank(
@@ -176,19 +231,33 @@ class Ranker:
         if self.engagement is None or self.encoder is None or not self.beta or features is None:
             degraded = self.beta > 0 and features is None
             return [(retriever_order(m, s, r.k), degraded) for r, (m, s) in zip(requests, found, strict=True)]
+        # the engagement net knows only the checkpoint's movies; added ones are scored apart
+        added = self.trained_movies < len(self.movie_ids)
+        trained = set(self.movie_ids[: self.trained_movies].tolist()) if added else None
+        known = [m if trained is None else np.asarray([x for x in m.tolist() if x in trained], dtype=m.dtype)
+                 for m, _ in found]  # fmt: skip
         try:
-            batch = features.encoded_many([(r.user_id, m.tolist()) for r, (m, _) in zip(requests, found, strict=True)],
+            batch = features.encoded_many([(r.user_id, k.tolist()) for r, k in zip(requests, known, strict=True)],
                                           self.encoder)  # fmt: skip
-            all_ratings = torch.split(predict_ratings(self.engagement, batch), [len(m) for m, _ in found])
+            all_ratings = torch.split(predict_ratings(self.engagement, batch), [len(k) for k in known])
         except Exception as exc:  # a feature store hiccup must not fail the requests
             log.warning("engagement re-rank skipped (%s)", exc)
             return [(retriever_order(m, s, r.k), True) for r, (m, s) in zip(requests, found, strict=True)]
         out = []
-        for r, (movie_ids, logits), ratings in zip(requests, found, all_ratings, strict=True):
-            combined = logits + self.beta * rating_to_logit(ratings)
+        for r, (movie_ids, logits), k, ratings in zip(requests, found, known, all_ratings, strict=True):
+            engaged = rating_to_logit(ratings)
+            if len(k) < len(movie_ids):
+                by_id = dict(zip(k.tolist(), engaged.tolist(), strict=True))
+                mean = float(engaged.mean()) if len(k) else 0.0
+                engaged = torch.tensor([by_id.get(m, mean) for m in movie_ids.tolist()], dtype=logits.dtype)
+                rated = dict(zip(k.tolist(), ratings.tolist(), strict=True))
+                p: list[float | None] = [rated.get(m) for m in movie_ids.tolist()]
+            else:
+                p = list(ratings.tolist())
+            combined = logits + self.beta * engaged
             order = combined.argsort(descending=True, stable=True)[: r.k].tolist()
             # plain lists first: indexing a tensor element by element costs microseconds each
-            c, s, p, ids = combined.tolist(), logits.tolist(), ratings.tolist(), movie_ids.tolist()
+            c, s, ids = combined.tolist(), logits.tolist(), movie_ids.tolist()
             scored = [Scored(int(ids[i]), c[i], s[i], p[i]) for i in order]
             out.append((scored, False))
         return out

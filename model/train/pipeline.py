@@ -58,7 +58,8 @@ def to_checkpoint(trained: Trained, data: Interactions, split: Split, *, feature
         config = {"n_users": data.n_users, "n_items": data.n_movies, "dim": trained.extras["dim"]}
         return Checkpoint("bpr", config, model.state_dict(), "", [], extras=ids, **common)
     if isinstance(model, TwoTowerRetriever):
-        extras = {**ids, "movie_vectors": model.all_movie_vectors().float()}
+        vectors = model.all_movie_vectors(trained.extras.get("content_only")).float()
+        extras = {**ids, "movie_vectors": vectors}
         return Checkpoint("two_tower", model.config.to_dict(), model.state_dict(), "marquee:two_tower_inputs",
                           list(TWO_TOWER_FEATURES), extras=extras, **common)  # fmt: skip
     if isinstance(model, MultimodalEngagementNet):
