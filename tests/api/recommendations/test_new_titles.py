@@ -49,7 +49,8 @@ def _movie_count(stores: Stores) -> int:
 def _remove(stores: Stores, title: str) -> None:
     """Take a test title out of PostgreSQL (cascading to genres, embedding, record) and the graph."""
     with stores.pg.begin() as conn:
-        ids = [int(i) for i in conn.execute(text("DELETE FROM movies WHERE title = :t RETURNING id"), {"t": title}).scalars()]
+        deleted = conn.execute(text("DELETE FROM movies WHERE title = :t RETURNING id"), {"t": title})
+        ids = [int(i) for i in deleted.scalars()]
     for movie_id in ids:
         stores.graph.write("MATCH (m:Movie {id: $id}) DETACH DELETE m", {"id": movie_id})
     stores.graph.write("MATCH (p:Person {id: 'm.0i17new'}) DETACH DELETE p")
