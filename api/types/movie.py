@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry import relay
+from strawberry.types.lazy_type import LazyType
 
 from api.context import Info
 from api.errors import BadUserInput, NotFound
@@ -14,9 +15,6 @@ from api.queries import neighbours as graph_neighbours
 from api.queries.reads import MovieRow
 from api.threads import in_thread
 from api.types.paging import check_first
-
-if TYPE_CHECKING:
-    from api.types.user import User
 
 NAMES_UNKNOWN = (
     "The dataset identifies people only by Freebase machine id (e.g. m.0abc12); it holds no names, "
@@ -55,9 +53,13 @@ class SimilarMovie:
     similarity: float = strawberry.field(description="Cosine similarity of the title embeddings, -1..1.")
 
 
+#: ``User`` (api/types/user.py imports this module): Strawberry's lazy reference breaks the circle
+LAZY_USER: LazyType[Any, Any] = LazyType("User", "api.types.user")
+
+
 @strawberry.type(description="A user the served retriever expects to engage with a movie.")
 class AudienceMember:
-    user: Annotated[User, strawberry.lazy("api.types.user")]
+    user: Annotated["User", strawberry.lazy("api.types.user")]  # type: ignore[name-defined]  # noqa: F821, UP037
     score: float = strawberry.field(
         description="The probability the served retriever gives this movie among the whole catalogue for the user."
     )
@@ -157,12 +159,11 @@ class Movie(relay.Node):
         ranked = info.context.services.ranked
         if ranked is None:
             return None
-        from api.types.user import User
-
+        user_type = LAZY_USER.resolve_type()
         found = await in_thread(ranked.audience, self.id, first)
         rows = await info.context.loaders.user.load_many([user_id for user_id, _ in found])
         return [
-            AudienceMember(user=User.from_row(row), score=round(score, 8))
+            AudienceMember(user=user_type.from_row(row), score=round(score, 8))
             for (_, score), row in zip(found, rows, strict=True)
             if row is not None
         ]
