@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import strawberry
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +33,9 @@ from api.recommendations.contract import Recommender
 from api.recommendations.history import RatingHistory
 from sources.settings import Settings
 from sources.stores.clients import Stores
+
+if TYPE_CHECKING:
+    from api.recommendations.ranked import RankerRecommender
 
 
 class TextEncoder:
@@ -64,9 +67,14 @@ class Services:
     #: None until a feature store is configured: ``User.onlineFeatures`` then reports it.
     online_features: OnlineFeatureReader | None = None
     encoder: TextEncoder = field(default_factory=TextEncoder)
+    #: the trained model path when a checkpoint is served (new titles, ``predictedAudience``,
+    #: hot reload); None while the fallback answers alone
+    ranked: RankerRecommender | None = None
     #: called when a mutation changed a user (api/mutations.py); plug-ins that keep per-user
     #: state (the recommendation cache) add theirs
     on_user_changed: list[Callable[[int], None]] = field(default_factory=list)
+    #: called when a title was added (``addMovie``): what was ranked without it is dropped
+    on_catalogue_changed: list[Callable[[], None]] = field(default_factory=list)
     #: what plug-ins started, stopped (last started first) by the app before the stores close
     closing: ExitStack = field(default_factory=ExitStack)
     #: how background work is doing, shown by ``/readyz`` (name -> a report with ``ok``);
@@ -93,6 +101,10 @@ class Services:
     def user_changed(self, user_id: int) -> None:
         for hook in self.on_user_changed:
             hook(user_id)
+
+    def catalogue_changed(self) -> None:
+        for hook in self.on_catalogue_changed:
+            hook()
 
 
 #: an id a client may send (``X-Request-ID``) is kept when it is this plain; else one is made

@@ -84,6 +84,8 @@ FIELD_COSTS: dict[str, CostOf] = {
     "User.recommendations": RANKING_COST,
     "Query.searchMovies": 10,  # the text embedded, then an HNSW search
     "Movie.similar": 5,  # an HNSW search
+    "Movie.predictedAudience": RANKING_COST,  # every user's vector (kept a minute), one product
+    "Mutation.addMovie": 10,  # the title embedded, three stores written
     # One hop ~5 ms; two hops fan out through every linked movie (~50 ms measured) — as
     # costly as a ranking. An unknown depth counts as 2.
     "Movie.neighbours": lambda args: 5 if args.get("depth") == 1 else 50,

@@ -28,10 +28,11 @@ from strawberry.extensions import (
 from strawberry.printer import print_schema
 from strawberry.types import ExecutionContext
 
+from api.catalog_mutations import CatalogMutation
 from api.context import Info
 from api.cost import DEFAULT_MAX_COST, query_cost_limit
 from api.errors import ApiError, BadUserInput, ErrorPolicy, is_user_error
-from api.mutations import Mutation
+from api.mutations import Mutation as RecordingMutation
 from api.queries import reads
 from api.security import DirectiveLimit, HideSuggestions
 from api.threads import in_thread
@@ -90,6 +91,11 @@ def _check_year(value: int | None, name: str) -> int | None:
     if value is not None and not MIN_YEAR <= value <= MAX_YEAR:
         raise BadUserInput(f"`{name}` must be between {MIN_YEAR} and {MAX_YEAR}, got {value}", argument=name)
     return value
+
+
+@strawberry.type
+class Mutation(RecordingMutation, CatalogMutation):
+    """Every mutation: recording events (api/mutations.py) and adding titles (api/catalog_mutations.py)."""
 
 
 @strawberry.type

@@ -7,7 +7,9 @@
 2. the trained ranker in front of the fallback (``plug_model``), when its checkpoints fit
    the feature service; a checkpoint trained on another feature list is refused (logged),
    never scored with misread columns;
-3. kept lists with background ranking (``plug_kept_lists``).
+3. kept lists with background ranking (``plug_kept_lists``);
+4. the checkpoint watcher (``plug_reload``): a new checkpoint is loaded beside the serving one
+   and swapped in, and the kept lists are dropped (api/recommendations/reload.py).
 
 Each part is optional: without an applied repository the API serves everything but online
 features; without a compatible checkpoint ``recommendations`` answers from the graph and
@@ -30,6 +32,7 @@ from api.recommendations.fallback import WithFallback
 from api.recommendations.kept_lists import CachedRecommender, MutationFeed
 from api.recommendations.ranked import RankerRecommender
 from api.recommendations.refresher import ListRefresher
+from api.recommendations.reload import CheckpointWatcher
 from sources.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,42 @@ def plug_serving(services: Services) -> None:
     ranker = plug_model(services)
     if ranker is not None:
         warm = list(ranker.ranker.user_index)[: services.settings.recommendation_warm_users]
-        plug_kept_lists(services, services.settings.recommendation_cache_s, warm=warm)
+        cached = plug_kept_lists(services, services.settings.recommendation_cache_s, warm=warm)
+        plug_reload(services, ranker, cached)
+
+
+def plug_reload(
+    services: Services, primary: RankerRecommender, cached: CachedRecommender | None, poll_s: float | None = None
+) -> CheckpointWatcher | None:
+    """Watch the served checkpoints; swap a new one in without a restart (``model_reload_s``)."""
+    poll_s = services.settings.model_reload_s if poll_s is None else poll_s
+    if poll_s <= 0 or not isinstance(services.online_features, FeastUserFeatures):
+        return None
+    from model.checkpoint import checkpoint_path
+    from model.serve.ranker import Ranker, service_features
+
+    store: Any = services.online_features.store
+    folder = services.settings.models_dir / "time"
+
+    def load() -> Ranker:
+        return Ranker.load(services.settings.models_dir, expected_features=service_features(store))
+
+    def swap(ranker: Ranker) -> str:
+        version = primary.swap(ranker)
+        if cached is not None:
+            cached.clear()  # lists ranked by the old model
+        return version
+
+    def tick() -> None:  # titles another process added
+        if primary.add_new_movies():
+            services.catalogue_changed()
+
+    paths = [checkpoint_path(folder, kind) for kind in ("two_tower", "engagement")]
+    watcher = CheckpointWatcher(paths, load, swap, poll_s=poll_s, tick=tick).start()
+    services.closing.callback(watcher.close)
+    services.reports["model_reload"] = lambda: {"ok": watcher.failing is None, "error": watcher.failing,
+                                                "serving": primary.ranker.version, "swaps": watcher.swaps}  # fmt: skip
+    return watcher
 
 
 def plug_feature_store(services: Services) -> None:
@@ -98,7 +136,12 @@ def plug_model(services: Services) -> RankerRecommender | None:
     services.reports["movie_features"] = lambda: {"ok": pair_features.refresh_error is None,
                                                   "error": pair_features.refresh_error}  # fmt: skip
     primary = RankerRecommender(services.stores, ranker, pair_features, services.history)
+    try:
+        primary.add_new_movies()  # titles added since the checkpoint was trained
+    except Exception as exc:
+        log.warning("titles added since training not placed yet: %s", first_line(exc))
     primary.warm()
+    services.ranked = primary
     services.recommender = WithFallback(primary, services.recommender)
     return primary
 
@@ -121,6 +164,7 @@ def plug_kept_lists(
     refresher.warm([RecommendationRequest(user_id, WARM_FIRST) for user_id in warm])
     services.recommender = cached
     services.on_user_changed.append(cached.forget)
+    services.on_catalogue_changed.append(cached.clear)
     services.reports["recommendation_cache"] = lambda: {
         "ok": feed.failing is None,  # else nothing kept is served until the mutation log reads again
         "error": feed.failing,

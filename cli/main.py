@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from cli import data, features, models, serve, stores
+from cli import data, features, models, refresh, serve, stores
 from cli.bench import bench_app
 from sources.errors import MarqueeError, first_line
 from sources.progress import console
@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-for group in (stores, data, features, models, serve):
+for group in (stores, data, features, models, refresh, serve):
     app.add_typer(group.commands)  # no name: the group's commands join `marquee` itself
 app.add_typer(bench_app, name="bench")
 

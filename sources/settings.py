@@ -119,6 +119,24 @@ class Settings(BaseSettings):
         description="how long a user's loaded ratings (the graph's RATED edges) are reused for ranking; "
         "ratings made through the API count at once, a new load within this time",
     )
+    model_reload_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often the API looks for a new checkpoint and swaps it in without a restart "
+        "(modelVersion names the one answering); 0 = never",
+    )
+    refresh_min_new_events: int = Field(
+        default=1000,
+        ge=1,
+        description="`marquee refresh` retrains when at least this many events arrived since the "
+        "served checkpoint's data snapshot",
+    )
+    refresh_max_age_h: float = Field(
+        default=24.0,
+        gt=0,
+        description="`marquee refresh` also retrains when the served checkpoint is older than this and "
+        "any event arrived since",
+    )
 
     @field_validator("graph_uri")
     @classmethod

@@ -75,3 +75,32 @@ def feature_store(stores: Stores, loaded: IngestReport) -> FeatureStore:
     apply_repo(opened)
     materialize(opened)
     return opened
+
+
+@pytest.fixture(scope="session")
+def served_settings(tmp_path_factory: pytest.TempPathFactory, settings: Settings, stores: Stores,
+                    feature_store: FeatureStore) -> Settings:  # fmt: skip
+    """Settings whose models folder holds checkpoints trained on the feature service served."""
+    from model.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+    from model.data.point_in_time import label_events, training_frame
+    from model.train.options import TrainOptions
+    from model.train.pipeline import train_models
+    from sources.feature_store.names import TRAINING_SERVICE
+
+    data_dir = tmp_path_factory.mktemp("served")
+    labels = label_events(stores).sample(4000, random_state=0).sort_values("event_timestamp", ignore_index=True)
+    frame = training_frame(feature_store, labels, TRAINING_SERVICE)
+    options = TrainOptions(epochs=1, quiet=True, device="cpu", max_batches=5)
+    folder = data_dir / "models"
+    train_models(stores, folder, kinds=["engagement"], options=options,
+                 engagement_input=(frame, TRAINING_SERVICE))  # fmt: skip
+    # Enough batches for the content path to place a new title in some user's top 100
+    # (tests/api/recommendations/test_new_titles.py).
+    two_tower = TrainOptions(epochs=1, quiet=True, device="cpu", max_batches=60)
+    train_models(stores, folder, kinds=["two_tower"], options=two_tower)
+    # The re-rank weight is chosen by ``marquee evaluate``; any weight > 0 makes serving read features.
+    path = checkpoint_path(folder / "time", "engagement")
+    engagement = load_checkpoint(path)
+    engagement.metrics["rerank_beta"] = 1.0
+    save_checkpoint(engagement, path)
+    return settings.model_copy(update={"data_dir": Path(data_dir)})

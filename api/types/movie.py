@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import strawberry
 from strawberry import relay
+from strawberry.types.lazy_type import LazyType
 
 from api.context import Info
 from api.errors import BadUserInput, NotFound
@@ -50,6 +51,18 @@ class RatingStats:
 class SimilarMovie:
     movie: Movie
     similarity: float = strawberry.field(description="Cosine similarity of the title embeddings, -1..1.")
+
+
+#: ``User`` (api/types/user.py imports this module): Strawberry's lazy reference breaks the circle
+LAZY_USER: LazyType[Any, Any] = LazyType("User", "api.types.user")
+
+
+@strawberry.type(description="A user the served retriever expects to engage with a movie.")
+class AudienceMember:
+    user: Annotated["User", strawberry.lazy("api.types.user")]  # type: ignore[name-defined]  # noqa: F821, UP037
+    score: float = strawberry.field(
+        description="The probability the served retriever gives this movie among the whole catalogue for the user."
+    )
 
 
 #: the graph query's own enum, registered with the schema under its GraphQL name
@@ -133,6 +146,25 @@ class Movie(relay.Node):
         return [
             SimilarMovie(movie=Movie.from_row(row), similarity=similarity)
             for (_, similarity), row in zip(found, movies, strict=True)
+            if row is not None
+        ]
+
+    @strawberry.field(
+        description="The users most likely to engage with this movie, new or not, best first (the served "
+        "two-tower: each user's vector from their history, the movie's from the checkpoint or, for a title "
+        "added since, from its content). Null when no trained model is served."
+    )
+    async def predicted_audience(self, info: Info, first: int = 10) -> list[AudienceMember] | None:
+        check_first(first)
+        ranked = info.context.services.ranked
+        if ranked is None:
+            return None
+        user_type = LAZY_USER.resolve_type()
+        found = await in_thread(ranked.audience, self.id, first)
+        rows = await info.context.loaders.user.load_many([user_id for user_id, _ in found])
+        return [
+            AudienceMember(user=user_type.from_row(row), score=round(score, 8))
+            for (_, score), row in zip(found, rows, strict=True)
             if row is not None
         ]
 

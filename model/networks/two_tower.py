@@ -1,5 +1,9 @@
 """The two-tower retriever: a user tower over the user's history and id, a movie tower over id,
-title embedding and genres, trained with in-batch sampled softmax."""
+title embedding and genres, trained with in-batch sampled softmax.
+
+The movie tower's id embedding is dropped out in training (``id_dropout``): a movie's row is
+then placed by its content alone, so the same tower places a movie it has never seen (no id,
+``content_vectors``) or barely seen in the space the users' vectors were trained against."""
 
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ class TwoTowerConfig(DictConfig):
     # User history: an EmbeddingBag over the movies the user met (weighted sum), fed to the
     # user tower beside the id; 0 turns it off. Cost grows with history length, not catalogue.
     history_dim: int = 0
+    # Fraction of the movie rows whose id embedding is zeroed in each training pass, so the
+    # content path alone carries signal (a new movie is placed by ``content_vectors``).
+    id_dropout: float = 0.0
 
 
 class Tower(nn.Module):
@@ -49,8 +56,11 @@ class Tower(nn.Module):
             nn.Linear(c.hidden, c.out_dim),
         )
 
-    def forward(self, ids: Tensor, features: Tensor | None = None) -> Tensor:
+    def forward(self, ids: Tensor, features: Tensor | None = None, keep_id: Tensor | None = None) -> Tensor:
+        """``keep_id (batch,)`` 0/1: rows with 0 read no id embedding (content only)."""
         x = self.id_embedding(ids)
+        if keep_id is not None:
+            x = x * keep_id.to(x.dtype)[:, None]
         if self.feature_dim:
             if features is None:
                 raise ValueError(f"tower expects {self.feature_dim} feature columns")
@@ -127,10 +137,19 @@ class TwoTowerRetriever(nn.Module):
         vectors: Tensor = self.user_tower(user_ids, user_features)
         return vectors
 
-    def movie_vectors(self, movie_ids: Tensor, content: Tensor | None = None, genres: Tensor | None = None) -> Tensor:
+    def movie_vectors(
+        self,
+        movie_ids: Tensor,
+        content: Tensor | None = None,
+        genres: Tensor | None = None,
+        *,
+        content_only: Tensor | None = None,
+    ) -> Tensor:
         """``(batch,) [, (batch, content_dim), (batch, n_genres)] -> (batch, out_dim)``.
 
-        Content/genres left as None are looked up in the catalogue.
+        Content/genres left as None are looked up in the catalogue. ``content_only (batch,)``
+        bool: those rows ignore their id embedding. In training mode a random ``id_dropout``
+        share of the rows does too.
         """
         c = self.config
         if content is None and c.movie_content_dim:
@@ -138,8 +157,25 @@ class TwoTowerRetriever(nn.Module):
         if genres is None and c.n_genres:
             genres = self._catalog(self.catalog_genres)[movie_ids]
         parts = [t for t in (content, genres) if t is not None and t.shape[-1] > 0]
-        vectors: Tensor = self.movie_tower(movie_ids, torch.cat(parts, dim=-1) if parts else None)
+        keep = None if content_only is None else ~content_only.to(movie_ids.device)
+        if self.training and c.id_dropout > 0:
+            dropped = torch.rand(movie_ids.shape, device=movie_ids.device) < c.id_dropout
+            keep = ~dropped if keep is None else keep & ~dropped
+        vectors: Tensor = self.movie_tower(movie_ids, torch.cat(parts, dim=-1) if parts else None, keep)
         return vectors
+
+    @torch.no_grad()
+    def content_vectors(self, content: Tensor, genres: Tensor | None = None) -> Tensor:
+        """Movies the checkpoint has no id for, placed by content alone:
+        ``(batch, content_dim), (batch, n_genres) -> (batch, out_dim)`` unit vectors."""
+        batch = content.shape[0]
+        device = self.user_tower.id_embedding.weight.device
+        ids = torch.zeros(batch, dtype=torch.long, device=device)
+        genres = torch.zeros(batch, self.config.n_genres) if genres is None else genres
+        return self.movie_vectors(
+            ids, content.float().to(device), genres.float().to(device),
+            content_only=torch.ones(batch, dtype=torch.bool, device=device),
+        )  # fmt: skip
 
     def _catalog(self, table: Tensor) -> Tensor:
         if table.shape[0] != self.config.n_movies:
@@ -151,10 +187,11 @@ class TwoTowerRetriever(nn.Module):
         return (user_vecs * movie_vecs).sum(-1) / self.config.temperature
 
     @torch.no_grad()
-    def all_movie_vectors(self) -> Tensor:
-        """``(n_movies, out_dim)`` for the whole catalogue (what goes into pgvector)."""
+    def all_movie_vectors(self, content_only: Tensor | None = None) -> Tensor:
+        """``(n_movies, out_dim)`` for the whole catalogue (what goes into pgvector);
+        ``content_only (n_movies,)`` bool places those movies by content alone."""
         ids = torch.arange(self.config.n_movies, device=self.user_tower.id_embedding.weight.device)
-        return self.movie_vectors(ids)
+        return self.movie_vectors(ids, content_only=content_only)
 
     @torch.no_grad()
     def score_all(self, user_ids: Tensor, user_features: Tensor | None = None) -> Tensor:

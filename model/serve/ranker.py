@@ -21,6 +21,12 @@ engagement checkpoint's metrics with the retriever it was chosen for; 0, or anot
 retriever, = retriever order). When features cannot be read the
 answer is the retriever's order with ``degraded=True``.
 
+Movies added after training (``add_movies``: the API's ``addMovie``) are placed by the
+retriever's content-only path (model/networks/two_tower.py) and appended to the in-memory
+vectors, so they are candidates at once; the engagement net has no row for them, so their
+re-ranked score adds the mean engagement term of the other candidates (``Scored.rating`` None).
+``audience`` ranks users for one movie with the same vectors.
+
 The API wraps ``Ranker`` as a Recommender in ``api/recommendations/ranked.py`` (``plug_serving``), loading it
 with ``expected_features`` from the feature service.
 
@@ -33,6 +39,7 @@ local frame (``--features local``) is refused there too, by design: train with
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +129,12 @@ class Ranker:
             self.two_tower = from_checkpoint(retriever)
             self.movie_vectors: Tensor = retriever.extras["movie_vectors"].float()
         self.movie_ids = np.asarray(retriever.extras["movie_ids"])
-        self.user_index = {int(u): i for i, u in enumerate(np.asarray(retriever.extras["user_ids"]).tolist())}
+        self.user_ids = [int(u) for u in np.asarray(retriever.extras["user_ids"]).tolist()]
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.movie_index = {int(m): i for i, m in enumerate(self.movie_ids.tolist())}
+        #: movies at index >= this were added after training (content-only vectors)
+        self.trained_movies = len(self.movie_ids)
+        self._adding = threading.Lock()
         self.engagement: MultimodalEngagementNet | None = None
         self.encoder: FrameEncoder | None = None
         self.beta = 0.0
@@ -161,6 +172,66 @@ class Ranker:
             engagement = None
         return cls(retriever, engagement)
 
+    @property
+    def content_path(self) -> bool:
+        """Whether the served retriever places movies by content and users as vectors (the
+        two-tower does; EASE's item-item matrix knows only the movies it was solved on)."""
+        return self.two_tower is not None
+
+    @property
+    def tower(self) -> TwoTowerRetriever:
+        if self.two_tower is None:
+            raise CheckpointError(f"the served retriever ({self.retriever_kind}) has no content path")
+        return self.two_tower
+
+    def add_movies(self, movie_ids: Sequence[int], content: Tensor, genres: Tensor) -> list[int]:
+        """Make movies the checkpoint never saw candidates: ``content (n, 384)``, ``genres (n,
+        n_genres)`` in the training catalogue's genre order. Movies already known are skipped;
+        returns the ids added (none when the served retriever is EASE). Readers see the old
+        catalogue or the new one, never a mix."""
+        if not self.content_path:
+            return []  # placed once a two-tower is served, or when EASE is solved again
+        with self._adding:
+            fresh = [i for i, m in enumerate(movie_ids) if int(m) not in self.movie_index]
+            if not fresh:
+                return []
+            vectors = self.tower.content_vectors(content[fresh], genres[fresh]).float()
+            added = [int(movie_ids[i]) for i in fresh]
+            index = dict(self.movie_index)
+            index.update({m: len(self.movie_ids) + j for j, m in enumerate(added)})
+            all_vectors = torch.cat([self.movie_vectors, vectors])
+            all_ids = np.concatenate([self.movie_ids, np.asarray(added, dtype=self.movie_ids.dtype)])
+            # vectors and ids first: a reader holding the old index only sees old positions
+            self.movie_vectors, self.movie_ids = all_vectors, all_ids
+            self.movie_index = index
+            return added
+
+    @torch.no_grad()
+    def user_vectors(self, user_ids: Sequence[int], histories: Sequence[Sequence[int]]) -> Tensor:
+        """``(len(user_ids), out_dim)`` for known users, each reading their history."""
+        index, trained = self.movie_index, self.trained_movies
+        history = UserHistory.of([[index[m] for m in h if index.get(m, trained) < trained] for h in histories])
+        ids = torch.tensor([self.user_index[u] for u in user_ids], dtype=torch.long)
+        with torch.no_grad():
+            vectors: Tensor = self.tower.user_vectors(ids, None, history)
+        return vectors
+
+    def audience(
+        self, movie_id: int, user_vectors: Tensor, user_ids: Sequence[int], first: int
+    ) -> list[tuple[int, float]]:
+        """The ``first`` users (of ``user_ids``, whose vectors are given) most likely to pick
+        ``movie_id``, with that probability: the retriever's softmax over the whole catalogue
+        (what it was trained to predict), so a user who likes everything does not top every
+        audience. [] for a movie it does not know."""
+        position = self.movie_index.get(int(movie_id))
+        if position is None:
+            return []
+        with torch.no_grad():
+            logits = user_vectors @ self.movie_vectors.T / self.tower.config.temperature
+            chance = (logits[:, position] - torch.logsumexp(logits, dim=1)).exp()
+            top = chance.topk(min(first, len(user_ids)))
+        return [(int(user_ids[i]), float(v)) for i, v in zip(top.indices.tolist(), top.values.tolist(), strict=True)]
+
     def candidates(self, user_id: int, history: Sequence[int], n: int, exclude: set[int]) -> tuple[np.ndarray, Tensor]:
         """Top ``n`` movie ids (external) and their retriever logits, excluding ``exclude``."""
         if user_id not in self.user_index:
@@ -170,20 +241,21 @@ class Ranker:
     @torch.no_grad()
     def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
         """Each (known) user's top ``n``: one user-tower pass and one product for all of them."""
-        histories = [[self.movie_index[m] for m in r.history if m in self.movie_index] for r in requests]
+        movie_ids, index = self.movie_ids, self.movie_index
+        trained = self.trained_movies
         if self.ease is not None:
+            histories = [[index[m] for m in r.history if index.get(m, trained) < trained] for r in requests]
             logits = self.ease.score(self.ease.history_inputs(histories))
         else:
-            assert self.two_tower is not None
-            ids = torch.tensor([self.user_index[r.user_id] for r in requests])
-            users = self.two_tower.user_vectors(ids, None, UserHistory.of(histories))
-            logits = users @ self.movie_vectors.T / self.two_tower.config.temperature
+            vectors = self.movie_vectors
+            users = self.user_vectors([r.user_id for r in requests], [r.history for r in requests])
+            logits = users @ vectors[: len(movie_ids)].T / self.tower.config.temperature
         out = []
         for row, r in zip(logits, requests, strict=True):
-            blocked = [self.movie_index[m] for m in r.exclude if m in self.movie_index]
+            blocked = [index[m] for m in r.exclude if index.get(m, len(movie_ids)) < len(movie_ids)]
             row[blocked] = float("-inf")
             top = row.topk(min(n, len(row) - len(blocked)))
-            out.append((self.movie_ids[top.indices.numpy()], top.values))
+            out.append((movie_ids[top.indices.numpy()], top.values))
         return out
 
     def rank(
@@ -219,19 +291,33 @@ class Ranker:
         if self.engagement is None or self.encoder is None or not self.beta or features is None:
             degraded = self.beta > 0 and features is None
             return [(retriever_order(m, s, r.k), degraded) for r, (m, s) in zip(requests, found, strict=True)]
+        # the engagement net knows only the checkpoint's movies; added ones are scored apart
+        added = self.trained_movies < len(self.movie_ids)
+        trained = set(self.movie_ids[: self.trained_movies].tolist()) if added else None
+        known = [m if trained is None else np.asarray([x for x in m.tolist() if x in trained], dtype=m.dtype)
+                 for m, _ in found]  # fmt: skip
         try:
-            batch = features.encoded_many([(r.user_id, m.tolist()) for r, (m, _) in zip(requests, found, strict=True)],
+            batch = features.encoded_many([(r.user_id, k.tolist()) for r, k in zip(requests, known, strict=True)],
                                           self.encoder)  # fmt: skip
-            all_ratings = torch.split(predict_ratings(self.engagement, batch), [len(m) for m, _ in found])
+            all_ratings = torch.split(predict_ratings(self.engagement, batch), [len(k) for k in known])
         except Exception as exc:  # a feature store hiccup must not fail the requests
             log.warning("engagement re-rank skipped (%s)", exc)
             return [(retriever_order(m, s, r.k), True) for r, (m, s) in zip(requests, found, strict=True)]
         out = []
-        for r, (movie_ids, logits), ratings in zip(requests, found, all_ratings, strict=True):
-            combined = logits + self.beta * rating_to_logit(ratings)
+        for r, (movie_ids, logits), k, ratings in zip(requests, found, known, all_ratings, strict=True):
+            engaged = rating_to_logit(ratings)
+            if len(k) < len(movie_ids):
+                by_id = dict(zip(k.tolist(), engaged.tolist(), strict=True))
+                mean = float(engaged.mean()) if len(k) else 0.0
+                engaged = torch.tensor([by_id.get(m, mean) for m in movie_ids.tolist()], dtype=logits.dtype)
+                rated = dict(zip(k.tolist(), ratings.tolist(), strict=True))
+                p: list[float | None] = [rated.get(m) for m in movie_ids.tolist()]
+            else:
+                p = list(ratings.tolist())
+            combined = logits + self.beta * engaged
             order = combined.argsort(descending=True, stable=True)[: r.k].tolist()
             # plain lists first: indexing a tensor element by element costs microseconds each
-            c, s, p, ids = combined.tolist(), logits.tolist(), ratings.tolist(), movie_ids.tolist()
+            c, s, ids = combined.tolist(), logits.tolist(), movie_ids.tolist()
             scored = [Scored(int(ids[i]), c[i], s[i], p[i]) for i in order]
             out.append((scored, False))
         return out

@@ -65,7 +65,8 @@ def to_checkpoint(trained: Trained, data: Interactions, split: Split, *, feature
         return Checkpoint("ease", model.config.to_dict(), model.state_dict(), "marquee:ease_inputs",
                           list(EASE_FEATURES), extras=ids, **common)  # fmt: skip
     if isinstance(model, TwoTowerRetriever):
-        extras = {**ids, "movie_vectors": model.all_movie_vectors().float()}
+        vectors = model.all_movie_vectors(trained.extras.get("content_only")).float()
+        extras = {**ids, "movie_vectors": vectors}
         return Checkpoint("two_tower", model.config.to_dict(), model.state_dict(), "marquee:two_tower_inputs",
                           list(TWO_TOWER_FEATURES), extras=extras, **common)  # fmt: skip
     if isinstance(model, MultimodalEngagementNet):

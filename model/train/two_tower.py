@@ -20,6 +20,9 @@ from model.networks.two_tower import TwoTowerConfig, TwoTowerRetriever, sampled_
 from model.train.loop import batch_loader, fit, seed_everything, seen_mask
 from model.train.options import Trained, TrainOptions
 
+#: a movie with fewer training interactions than this is served by its content-only vector
+CONTENT_ONLY_BELOW = 5
+
 
 def two_tower_config(n_users: int, n_movies: int, catalog: Catalog, **sizes: Any) -> TwoTowerConfig:
     """User tower: id + history bag; movie tower: id + title embedding + genres."""
@@ -28,7 +31,7 @@ def two_tower_config(n_users: int, n_movies: int, catalog: Catalog, **sizes: Any
         n_movies=n_movies,
         movie_content_dim=int(catalog.content.shape[1]),
         n_genres=int(catalog.genres.shape[1]),
-        **{"history_dim": 64, "temperature": 0.1, **sizes},
+        **{"history_dim": 64, "temperature": 0.1, "id_dropout": 0.5, **sizes},
     )
 
 
@@ -89,4 +92,6 @@ def train_two_tower(
     )  # fmt: skip
     model = model.cpu()
     model.set_catalog(catalog.content, catalog.genres)
-    return Trained("two_tower", model, fit_history, best, valid, {"history": history.to(torch.device("cpu"))})
+    content_only = torch.as_tensor(train.movie_counts() < CONTENT_ONLY_BELOW)
+    extras = {"history": history.to(torch.device("cpu")), "content_only": content_only}
+    return Trained("two_tower", model, fit_history, best, valid, extras)

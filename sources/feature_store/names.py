@@ -16,3 +16,6 @@ USER_VIEWS = ("user_profile", "user_playback", "user_reviews", "user_graph")
 MOVIE_GRAPH_VIEW = "movie_graph"
 #: the on-demand view computed at request time
 AFFINITY_VIEW = "user_movie_affinity"
+#: the movie views a new title's content reaches at once (``addMovie`` pushes them)
+MOVIE_PROFILE_VIEW = "movie_profile"
+MOVIE_EMBEDDING_VIEW = "movie_embedding"

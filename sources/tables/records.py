@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -118,6 +119,23 @@ class MovieEmbedding(Base):
     model: Mapped[str] = mapped_column(String(64))
     # The exact text that was embedded: a re-ingest reuses vectors whose text is unchanged.
     source_text: Mapped[str] = mapped_column(Text)
+
+
+class MovieAddition(Base):
+    """One row per ``addMovie`` (api/queries/catalog.py), keyed by its client mutation id.
+
+    Written in the same transaction as the movie, so the movie exists exactly when its
+    record does; ``status`` goes pending → done once the graph and the online store have it
+    (a pending row is finished by a replay of its id or by ``marquee refresh``)."""
+
+    __tablename__ = "movie_additions"
+    __table_args__ = (CheckConstraint("status IN ('pending', 'done')", name="movie_additions_status"),)
+
+    client_mutation_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    movie_id: Mapped[int] = mapped_column(ForeignKey("movies.id", ondelete="CASCADE"), unique=True)
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class IngestRun(Base):

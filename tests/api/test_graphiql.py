@@ -171,3 +171,17 @@ def test_graphiql_runs_a_query_offline_in_chromium(live_server: str, offline_bro
     assert tab.off_host == [], f"page requested off-host URLs: {tab.off_host}"
     assert failed == [], f"requests failed: {failed}"
     assert page_errors == [], f"page raised: {page_errors}"
+
+
+def test_graphiql_opens_on_a_marquee_example_query_that_the_schema_accepts() -> None:
+    from graphql import parse, validate
+
+    from api.graphiql import graphiql_html
+    from api.schema import build_schema
+
+    html = graphiql_html()
+    assert "Welcome to GraphiQL" not in html
+    example = re.search(r"const EXAMPLE_QUERY = `(.*?)`;", html, re.S)
+    assert example is not None and "recommendations(first: 5)" in example.group(1)
+    schema = build_schema()._schema
+    assert validate(schema, parse(example.group(1))) == []

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,31 +29,6 @@ RECOMMEND = """query($u: Int!) { recommendations(userId: $u, first: 10) {
   modelVersion degraded items { rank score explanation movie { movieId title } } } }"""
 RATE = """mutation($u: Int!, $m: Int!, $c: String!) { rateMovie(userId: $u, movieId: $m, rating: 5,
   clientMutationId: $c) { __typename ... on RatingRecorded { reviewId ratedAt featuresPushed } } }"""
-
-
-@pytest.fixture(scope="module")
-def served_settings(tmp_path_factory: pytest.TempPathFactory, settings: Settings, stores: Stores,
-                    feature_store: FeatureStore) -> Settings:  # fmt: skip
-    """Settings whose models folder holds checkpoints trained on the feature service served."""
-    from model.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-    from model.data.point_in_time import label_events, training_frame
-    from model.train.options import TrainOptions
-    from model.train.pipeline import train_models
-    from sources.feature_store.names import TRAINING_SERVICE
-
-    data_dir = tmp_path_factory.mktemp("served")
-    labels = label_events(stores).sample(4000, random_state=0).sort_values("event_timestamp", ignore_index=True)
-    frame = training_frame(feature_store, labels, TRAINING_SERVICE)
-    options = TrainOptions(epochs=1, quiet=True, device="cpu", max_batches=5)
-    folder = data_dir / "models"
-    train_models(stores, folder, kinds=["two_tower", "engagement"], options=options,
-                 engagement_input=(frame, TRAINING_SERVICE))  # fmt: skip
-    # The re-rank weight is chosen by ``marquee evaluate``; any weight > 0 makes serving read features.
-    path = checkpoint_path(folder / "time", "engagement")
-    engagement = load_checkpoint(path)
-    engagement.metrics["rerank_beta"] = 1.0
-    save_checkpoint(engagement, path)
-    return settings.model_copy(update={"data_dir": Path(data_dir)})
 
 
 @pytest.fixture(scope="module")
