@@ -72,3 +72,19 @@ def abuse_bench(
     from bench.abuse import run
 
     _print(run(seconds))
+
+
+@bench_app.command("search")
+def search_bench(
+    vectors: Annotated[int, typer.Option(min=100, help="Vectors in the scratch index (ML-25M: 62,423 movies).")] = 62_423,
+    queries: Annotated[int, typer.Option(min=10, help="Queries timed per ef_search value.")] = 200,
+    ef_search: Annotated[list[int] | None, typer.Option(help="ef_search values (repeat the option).")] = None,
+    m: Annotated[int, typer.Option(min=2, help="HNSW m of the scratch index.")] = 16,
+) -> None:
+    """p50/p99 and recall@10 of pgvector HNSW per ef_search, on a scratch table of clustered
+    384-d vectors (dropped after), against exact search."""
+    from bench.search import bench_search
+    from sources.stores.clients import Stores
+
+    with Stores.open(load_settings()) as stores:
+        _print(bench_search(stores.pg, n=vectors, queries=queries, ef_values=tuple(ef_search or (40, 64, 100, 160)), m=m))
