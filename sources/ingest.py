@@ -304,9 +304,7 @@ class _Pass:
                 continue
             users = sorted({r[0] for r in chunk})
             position = {u: p for p, u in enumerate(users)}
-            self.writer.run(
-                cypher, {"users": users, "rows": [[position[u], index[m], a, b] for u, m, a, b in chunk]}
-            )
+            self.writer.run(cypher, {"users": users, "rows": [[position[u], index[m], a, b] for u, m, a, b in chunk]})
 
     def finish(self) -> None:
         """Write what is left and wait for the Mongo writer."""

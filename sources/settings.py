@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     )
     graph_timeout_s: float = Field(default=60.0, description="longest one graph call may take (bulk loads)")
     seed: int = 42
+    train_budget_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="longest a model's training may run (marquee up/train/evaluate): it stops, keeping "
+        "the best epoch so far, with a message saying so; 0 = no budget",
+    )
+    train_window_days: int = Field(
+        default=0,
+        ge=0,
+        description="train and evaluate on the last this many days of reviews only (counted from the "
+        "newest review); 0 = all of history",
+    )
     hnsw_ef_search: int = Field(
         default=100,
         ge=1,

@@ -38,7 +38,7 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.data.engagement_frame import FrameEncoder, feature_columns, load_side_info, pair_frame
-from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split
+from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split, window_start
 from model.evaluate.metrics import mae, rmse
 from model.evaluate.ranking import HistoryIndex, TwoTowerScorer, full_ranking, masks, score_matrix
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
@@ -237,7 +237,7 @@ def evaluate(
     if protocol not in SPLITS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(SPLITS)}")
     options = options or TrainOptions()
-    data = from_stores(stores)
+    data = from_stores(stores, since=window_start(stores, options.window_days))
     split = make_split(data, protocol, seed=options.seed)
     kinds = list(models or MODELS)
     frame, service = engagement_frame(stores, data, source=feature_source) if "engagement" in kinds else (None, "")

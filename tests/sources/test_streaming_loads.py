@@ -9,7 +9,6 @@ whole input before writing, or wrote it in one piece, fails here.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,7 +86,9 @@ def test_ingest_writes_in_batches_as_it_reads(recorded: tuple[IngestReport, dict
     report, seen = recorded
     assert sum(seen["mongo"]) == RATINGS == report.counts["mongo.reviews"] == report.counts["graph.edge.RATED"]
     assert sum(seen["graph"]) == RATINGS
-    biggest_user = max(len(r) for _, r in synthetic(users=USERS, movies=MOVIES, ratings=RATINGS, seed=5).rating_blocks())
+    biggest_user = max(
+        len(r) for _, r in synthetic(users=USERS, movies=MOVIES, ratings=RATINGS, seed=5).rating_blocks()
+    )
     # a batch closes at the first user past BATCH ratings: never more than that in memory
     assert max(seen["mongo"]) < BATCH + biggest_user
     assert max(seen["graph"]) <= BATCH
