@@ -72,3 +72,67 @@ def abuse_bench(
     from bench.abuse import run
 
     _print(run(seconds))
+
+
+@bench_app.command("search")
+def search_bench(
+    vectors: Annotated[
+        int, typer.Option(min=100, help="Vectors in the scratch index (ML-25M: 62,423 movies).")
+    ] = 62_423,
+    queries: Annotated[int, typer.Option(min=10, help="Queries timed per ef_search value.")] = 200,
+    ef_search: Annotated[list[int] | None, typer.Option(help="ef_search values (repeat the option).")] = None,
+    m: Annotated[int, typer.Option(min=2, help="HNSW m of the scratch index.")] = 16,
+) -> None:
+    """p50/p99 and recall@10 of pgvector HNSW per ef_search, on a scratch table of clustered
+    384-d vectors (dropped after), against exact search."""
+    from bench.search import bench_search
+    from sources.stores.clients import Stores
+
+    with Stores.open(load_settings()) as stores:
+        _print(
+            bench_search(stores.pg, n=vectors, queries=queries, ef_values=tuple(ef_search or (40, 64, 100, 160)), m=m)
+        )
+
+
+@bench_app.command("scale")
+def scale_bench(
+    ratings: Annotated[
+        list[int], typer.Option(min=1, help="Dataset sizes in ratings, smallest first (repeat the option).")
+    ],
+    models: Annotated[list[str] | None, typer.Option("--model", help="Models to train (repeat the option).")] = None,
+    log: Annotated[str, typer.Option(help="Where the jobs' own output goes.")] = "bench-scale.log",
+) -> None:
+    """Every job (ingest via synth, export, apply, materialize, train each model, evaluate) at
+    each size, each as its own process: wall time, peak RSS, rows/s and the growth exponent
+    against the first size. Use a data dir of its own (MARQUEE_DATA_DIR): it is overwritten."""
+    from pathlib import Path
+
+    from bench.scale import JobRun, exponent, jobs, run_job
+
+    runs: dict[int, list[JobRun]] = {}
+    for n in ratings:
+        runs[n] = []
+        for name, args in jobs(n, tuple(models or ("pop", "bpr", "two_tower", "engagement"))):
+            run = run_job(name, args, n, Path(log))
+            runs[n].append(run)
+            sys.stderr.write(f"{n:,} ratings, {name}: {run.seconds:.1f}s, peak RSS {run.peak_rss_mb:,.0f} MB\n")
+            if run.exit_code:
+                sys.stderr.write(f"{name} failed (exit {run.exit_code}); see {log}\n")
+                break
+    first = runs[ratings[0]]
+    table = [
+        {
+            "ratings": n,
+            "job": run.job,
+            "seconds": round(run.seconds, 1),
+            "peak_rss_mb": round(run.peak_rss_mb),
+            "rows_per_s": round(run.rows_per_s),
+            "exit": run.exit_code,
+            "exponent_vs_first": None
+            if n == ratings[0]
+            else next((round(e, 2) for b in first if b.job == run.job and (e := exponent(b, run)) is not None), None),
+        }
+        for n, done in runs.items()
+        for run in done
+    ]
+    _print({"jobs": table})

@@ -69,7 +69,9 @@ def train_options(
     """TrainOptions plus the fields the user set (the rest take each model's defaults)."""
     from model.train.options import TrainOptions
 
-    options = TrainOptions(device=device, seed=seed, quiet=quiet)
+    settings = load_settings()
+    options = TrainOptions(device=device, seed=seed, quiet=quiet, time_budget_s=settings.train_budget_s,
+                           window_days=settings.train_window_days)  # fmt: skip
     if epochs is not None:
         options.epochs = epochs
     if batch_size is not None:

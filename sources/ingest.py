@@ -1,8 +1,11 @@
 """Load a Dataset into the three systems of record, all-or-nothing per store.
 
-One streaming pass over the per-user rating blocks writes, in batches:
-  MongoDB   fresh ``reviews__<run>`` and ``playback_logs__<run>`` collections,
-  graph     a staging graph (FalkorDB) or one open transaction (Neo4j),
+One streaming pass over the per-user rating blocks writes, in batches, one writer per store
+running concurrently:
+  MongoDB   fresh ``reviews__<run>`` and ``playback_logs__<run>`` collections (straight into
+            the embedded server's file, ``sources.stores.mongo_bulk``),
+  graph     a staging graph (FalkorDB) or one open transaction (Neo4j), edges in batches
+            that look their endpoints up once per batch (``EDGE_BATCH``),
 then PostgreSQL is replaced in one transaction, the new Mongo collections are published
 through the catalog (``sources.stores.mongo``) and the staging graph replaces the live graph. A failure anywhere
 before a store's swap leaves that store as it was. A run whose dataset fingerprint and
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +33,9 @@ from sources.errors import IngestError, MarqueeError, first_line
 from sources.progress import console, progress_bar
 from sources.stores import mongo
 from sources.stores.clients import Stores
+from sources.stores.embedded import EmbeddedStores
 from sources.stores.graph import GraphWriter
+from sources.stores.mongo_bulk import BulkInserter
 from sources.stores.pgcopy import copy_rows
 from sources.vocabulary import CREDIT_ROLES
 
@@ -189,19 +195,48 @@ def ingest(
         return report
 
 
+#: Cypher for a batch of RATED / WATCHED edges. An index lookup per row runs ~5,000 rows/s on
+#: the embedded FalkorDB (measured, docs/scale.md); instead each batch collects its users (one
+#: index scan for the batch's ids) and every movie once, and rows point into those lists by
+#: position, computed here. The WHERE guard creates nothing if a user were missing (all are
+#: created first from the same dataset), rather than pointing rows at the wrong node.
+EDGE_BATCH = (
+    "MATCH (m:Movie) WITH m ORDER BY m.id WITH collect(m) AS ms "
+    "OPTIONAL MATCH (u:User) WHERE u.id IN $users WITH ms, u ORDER BY u.id WITH ms, collect(u) AS us "
+    "WHERE size(us) = size($users) "
+    "UNWIND $rows AS r WITH us[r[0]] AS u, ms[r[1]] AS m, r "
+)
+RATED_BATCH = EDGE_BATCH + "CREATE (u)-[:RATED {score: r[2], ts: r[3]}]->(m)"
+WATCHED_BATCH = EDGE_BATCH + "CREATE (u)-[:WATCHED {ts: r[2], duration: r[3]}]->(m)"
+
+
 class _Pass:
-    """State of the one streaming pass: batches waiting to be written, and summaries."""
+    """State of the one streaming pass: batches waiting to be written, and summaries.
+
+    Mongo batches are written by one background thread while this one writes the graph
+    (one writer per store, concurrently); at most one Mongo batch is in flight, so memory
+    stays at two batches whatever the dataset's size.
+    """
 
     def __init__(
-        self, stores: Stores, writer: GraphWriter, physical: dict[str, str], seed: int, batch_size: int
-    ) -> None:
+        self, stores: Stores, writer: GraphWriter, physical: dict[str, str], seed: int, batch_size: int,
+        movie_ids: list[int],
+    ) -> None:  # fmt: skip
         self.mongo: Database[dict[str, Any]] = stores.mongo
-        self.physical = physical
+        sqlite_file = (
+            EmbeddedStores(stores.settings.data_dir).mongo_database_file(stores.settings.mongo_db)
+            if "mongo" in stores.endpoints.embedded
+            else None
+        )
+        self.inserters = {name: BulkInserter(stores.mongo, physical[name], sqlite_file) for name in mongo.LOGICAL}
+        self._mongo_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mongo")
+        self._mongo_pending: Future[float] | None = None
         self.writer, self.seed, self.batch = writer, seed, batch_size
+        self.movie_index = {m: i for i, m in enumerate(sorted(movie_ids))}  # position in EDGE_BATCH's list
         self.reviews: list[dict[str, Any]] = []
         self.playback: list[dict[str, Any]] = []
-        self.rated: list[dict[str, Any]] = []
-        self.watched: list[dict[str, Any]] = []
+        self.rated: list[list[Any]] = []
+        self.watched: list[list[Any]] = []
         self.activity: dict[int, enrich.Activity] = {}
         self.first_seen: dict[int, int] = {}
         self.follows = enrich.FollowBuilder()
@@ -224,19 +259,13 @@ class _Pass:
                     "ts": ts,
                 }
             )
-            self.rated.append({"u": user_id, "m": r.movie_id, "s": r.rating, "t": r.ts})
+            self.rated.append([user_id, r.movie_id, r.rating, r.ts])
             if r.ts < self.first_seen.get(r.movie_id, 1 << 62):
                 self.first_seen[r.movie_id] = r.ts
         sessions = enrich.sessions(user_id, ratings, self.seed)
         for s in sessions:
-            self.watched.append(
-                {
-                    "u": user_id,
-                    "m": s["movie_id"],
-                    "t": int(s["timestamp"].timestamp()),  # type: ignore[attr-defined]
-                    "d": s["duration_seconds"],
-                }
-            )
+            t = int(s["timestamp"].timestamp())  # type: ignore[attr-defined]
+            self.watched.append([user_id, s["movie_id"], t, s["duration_seconds"]])
         self.playback.append(
             {"_id": user_id, "user_id": user_id, "sessions": sessions, "updated_at": sessions[-1]["timestamp"]}
         )
@@ -245,28 +274,50 @@ class _Pass:
         if len(self.reviews) >= self.batch:
             self.flush()
 
-    def flush(self) -> None:
+    def _write_mongo(self, reviews: list[dict[str, Any]], playback: list[dict[str, Any]]) -> float:
         t0 = time.perf_counter()
-        if self.reviews:
-            self.mongo[self.physical["reviews"]].insert_many(self.reviews, ordered=False)
-        if self.playback:
-            self.mongo[self.physical["playback_logs"]].insert_many(self.playback, ordered=False)
+        self.inserters["reviews"].insert(reviews)
+        self.inserters["playback_logs"].insert(playback)
+        return time.perf_counter() - t0
+
+    def _wait_mongo(self) -> None:
+        if self._mongo_pending is not None:
+            pending, self._mongo_pending = self._mongo_pending, None
+            self.mongo_s += pending.result()  # a Mongo failure is raised here, in the loading thread
+
+    def flush(self) -> None:
+        self._wait_mongo()
+        self._mongo_pending = self._mongo_thread.submit(self._write_mongo, self.reviews, self.playback)
         t1 = time.perf_counter()
-        self.mongo_s += t1 - t0
-        for i in range(0, len(self.rated), self.batch):
-            self.writer.run(
-                "UNWIND $rows AS r MATCH (u:User {id: r.u}), (m:Movie {id: r.m}) "
-                "CREATE (u)-[:RATED {score: r.s, ts: r.t}]->(m)",
-                {"rows": self.rated[i : i + self.batch]},
-            )
-        for i in range(0, len(self.watched), self.batch):
-            self.writer.run(
-                "UNWIND $rows AS r MATCH (u:User {id: r.u}), (m:Movie {id: r.m}) "
-                "CREATE (u)-[:WATCHED {ts: r.t, duration: r.d}]->(m)",
-                {"rows": self.watched[i : i + self.batch]},
-            )
+        self._write_edges(RATED_BATCH, self.rated)
+        self._write_edges(WATCHED_BATCH, self.watched)
         self.graph_s += time.perf_counter() - t1
         self.reviews, self.playback, self.rated, self.watched = [], [], [], []
+
+    def _write_edges(self, cypher: str, rows: list[list[Any]]) -> None:
+        """``rows`` are [user id, movie id, a, b]; rows of a movie outside the catalogue are
+        dropped, as the per-row MATCH did."""
+        index = self.movie_index
+        for i in range(0, len(rows), self.batch):
+            chunk = [r for r in rows[i : i + self.batch] if r[1] in index]
+            if not chunk:
+                continue
+            users = sorted({r[0] for r in chunk})
+            position = {u: p for p, u in enumerate(users)}
+            self.writer.run(cypher, {"users": users, "rows": [[position[u], index[m], a, b] for u, m, a, b in chunk]})
+
+    def finish(self) -> None:
+        """Write what is left and wait for the Mongo writer."""
+        try:
+            self.flush()
+            self._wait_mongo()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._mongo_thread.shutdown(wait=True, cancel_futures=True)
+        for inserter in self.inserters.values():
+            inserter.close()
 
 
 def _load(stores: Stores, dataset: Dataset, *, run_id: int, seed: int, batch_size: int, quiet: bool) -> IngestReport:
@@ -283,12 +334,16 @@ def _load(stores: Stores, dataset: Dataset, *, run_id: int, seed: int, batch_siz
                 writer.run(statement)
             _graph_catalogue(writer, dataset, [u.id for u in users], batch_size)
             t_catalogue = time.perf_counter() - t0
-            stream = _Pass(stores, writer, physical, seed, batch_size)
+            stream = _Pass(stores, writer, physical, seed, batch_size, [m.id for m in dataset.movies])
             task = progress.add_task("ratings → mongo + graph", total=dataset.n_ratings)
-            for user_id, ratings in dataset.rating_blocks():
-                stream.add(user_id, ratings)
-                progress.advance(task, len(ratings))
-            stream.flush()
+            try:
+                for user_id, ratings in dataset.rating_blocks():
+                    stream.add(user_id, ratings)
+                    progress.advance(task, len(ratings))
+            except BaseException:
+                stream.close()
+                raise
+            stream.finish()
             follows = stream.follows.edges()
             for i in range(0, len(follows), batch_size):
                 writer.run(

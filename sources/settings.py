@@ -62,6 +62,25 @@ class Settings(BaseSettings):
     )
     graph_timeout_s: float = Field(default=60.0, description="longest one graph call may take (bulk loads)")
     seed: int = 42
+    train_budget_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="longest a model's training may run (marquee up/train/evaluate): it stops, keeping "
+        "the best epoch so far, with a message saying so; 0 = no budget",
+    )
+    train_window_days: int = Field(
+        default=0,
+        ge=0,
+        description="train and evaluate on the last this many days of reviews only (counted from the "
+        "newest review); 0 = all of history",
+    )
+    hnsw_ef_search: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="pgvector hnsw.ef_search for every PostgreSQL session (similar, searchMovies): "
+        "higher finds more of the exact nearest titles, slower; `marquee bench search` measures it",
+    )
     api_keys: list[str] = Field(default_factory=list)
     graphiql: bool = Field(default=True, description="serve the GraphiQL IDE at /graphql (GET from a browser)")
     introspection: bool = Field(default=True, description="answer GraphQL introspection queries")

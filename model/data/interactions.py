@@ -16,7 +16,9 @@ movies that were rated, so a model scores every movie; ``user_ids``/``movie_ids`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -87,56 +89,86 @@ class Interactions:
         return np.bincount(self.items, minlength=self.n_movies)
 
 
-def _build(
-    rows: list[tuple[int, int, float, int]], user_ids: list[int], movie_ids: list[int], where: str
-) -> Interactions:
-    if not rows:
+def _build(arr: np.ndarray, user_ids: list[int], movie_ids: list[int], where: str) -> Interactions:
+    """``arr``: (n, 4) float64 rows of (user id, movie id, rating, epoch seconds).
+
+    Vectorised (sorted id arrays and ``searchsorted``, no per-row Python), so 25M rows cost
+    a few copies of the array, not gigabytes of Python objects."""
+    if not len(arr):
         raise DatasetError(f"no interactions in {where}: load a dataset first (marquee ingest)")
-    u_index = {u: i for i, u in enumerate(sorted(set(user_ids)))}
-    m_index = {m: i for i, m in enumerate(sorted(set(movie_ids)))}
-    arr = np.array(rows, dtype=np.float64)
-    unknown_u = set(arr[:, 0].astype(np.int64).tolist()) - u_index.keys()
-    unknown_m = set(arr[:, 1].astype(np.int64).tolist()) - m_index.keys()
-    if unknown_u or unknown_m:  # a review of a user or movie the catalogue lacks: stores disagree
+    known_u = np.unique(np.asarray(user_ids, dtype=np.int64))
+    known_m = np.unique(np.asarray(movie_ids, dtype=np.int64))
+    raw_u, raw_m = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+    unknown_u = np.unique(raw_u[~np.isin(raw_u, known_u)])
+    unknown_m = np.unique(raw_m[~np.isin(raw_m, known_m)])
+    if len(unknown_u) or len(unknown_m):  # a review of a user or movie the catalogue lacks: stores disagree
         raise DatasetError(
             f"{where}: {len(unknown_u)} user ids and {len(unknown_m)} movie ids are not in the catalogue"
         )
     # chronological, ties by user then movie: a deterministic order every split relies on
     order = np.lexsort((arr[:, 1], arr[:, 0], arr[:, 3]))
-    arr = arr[order]
-    users = np.array([u_index[int(u)] for u in arr[:, 0]], dtype=np.int64)
-    items = np.array([m_index[int(m)] for m in arr[:, 1]], dtype=np.int64)
     return Interactions(
-        users=users,
-        items=items,
-        ratings=arr[:, 2].astype(np.float32),
-        ts=arr[:, 3].astype(np.int64),
-        user_ids=np.array(sorted(u_index), dtype=np.int64),
-        movie_ids=np.array(sorted(m_index), dtype=np.int64),
+        users=np.searchsorted(known_u, raw_u[order]).astype(np.int64),
+        items=np.searchsorted(known_m, raw_m[order]).astype(np.int64),
+        ratings=arr[order, 2].astype(np.float32),
+        ts=arr[order, 3].astype(np.int64),
+        user_ids=known_u,
+        movie_ids=known_m,
     )
+
+
+def _rows_to_array(rows: Iterator[tuple[int, int, float, int]], chunk: int) -> np.ndarray:
+    """Rows into one (n, 4) float64 array, converted ``chunk`` rows at a time (never a list of all)."""
+    parts, batch = [], []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= chunk:
+            parts.append(np.array(batch, dtype=np.float64))
+            batch = []
+    if batch:
+        parts.append(np.array(batch, dtype=np.float64))
+    return np.concatenate(parts) if parts else np.empty((0, 4), dtype=np.float64)
 
 
 def from_dataset(dataset: Dataset) -> Interactions:
     """Interactions straight from a dataset's files (no stores): tests and quick experiments."""
-    rows = [(u, r.movie_id, r.rating, r.ts) for u, block in dataset.rating_blocks() for r in block]
-    return _build(rows, [u.id for u in dataset.users], [m.id for m in dataset.movies], dataset.name)
+    rows = ((u, r.movie_id, r.rating, r.ts) for u, block in dataset.rating_blocks() for r in block)
+    arr = _rows_to_array(rows, 100_000)
+    return _build(arr, [u.id for u in dataset.users], [m.id for m in dataset.movies], dataset.name)
 
 
-def from_stores(stores: Stores, *, batch_size: int = 10_000) -> Interactions:
+def window_start(stores: Stores, days: int) -> datetime | None:
+    """The start of the last ``days`` days of reviews (counted back from the newest review,
+    not from today: datasets are historical); None for 0 days or no reviews, meaning all."""
+    if days <= 0:
+        return None
+    newest = mongo.live(stores.mongo, "reviews").find_one({}, {"_id": 0, "ts": 1}, sort=[("ts", -1)])
+    if newest is None:
+        return None
+    start: datetime = newest["ts"] - timedelta(days=days)
+    return start
+
+
+def from_stores(stores: Stores, *, batch_size: int = 10_000, since: datetime | None = None) -> Interactions:
     """Reviews from MongoDB (the system of record), catalogue ids from PostgreSQL.
 
-    Read with ``find`` and a projection (the embedded server's aggregation is not trusted).
+    Read with ``find`` and a projection (the embedded server's aggregation is not trusted),
+    converted to arrays chunk by chunk. ``since`` keeps only the reviews at or after it: a
+    recent window, for large datasets where training on all of history would take too long.
     """
     reviews = mongo.live(stores.mongo, "reviews")
     projection: dict[str, Any] = {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}
-    rows = [
+    query: dict[str, Any] = {} if since is None else {"ts": {"$gte": since}}
+    rows = (
         (int(d["user_id"]), int(d["movie_id"]), float(d["rating"]), int(d["ts"].timestamp()))
-        for d in reviews.find({}, projection, batch_size=batch_size)
-    ]
+        for d in reviews.find(query, projection, batch_size=batch_size)
+    )
+    arr = _rows_to_array(rows, 100_000)
     with stores.pg.connect() as conn:
         user_ids = [int(u) for u in conn.execute(text("SELECT id FROM users")).scalars()]
         movie_ids = [int(m) for m in conn.execute(text("SELECT id FROM movies")).scalars()]
-    return _build(rows, user_ids, movie_ids, "the stores")
+    where = "the stores" if since is None else f"the stores since {since:%Y-%m-%d}"
+    return _build(arr, user_ids, movie_ids, where)
 
 
 # splits ----------------------------------------------------------------------------------

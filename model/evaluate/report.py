@@ -44,7 +44,7 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.data.engagement_frame import FrameEncoder, feature_columns, load_side_info, pair_frame
-from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split
+from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split, window_start
 from model.evaluate.metrics import mae, rmse
 from model.evaluate.peers import check_protocol, load_peers, paired_bootstrap, peer_scores, per_user_ndcg, self_reported
 from model.evaluate.ranking import EaseScorer, HistoryIndex, TwoTowerScorer, full_ranking, masks, score_matrix
@@ -257,7 +257,7 @@ def evaluate(
         raise ValueError("peers are RecBole's runs: use them with --protocol recbole")
     peer_runs = load_peers(peers) if peers is not None else {}
     options = options or TrainOptions()
-    data = from_stores(stores)
+    data = from_stores(stores, since=window_start(stores, options.window_days))
     split = make_split(data, protocol, seed=options.seed)
     kinds = list(models or MODELS)
     frame, service = engagement_frame(stores, data, source=feature_source) if "engagement" in kinds else (None, "")

@@ -20,7 +20,7 @@ from model.data.interactions import Interactions
 from model.device import autocast_context, loader_kwargs, pick_device
 from model.networks.config import FullRanker
 from model.train.options import TrainOptions
-from sources.progress import progress_bar
+from sources.progress import console, progress_bar
 
 
 def seed_everything(seed: int) -> None:
@@ -53,6 +53,7 @@ def fit(
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, Tensor], dict[str, float]] | None = None
     n_batches = len(loader) if options.max_batches is None else min(len(loader), options.max_batches)
+    fit_started = time.perf_counter()
     model.eval()
     # epoch 0: the untrained model, so every run shows what training bought
     history.append({"epoch": 0, "loss": float("nan"), "seconds": 0.0, "samples": 0, **validate()})
@@ -62,8 +63,13 @@ def fit(
             model.train()
             started, losses, samples = time.perf_counter(), [], 0
             for i, batch in enumerate(loader):
-                if i >= n_batches:
-                    break
+                if i >= n_batches or (
+                    options.time_budget_s > 0
+                    and i
+                    and i % 64 == 0
+                    and time.perf_counter() - fit_started > options.time_budget_s
+                ):
+                    break  # the budget also cuts an epoch that alone is longer than it
                 batch = [t.to(device, non_blocking=True) for t in batch]
                 with autocast_context(device):
                     loss = step(batch)
@@ -88,10 +94,32 @@ def fit(
                 best = (score, epoch, copy.deepcopy(model.state_dict()), metrics)
             elif best is not None and epoch - best[1] >= options.patience:
                 break
+            if epoch < options.epochs and out_of_time(fit_started, history, options.time_budget_s):
+                assert best is not None
+                console.print(budget_message(name, options.time_budget_s, epoch, best[1]))
+                break
         bar.update(task, completed=options.epochs * n_batches)
     assert best is not None
     model.load_state_dict(best[2])
     return history, best[1], best[3]
+
+
+def out_of_time(started: float, history: list[dict[str, float]], budget_s: float) -> bool:
+    """True when one more epoch (as long as the mean so far) would end past ``budget_s``
+    seconds after ``started``; a budget of 0 never runs out."""
+    if budget_s <= 0:
+        return False
+    epochs = [h["seconds"] for h in history if h["epoch"] > 0]
+    next_epoch = float(np.mean(epochs)) if epochs else 0.0
+    return time.perf_counter() - started + next_epoch > budget_s
+
+
+def budget_message(name: str, budget_s: float, epochs_run: int, best_epoch: int) -> str:
+    return (
+        f"[yellow]{name}: the training time budget ({budget_s:.0f}s, MARQUEE_TRAIN_BUDGET_S) ends here, "
+        f"after {epochs_run} epoch(s); keeping the best one (epoch {best_epoch}). For a full run raise "
+        "the budget (0 = none), or train on a recent window (MARQUEE_TRAIN_WINDOW_DAYS).[/]"
+    )
 
 
 def seen_mask(data: Interactions, device: torch.device) -> Tensor:

@@ -33,6 +33,8 @@ class TrainOptions:
     seed: int = 42
     quiet: bool = False
     max_batches: int | None = None  # per epoch; tests cap it to stay fast
+    time_budget_s: float = 0.0  # per model: training stops when the next epoch would pass it; 0 = none
+    window_days: int = 0  # train on the last this many days of reviews (before the newest); 0 = all
 
     def for_model(self, kind: str, explicit: set[str] = frozenset()) -> TrainOptions:  # type: ignore[assignment]
         """These options with ``kind``'s defaults for every field not in ``explicit``."""

@@ -15,7 +15,7 @@ import torch
 from model.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
 from model.data.catalog import load_catalog
 from model.data.engagement_frame import FrameEncoder, base_column, load_side_info, local_frame
-from model.data.interactions import Interactions, Split, from_stores, make_split
+from model.data.interactions import Interactions, Split, from_stores, make_split, window_start
 from model.networks.baselines import BPRMF, MostPopular
 from model.networks.ease import RecencyEASE
 from model.networks.engagement import MultimodalEngagementNet
@@ -123,7 +123,7 @@ def train_models(
     unknown = [k for k in kinds if k not in MODELS]
     if unknown:
         raise MarqueeError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)} or all")
-    data = data if data is not None else from_stores(stores)
+    data = data if data is not None else from_stores(stores, since=window_start(stores, options.window_days))
     split = make_split(data, split_name, seed=options.seed)
     out: dict[str, tuple[Trained, Checkpoint, Path]] = {}
     for kind in kinds:

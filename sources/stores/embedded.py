@@ -205,6 +205,11 @@ class EmbeddedStores:
     def _mongo_pid(self) -> Path:
         return self.root / "mongo.pid"
 
+    def mongo_database_file(self, database: str) -> Path:
+        """The SQLite file in which the embedded Mongo server keeps ``database`` (see
+        ``sources.stores.mongo_bulk``, the only writer besides the server)."""
+        return self.root / "mongo" / f"{database}.db"
+
     def ensure_mongo(self) -> str:
         """Start (or reuse) the nx-27017 MongoDB wire-protocol server; returns its URI."""
         port = self._ports()["mongo"]

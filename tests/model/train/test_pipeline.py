@@ -166,3 +166,24 @@ def test_ranker_recommender_answers_with_unseen_movies(
         assert [i.movie_id for i in outcome.items] == [i.movie_id for i in alone.items]
         assert [i.score for i in outcome.items] == pytest.approx([i.score for i in alone.items], abs=1e-4)
         assert [i.explanation for i in outcome.items] == [i.explanation for i in alone.items]
+
+
+def test_a_time_budget_stops_training_with_the_best_epoch_kept(
+    split: inter.Split, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = TrainOptions(
+        epochs=50, batch_size=2048, quiet=True, device="cpu", patience=50, time_budget_s=0.5, max_batches=10
+    )
+    trained = train_bpr(split, options)
+    assert 1 <= len(trained.epochs) < 50
+    assert 1 <= trained.best_epoch <= len(trained.epochs)
+    assert "training time budget" in capsys.readouterr().err
+
+
+def test_a_recent_window_reads_only_its_reviews(stores: Stores, data: inter.Interactions) -> None:
+    start = inter.window_start(stores, 30)
+    assert start is not None and inter.window_start(stores, 0) is None
+    recent = inter.from_stores(stores, since=start)
+    assert 0 < len(recent) < len(data)
+    assert recent.ts.min() >= int(start.timestamp())
+    assert len(recent) == int((data.ts >= int(start.timestamp())).sum())

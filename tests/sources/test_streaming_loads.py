@@ -1,0 +1,142 @@
+"""Loads and exports stream: no job holds more than a batch of its input, whatever its size.
+
+A small synthetic dataset goes through ``ingest`` and ``export`` on stores of its own (a
+second data dir, so the session's ML-100K stores are untouched), with a small batch size.
+Each writer's batches are recorded on their way to the real stores: a job that read the
+whole input before writing, or wrote it in one piece, fails here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sources import migrate as migrations
+from sources.datasets.synth import synthetic
+from sources.export import extract
+from sources.export.run import export
+from sources.ingest import IngestReport, ingest
+from sources.settings import Settings
+from sources.stores import mongo
+from sources.stores.clients import Stores
+from sources.stores.embedded import EmbeddedStores
+from sources.stores.mongo_bulk import BulkInserter
+
+USERS, MOVIES, RATINGS, BATCH = 60, 80, 3000, 200
+
+
+@pytest.fixture(scope="module")
+def small_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
+    path = tmp_path_factory.mktemp("streaming")
+    try:
+        with Stores.open(Settings(data_dir=path)) as opened:
+            migrations.upgrade(opened.pg)
+            yield opened
+    finally:
+        EmbeddedStores(path).stop_all()
+
+
+@pytest.fixture(scope="module")
+def recorded(small_stores: Stores) -> Iterator[tuple[IngestReport, dict[str, list[int]]]]:
+    """The load, with the size of every Mongo and graph batch and how many users the dataset
+    had yielded when the first Mongo batch was written."""
+    seen: dict[str, list[int]] = {"mongo": [], "graph": [], "users_before_first_write": []}
+    dataset = synthetic(users=USERS, movies=MOVIES, ratings=RATINGS, seed=5)
+    blocks = dataset.rating_blocks
+    yielded = [0]
+
+    def counted() -> Iterator[Any]:
+        for block in blocks():
+            yielded[0] += 1
+            yield block
+
+    original_insert = BulkInserter.insert
+
+    def insert(self: BulkInserter, docs: Any) -> None:
+        if self.collection.startswith("reviews__"):
+            if not seen["mongo"]:
+                seen["users_before_first_write"].append(yielded[0])
+            seen["mongo"].append(len(docs))
+        original_insert(self, docs)
+
+    from sources.stores import graph as graph_module
+
+    writer_cls: Any = graph_module._FalkorWriter
+    original_run = writer_cls.run
+
+    def run(self: Any, cypher: str, params: Any = None) -> None:
+        if params and "RATED" in cypher and "rows" in params:
+            seen["graph"].append(len(params["rows"]))
+        original_run(self, cypher, params)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(BulkInserter, "insert", insert)
+    patch.setattr(writer_cls, "run", run)
+    patch.setattr(dataset, "rating_blocks", counted)
+    try:
+        report = ingest(small_stores, dataset, seed=5, batch_size=BATCH, quiet=True)
+    finally:
+        patch.undo()
+    yield report, seen
+
+
+def test_ingest_writes_in_batches_as_it_reads(recorded: tuple[IngestReport, dict[str, list[int]]]) -> None:
+    report, seen = recorded
+    assert sum(seen["mongo"]) == RATINGS == report.counts["mongo.reviews"] == report.counts["graph.edge.RATED"]
+    assert sum(seen["graph"]) == RATINGS
+    biggest_user = max(
+        len(r) for _, r in synthetic(users=USERS, movies=MOVIES, ratings=RATINGS, seed=5).rating_blocks()
+    )
+    # a batch closes at the first user past BATCH ratings: never more than that in memory
+    assert max(seen["mongo"]) < BATCH + biggest_user
+    assert max(seen["graph"]) <= BATCH
+    assert len(seen["mongo"]) >= RATINGS // (BATCH + biggest_user)
+    # the first batch was written before the dataset had yielded most of its users
+    assert seen["users_before_first_write"][0] < USERS // 2
+
+
+def test_direct_mongo_load_reads_back_like_the_servers_own_writes(
+    small_stores: Stores, recorded: tuple[IngestReport, dict[str, list[int]]]
+) -> None:
+    reviews = mongo.live(small_stores.mongo, "reviews")
+    doc = reviews.find_one({"user_id": 1}, sort=[("ts", 1)])
+    assert doc is not None and doc["ts"].tzinfo is not None
+    again = reviews.find_one({"_id": doc["_id"]})
+    assert again == doc
+    # a range on the event time (the export's watermark) sees the same rows as a Python filter
+    every = list(reviews.find({}))
+    cut = sorted(d["ts"] for d in every)[len(every) // 2]
+    assert reviews.count_documents({"ts": {"$gte": cut}}) == sum(d["ts"] >= cut for d in every)
+    playback = mongo.live(small_stores.mongo, "playback_logs").find_one({"_id": 1})
+    assert playback is not None and playback["user_id"] == 1 and playback["sessions"]
+
+
+def test_export_lands_in_batches(small_stores: Stores, recorded: tuple[IngestReport, dict[str, list[int]]]) -> None:
+    sizes: list[int] = []
+    original = extract.prefetch
+
+    def recording(batches: Iterator[list[Any]], depth: int = 2) -> Iterator[list[Any]]:
+        for batch in original(batches, depth):
+            sizes.append(len(batch))
+            yield batch
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(extract, "prefetch", recording)
+    try:
+        report = export(small_stores, full=True, batch_size=BATCH, quiet=True)
+    finally:
+        patch.undo()
+    assert sum(s.rows_read for s in report.sources) >= RATINGS
+    assert sizes and max(sizes) <= BATCH
+    assert len(sizes) >= RATINGS // BATCH
+
+
+def test_sessions_set_the_hnsw_search_width(small_stores: Stores) -> None:
+    from sqlalchemy import text
+
+    with small_stores.pg_reads.connect() as conn:
+        conn.execute(text("SELECT movie_id FROM movie_embeddings ORDER BY embedding <=> embedding LIMIT 1")).all()
+        width = conn.execute(text("SHOW hnsw.ef_search")).scalar_one()
+    assert int(width) == small_stores.settings.hnsw_ef_search
