@@ -27,7 +27,7 @@ from api.queries import reads, writes
 from api.queries.feast_features import FeastUserFeatures
 from api.recommendations.contract import RecommendationRequest
 from api.recommendations.fallback import WithFallback
-from api.recommendations.kept_lists import CachedRecommender, MutationFeed
+from api.recommendations.kept_lists import CachedRecommender
 from api.recommendations.ranked import RankerRecommender
 from api.recommendations.refresher import ListRefresher
 from sources.errors import first_line
@@ -104,26 +104,30 @@ def plug_model(services: Services) -> RankerRecommender | None:
 
 
 def plug_kept_lists(
-    services: Services, ttl_s: float, poll_s: float = 1.0, warm: Sequence[int] = ()
+    services: Services, ttl_s: float, poll_s: float | None = None, warm: Sequence[int] = ()
 ) -> CachedRecommender | None:
     """Keep the plugged recommender's answers for ``ttl_s`` (api/recommendations/kept_lists.py),
-    forgotten on this process's mutations and, through the mutation log, on other processes';
-    lists getting old, and those of the ``warm`` users, are ranked in the background
+    forgotten on this process's mutations and, through the app's change feed of the mutation
+    log (``services.feed``, polled every ``poll_s`` when given), on other processes'; lists
+    getting old, and those of the ``warm`` users, are ranked in the background
     (api/recommendations/refresher.py). ``ttl_s <= 0`` keeps nothing."""
     if ttl_s <= 0:
         return None
     cached = CachedRecommender(services.recommender, ttl_s=ttl_s)
-    feed = MutationFeed(services.stores.mongo, cached.forget, cached.clear, poll_s=poll_s).start()
-    services.closing.callback(feed.close)
+    feed = services.feed
+    if feed is not None and poll_s is not None:
+        feed.poll_s = poll_s
     refresher = ListRefresher(cached).start()
     services.closing.callback(refresher.close)  # stops first: its rankings read what is closed above
     cached.on_old = refresher.ahead
     refresher.warm([RecommendationRequest(user_id, WARM_FIRST) for user_id in warm])
     services.recommender = cached
     services.on_user_changed.append(cached.forget)
+    services.on_changes_lost.append(cached.clear)
     services.reports["recommendation_cache"] = lambda: {
-        "ok": feed.failing is None,  # else nothing kept is served until the mutation log reads again
-        "error": feed.failing,
+        # else nothing kept is served until the mutation log reads again
+        "ok": feed is None or feed.failing is None,
+        "error": feed.failing if feed is not None else None,
         "lists": len(cached),
         "hits": cached.hits,
         "misses": cached.misses,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -107,6 +108,16 @@ class Settings(BaseSettings):
         ge=0,
         description="how long a user's loaded ratings (the graph's RATED edges) are reused for ranking; "
         "ratings made through the API count at once, a new load within this time",
+    )
+
+    write_ack: Literal["durable", "pushed"] = Field(
+        default="durable",
+        description="when rateMovie/recordPlayback answer: 'durable' once the mutation is logged in Mongo "
+        "(its event, raw rows, features and kept lists follow within about a second, pushed in groups by "
+        "api/write_pusher.py); 'pushed' after its group was pushed (read-your-writes, fewer writes per second)",
+    )
+    write_batch: int = Field(
+        default=256, ge=1, description="most mutations the background pusher writes and pushes as one group"
     )
 
     @field_validator("graph_uri")

@@ -147,15 +147,23 @@ class CachedRecommender(Recommender):
 
 class MutationFeed:
     """Polls the mutation log every ``poll_s`` and calls ``forget`` for each user with a mutation
-    in the last ``settle_s``; ``lost`` is called instead when the log cannot be read."""
+    in the last ``settle_s`` (and ``on_change`` with each such mutation); ``lost`` is called
+    instead when the log cannot be read.
+
+    Each poll is one indexed range on the log's ``at_ms`` (api/queries/writes.py
+    ``changes_since``): it reads the last ``poll_s + settle_s`` seconds of mutations, so its cost
+    follows the write rate, never the size of the log."""
 
     def __init__(self, db: MongoDb, forget: Callable[[int], None], lost: Callable[[], None], *,
-                 poll_s: float = 1.0, settle_s: float = 5.0) -> None:  # fmt: skip
+                 poll_s: float = 1.0, settle_s: float = 5.0,
+                 on_change: Callable[[writes.Change], None] | None = None) -> None:  # fmt: skip
         self.db, self.forget, self.lost, self.poll_s, self.settle_s = db, forget, lost, poll_s, settle_s
+        self.on_change = on_change
         self._since = datetime.now(UTC) - timedelta(seconds=settle_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mutation-feed", daemon=True)
         self.failing: str | None = None  # why the last poll failed, while it does
+        self.read = 0  # mutation records read by the polls since start
 
     def start(self) -> MutationFeed:
         self._thread.start()
@@ -171,7 +179,12 @@ class MutationFeed:
         so a poll late by any amount (a busy process) skips nothing."""
         polled_at = datetime.now(UTC)
         with store_call("mongo"):
-            users = writes.users_changed_since(self.db, self._since)
+            changes = writes.changes_since(self.db, writes.epoch_ms(self._since))
+        self.read += len(changes)
+        users = {c.user_id for c in changes}
+        if self.on_change is not None:
+            for change in changes:
+                self.on_change(change)
         for user_id in users:
             self.forget(user_id)
         self._since = polled_at - timedelta(seconds=self.settle_s)
