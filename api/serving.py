@@ -7,7 +7,8 @@
 2. the trained ranker in front of the fallback (``plug_model``), when its checkpoints fit
    the feature service; a checkpoint trained on another feature list is refused (logged),
    never scored with misread columns;
-3. kept lists with background ranking (``plug_kept_lists``).
+3. kept lists with background ranking (``plug_kept_lists``), over the lists every worker
+   shares in PostgreSQL (``recommendation_lists``, filled by ``marquee recommend --all``).
 
 Each part is optional: without an applied repository the API serves everything but online
 features; without a compatible checkpoint ``recommendations`` answers from the graph and
@@ -30,6 +31,7 @@ from api.recommendations.fallback import WithFallback
 from api.recommendations.kept_lists import CachedRecommender
 from api.recommendations.ranked import RankerRecommender
 from api.recommendations.refresher import ListRefresher
+from api.recommendations.shared_lists import SharedLists
 from sources.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,11 @@ def plug_serving(services: Services) -> None:
     ranker = plug_model(services)
     if ranker is not None:
         warm = list(ranker.ranker.user_index)[: services.settings.recommendation_warm_users]
-        plug_kept_lists(services, services.settings.recommendation_cache_s, warm=warm)
+        settings = services.settings
+        shared = None
+        if settings.recommendation_lists_s > 0:
+            shared = SharedLists(services.stores.pg, ranker.ranker.version, ttl_s=settings.recommendation_lists_s)
+        plug_kept_lists(services, settings.recommendation_cache_s, warm=warm, shared=shared)
 
 
 def plug_feature_store(services: Services) -> None:
@@ -104,17 +110,26 @@ def plug_model(services: Services) -> RankerRecommender | None:
 
 
 def plug_kept_lists(
-    services: Services, ttl_s: float, poll_s: float | None = None, warm: Sequence[int] = ()
+    services: Services,
+    ttl_s: float,
+    poll_s: float | None = None,
+    warm: Sequence[int] = (),
+    shared: SharedLists | None = None,
 ) -> CachedRecommender | None:
     """Keep the plugged recommender's answers for ``ttl_s`` (api/recommendations/kept_lists.py),
     forgotten on this process's mutations and, through the app's change feed of the mutation
     log (``services.feed``, polled every ``poll_s`` when given), on other processes'; lists
     getting old, and those of the ``warm`` users, are ranked in the background
-    (api/recommendations/refresher.py). ``ttl_s <= 0`` keeps nothing."""
+    (api/recommendations/refresher.py). With ``shared``, a list missing here is looked up in the
+    ``recommendation_lists`` table every worker shares before it is ranked, and written there
+    once ranked (api/recommendations/shared_lists.py). ``ttl_s <= 0`` keeps nothing."""
     if ttl_s <= 0:
         return None
     cached = CachedRecommender(services.recommender, ttl_s=ttl_s)
+    cached.shared = shared
     feed = services.feed
+    if feed is not None and shared is not None:
+        feed.on_users.append(shared.forget)
     if feed is not None and poll_s is not None:
         feed.poll_s = poll_s
     refresher = ListRefresher(cached).start()
@@ -132,5 +147,6 @@ def plug_kept_lists(
         "hits": cached.hits,
         "misses": cached.misses,
         "background": {"queued": refresher.pending, "ranked": refresher.ranked, "error": refresher.failing},
+        **({"shared": {"found": shared.found, "written": shared.written}} if shared is not None else {}),
     }
     return cached

@@ -123,9 +123,7 @@ class WritePusher:
             self.failing = None
         except Exception as exc:  # left to writes.repair at the next start, and to export meanwhile
             if self.failing is None:
-                log.warning(
-                    "%d grouped writes failed (%s); the next start repairs them", len(group), first_line(exc)
-                )
+                log.warning("%d grouped writes failed (%s); the next start repairs them", len(group), first_line(exc))
             self.failing = first_line(exc)
             if written:
                 try:

@@ -98,10 +98,18 @@ class Settings(BaseSettings):
         "plays through the API); 0 ranks every request",
     )
     recommendation_warm_users: int = Field(
-        default=20_000,
+        default=0,
         ge=0,
-        description="users whose lists are ranked in the background at start (the first this many the "
-        "retriever knows), so their first request finds one kept; 0 = none",
+        description="users whose lists each worker looks up in the shared lists, or ranks, in the background "
+        "at start (the first this many the retriever knows); 0 = none: lists come from "
+        "`marquee recommend --all` and from requests, shared by every worker",
+    )
+    recommendation_lists_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="how long a list in the shared recommendation_lists table (filled by `marquee recommend "
+        "--all` and by requests) is served by every worker; a user's lists go when they change, all lists "
+        "when the model changes; 0 = no shared lists",
     )
     loaded_ratings_cache_s: float = Field(
         default=60.0,

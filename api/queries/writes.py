@@ -160,13 +160,19 @@ def users_changed_since(db: MongoDb, since: datetime) -> set[int]:
     return {c.user_id for c in changes_since(db, epoch_ms(since))}
 
 
+def log_record(
+    client_id: str, kind: str, inputs: dict[str, Any], result: dict[str, Any], at: datetime, status: str = "pending"
+) -> dict[str, Any]:
+    """A mutation log record, as ``accept_*`` insert it (``marquee bench serve --history`` bulk-loads these)."""
+    return {"_id": client_id, "kind": kind, "user_id": int(inputs["user_id"]), "input": inputs, "result": result,
+            "status": status, "at": at, "at_ms": epoch_ms(at)}  # fmt: skip
+
+
 def _claim(
     db: MongoDb, client_id: str, kind: str, inputs: dict[str, Any], result: dict[str, Any]
 ) -> tuple[dict[str, Any], bool]:
     """(the record for ``client_id``, whether this call wrote it); an existing one must match the input."""
-    at = _now()
-    record = {"_id": client_id, "kind": kind, "user_id": int(inputs["user_id"]), "input": inputs, "result": result,
-              "status": "pending", "at": at, "at_ms": epoch_ms(at)}  # fmt: skip
+    record = log_record(client_id, kind, inputs, result, _now())
     try:
         db[MUTATIONS].insert_one(record)
         return record, True

@@ -54,7 +54,8 @@ def served_settings(tmp_path_factory: pytest.TempPathFactory, settings: Settings
     engagement = load_checkpoint(path)
     engagement.metrics["rerank_beta"] = 1.0
     save_checkpoint(engagement, path)
-    return settings.model_copy(update={"data_dir": Path(data_dir)})
+    # The warm-up is off by default (the shared lists replace it); these tests exercise it.
+    return settings.model_copy(update={"data_dir": Path(data_dir), "recommendation_warm_users": 20_000})
 
 
 @pytest.fixture(scope="module")
