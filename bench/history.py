@@ -1,13 +1,14 @@
 """Per-request cost against the size of the API's history: ``marquee bench serve --history N``.
 
-For each level (e.g. 0, 10,000, 100,000 API mutations in the log) the mutation log is filled
-up to that many records with ``writes.log_record`` (the shape the API inserts: ratings of
-users 1-943, marked pushed, dated over the past day, inserted in bulk), then, in the same
-served app (bench/serve.py's ``bench_app``, with kept lists bypassed on ``/ranked``):
+For each level (e.g. 0, 10,000, 100,000 API mutations in the log; at most three levels) the
+mutation log is filled up to that many records with ``writes.log_record`` (the shape the API
+inserts: ratings of users 301-943, marked pushed, dated over the past day, inserted in bulk),
+then, in the same served app (bench/serve.py's ``bench_app``, with kept lists bypassed on
+``/ranked``):
 
 - the no-op floor and ``recommendations`` ranked on every request, at concurrency 1, for
-  users the process has not seen yet (each level asks a fresh range of users, so every
-  request also reads that user's API ratings from the log: api/recommendations/api_ratings.py);
+  users the process has not seen yet (each level asks a fresh hundred of users 1-300, so every
+  request also reads its user's API ratings from the log: api/recommendations/api_ratings.py);
 - the change feed's poll (``writes.changes_since``: what the forget-poll reads each second),
   timed in this process;
 - for comparison, the reads these replaced, timed in this process: the per-request
@@ -35,7 +36,11 @@ from sources.stores import mongo
 from sources.stores.clients import Stores
 
 INSERT_BATCH = 5_000
-USERS_PER_LEVEL = 300
+USERS_PER_LEVEL = 100
+#: users 1-300 are measured (a fresh hundred per level, none with a record in the filled log);
+#: the log is filled with the ratings of the others, so a request's cost can only move with the
+#: size of the log, not with its own user's history
+MEASURED = 3 * USERS_PER_LEVEL
 
 
 def _timed(call: Callable[[], Any], n: int) -> float:
@@ -53,7 +58,7 @@ def _fill(db: mongo.MongoDb, run: str, start: int, stop: int) -> None:
     for first in range(start, stop, INSERT_BATCH):
         docs = []
         for i in range(first, min(stop, first + INSERT_BATCH)):
-            user, movie = 1 + (i * 7919) % 943, 1 + (i * 104_729) % 1682
+            user, movie = MEASURED + 1 + (i * 7919) % (943 - MEASURED), 1 + (i * 104_729) % 1682
             at = base + timedelta(milliseconds=i * 500)
             review_id = f"{user}:{movie}:{int(at.timestamp())}"
             result = {"review_id": review_id, "user_id": user, "movie_id": movie, "rating": 1 + i % 5, "rated_at": at}
@@ -104,8 +109,10 @@ def run(levels: list[int], seconds: float) -> None:
         with Stores.open(settings) as stores:
             db = stores.mongo
             writes.ensure_indexes(db)
-            asyncio.run(load(base, ranked_path, ranked_query, lambda i: {"u": 943 - i % 40}, concurrency=1,
-                              seconds=2.0))  # fmt: skip
+            warm = asyncio.run(load(base, ranked_path, ranked_query, lambda i: {"u": 943 - i % 40}, concurrency=1,
+                                    seconds=2.0))  # fmt: skip
+            if warm.first_error:
+                print(f"warming up: {warm.first_error}")
             filled = 0
             print(f"uvicorn workers=1, concurrency 1, {seconds:g}s per cell, client in this process")
             for level_no, level in enumerate(sorted(levels)):
@@ -115,7 +122,7 @@ def run(levels: list[int], seconds: float) -> None:
                 if level:
                     print(f"{level:,} mutations in the log ({time.perf_counter() - started:.0f} s to insert)")
                 time.sleep(2.0)  # a poll or two of the change feed
-                rows.append(_level(base, db, level, 1 + level_no * USERS_PER_LEVEL % 900, seconds))
+                rows.append(_level(base, db, level, 1 + level_no * USERS_PER_LEVEL % MEASURED, seconds))
                 if rows[-1]["first error"]:
                     print(f"first error: {rows[-1]['first error']}")
             db[mongo.MUTATION_LOG].delete_many({"_id": {"$regex": f"^{run_id}-"}})

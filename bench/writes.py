@@ -140,8 +140,8 @@ def run(seconds: float = 10.0, concurrency: int = 8) -> dict[str, Any]:
 
 def _counts(stores: Stores) -> tuple[int, int]:
     with stores.pg.connect() as conn:
-        users = conn.execute(text("SELECT max(user_id) FROM users")).scalar_one()
-        movies = conn.execute(text("SELECT max(movie_id) FROM movies")).scalar_one()
+        users = conn.execute(text("SELECT max(id) FROM users")).scalar_one()
+        movies = conn.execute(text("SELECT max(id) FROM movies")).scalar_one()
     return min(int(users), 943), int(movies)
 
 
