@@ -54,7 +54,7 @@ def run_uvicorn(host: str, port: int, workers: int) -> None:
 def recommend(
     all_users: Annotated[bool, typer.Option("--all", help="Every user the trained ranker knows.")] = False,
     batch: Annotated[int, typer.Option(min=1, max=1024, help="Users ranked together.")] = 64,
-    again: Annotated[bool, typer.Option(help="Rank users whose current list is still fresh, too.")] = False,
+    again: Annotated[bool, typer.Option("--again", help="Rank users whose current list is still fresh, too.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Fill the recommendation_lists table every API worker serves from (batched, resumable:
