@@ -51,7 +51,7 @@ def marquee(
         ["bench", "serve"],
         ["bench", "writes"],
         ["recommend"],
-    ],  # fmt: skip
+    ],
 )
 def test_help_shows_plain_flags(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
