@@ -95,6 +95,19 @@ class CachedRecommender(Recommender):
         fresh = iter(self.rank(missed, started))
         return [found if found is not None else next(fresh) for found in kept]
 
+    def fill(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+        """Lists nobody asked for yet (the warm-up): taken from the shared table when there, else
+        ranked; kept as a request's would be, and not counted as hits or misses."""
+        started = self._clock()
+        found = self._from_shared(requests, started) if self.shared is not None else {}
+        missed = [r for r in requests if (r.user_id, r.exclude_seen, r.k) not in found]
+        fresh = iter(self.rank(missed, started) if missed else [])
+        out: list[Outcome] = []
+        for r in requests:
+            shared = found.get((r.user_id, r.exclude_seen, r.k))
+            out.append(shared if shared is not None else next(fresh))
+        return out
+
     def _from_shared(
         self, requests: Sequence[RecommendationRequest], started: float
     ) -> dict[tuple[int, bool, int], RecommendationResult]:

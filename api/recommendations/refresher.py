@@ -89,7 +89,7 @@ class ListRefresher:
         batch = ahead + warm
         if batch:
             # Refresh-ahead ranks again; a warm-up list is taken from the shared lists when there.
-            outcomes = (self.cache.rank(ahead) if ahead else []) + (self.cache.recommend_many(warm) if warm else [])
+            outcomes = (self.cache.rank(ahead) if ahead else []) + (self.cache.fill(warm) if warm else [])
             self.ranked += len(batch)
             if not any(isinstance(o, RecommendationResult) and not o.degraded for o in outcomes):
                 self._stop_warm_up()
