@@ -15,8 +15,8 @@ queues it, and one thread takes whatever is queued (up to ``batch``) as a group:
 While a group is being pushed the next one gathers, so the groups grow with the rate and no
 timer is needed. Nothing is lost when the process stops at any point: a record not marked
 pushed is finished by ``writes.repair`` at the next start (api/serving.py) and its event is
-read by ``marquee export`` meanwhile. A group that fails is marked done when its events were
-written, and left to that repair for its push.
+read by ``marquee export`` meanwhile. A group that fails is tried again a second later, twice;
+then it is marked done when its events were written, and left to that repair.
 
 ``submit`` returns a future resolved with whether the features were pushed, for callers that
 answer only after the push (``MARQUEE_WRITE_ACK=pushed``). ``delays`` keeps the last
@@ -41,6 +41,8 @@ from sources.stores.clients import Stores
 log = logging.getLogger(__name__)
 
 DELAYS_KEPT = 100_000
+ATTEMPTS = 3  # tries of a failing group, RETRY_S apart, before it is left to the repair
+RETRY_S = 1.0
 
 
 @dataclass
@@ -48,6 +50,7 @@ class _Queued:
     accepted: writes.Accepted
     at: float  # when acknowledged (time.monotonic)
     done: Future[bool] = field(default_factory=Future)
+    attempts: int = 0
 
 
 def event_of(accepted: writes.Accepted) -> FeatureEvent:
@@ -106,7 +109,9 @@ class WritePusher:
             return len(self._queue)
 
     def run_once(self) -> int:
-        """Write and push one group now, in this thread: how many mutations it held."""
+        """Write and push one group now, in this thread: how many mutations it held. A group
+        that fails is queued again at the front (tried ``ATTEMPTS`` times, ``RETRY_S`` apart);
+        then it is left to ``writes.repair`` at the next start, and to ``marquee export``."""
         with self._wake:
             group = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
         if not group:
@@ -121,24 +126,30 @@ class WritePusher:
             if self.failing is not None:
                 log.info("grouped writes work again")
             self.failing = None
-        except Exception as exc:  # left to writes.repair at the next start, and to export meanwhile
+        except Exception as exc:
             if self.failing is None:
-                log.warning("%d grouped writes failed (%s); the next start repairs them", len(group), first_line(exc))
+                log.warning("%d grouped writes failed (%s); trying again", len(group), first_line(exc))
             self.failing = first_line(exc)
+            if group[0].attempts + 1 < ATTEMPTS:
+                with self._wake:
+                    for q in reversed(group):
+                        q.attempts += 1
+                        self._queue.appendleft(q)
+                return len(group)
+            log.warning("%d grouped writes left to the repair at the next start", len(group))
             if written:
                 try:
                     writes.mark_done(db, [a.record for a in accepted], pushed=False)
                 except Exception:
                     log.exception("could not mark a failed group done")
-        finally:
-            now = time.monotonic()
-            for user_id in dict.fromkeys(a.written.user_id for a in accepted):
-                self.on_pushed(user_id)
-            for q in group:
-                self.delays.append(now - q.at)
-                q.done.set_result(pushed)
-            self.groups += 1
-            self.written += len(group)
+        now = time.monotonic()
+        for user_id in dict.fromkeys(a.written.user_id for a in accepted):
+            self.on_pushed(user_id)
+        for q in group:
+            self.delays.append(now - q.at)
+            q.done.set_result(pushed)
+        self.groups += 1
+        self.written += len(group)
         return len(group)
 
     def _run(self) -> None:
@@ -149,3 +160,6 @@ class WritePusher:
                 if self._stop and not self._queue:
                     return
             self.run_once()
+            if self.failing is not None:
+                with self._wake:
+                    self._wake.wait(RETRY_S)  # a store away: do not spin on it

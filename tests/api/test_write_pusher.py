@@ -157,3 +157,27 @@ def test_history_and_change_feed_read_only_through_indexes(stores: Stores, undo:
     later = accepted[0].written.rated_at + timedelta(seconds=5)
     api.add(USERS[0], 1, later, 4.0)  # acknowledged or polled: counted, no read
     assert api.read([USERS[0]])[USERS[0]][1] == (later.timestamp(), 4.0) and api.reads == 1
+
+
+class FailingOnce(CountingPusher):
+    """Feast's grouped push, failing its first call (the feature store blinked)."""
+
+    def push_many(self, events: Sequence[FeatureEvent]) -> bool:
+        if not self.groups:
+            self.groups.append(0)
+            raise RuntimeError("online store away")
+        return super().push_many(events)
+
+
+def test_a_failed_group_is_tried_again(stores: Stores, feature_store: FeatureStore, undo: datetime) -> None:
+    failing = FailingOnce(FeastUserFeatures(stores, feature_store))
+    pusher = WritePusher(stores, lambda: failing)
+    accepted = _accept_all(stores)[:4]
+    done = [pusher.submit(a) for a in accepted]
+    assert pusher.run_once() == 4 and pusher.failing == "online store away" and pusher.pending == 4
+    assert not any(d.done() for d in done)
+    assert pusher.run_once() == 4 and pusher.failing is None and pusher.pending == 0
+    assert all(d.result() is True for d in done) and failing.groups == [0, 4]
+    ids = {a.record["_id"] for a in accepted}
+    records = [r for r in stores.mongo[writes.MUTATIONS].find({"user_id": {"$in": list(USERS)}}) if r["_id"] in ids]
+    assert len(records) == 4 and all(r["pushed"] is True for r in records)
