@@ -44,8 +44,10 @@ from api.lane import HeavyLane
 from api.queries import writes
 from api.recommendations.fallback import FallbackRecommender
 from api.recommendations.history import RatingHistory
+from api.recommendations.kept_lists import MutationFeed
 from api.schema import build_schema
 from api.security import JsonPostOnly
+from api.write_pusher import WritePusher
 from sources.errors import first_line
 from sources.settings import Settings
 from sources.stores.clients import Stores
@@ -91,8 +93,15 @@ def create_app(
                 recommender=FallbackRecommender(opened, history),
                 closing=closing.enter_context(ExitStack()),
             )
+            feed = MutationFeed(opened.mongo, services.user_changed, services.changes_lost, on_change=history.api.saw)
+            services.feed = feed
+            services.write_pusher = WritePusher(
+                opened, lambda: services.feature_pusher, on_pushed=services.user_changed, batch=settings.write_batch
+            )
             if configure is not None:
                 configure(services)
+            closing.callback(feed.start().close)
+            closing.callback(services.write_pusher.start().close)  # stops first: it drains into the stores
             app.state.services = services
             try:
                 yield

@@ -31,6 +31,8 @@ from api.queries.features import FeaturePusher, NoFeaturePusher, OnlineFeatureRe
 from api.recommendations.batcher import RecommendationBatcher
 from api.recommendations.contract import Recommender
 from api.recommendations.history import RatingHistory
+from api.recommendations.kept_lists import MutationFeed
+from api.write_pusher import WritePusher
 from sources.settings import Settings
 from sources.stores.clients import Stores
 
@@ -75,6 +77,13 @@ class Services:
     on_user_changed: list[Callable[[int], None]] = field(default_factory=list)
     #: called when a title was added (``addMovie``): what was ranked without it is dropped
     on_catalogue_changed: list[Callable[[], None]] = field(default_factory=list)
+    #: called when the mutation log could not be read, so any change may have been missed
+    on_changes_lost: list[Callable[[], None]] = field(default_factory=list)
+    #: every worker's mutations, polled from the log (started by the app's lifespan)
+    feed: MutationFeed | None = None
+    #: writes and pushes acknowledged mutations in groups (api/write_pusher.py); None: each
+    #: mutation writes and pushes its own event before it answers
+    write_pusher: WritePusher | None = None
     #: what plug-ins started, stopped (last started first) by the app before the stores close
     closing: ExitStack = field(default_factory=ExitStack)
     #: how background work is doing, shown by ``/readyz`` (name -> a report with ``ok``);
@@ -104,6 +113,10 @@ class Services:
 
     def catalogue_changed(self) -> None:
         for hook in self.on_catalogue_changed:
+            hook()
+
+    def changes_lost(self) -> None:
+        for hook in self.on_changes_lost:
             hook()
 
 

@@ -1,5 +1,12 @@
 """Mutations: record a rating or a playback in Mongo, then push the event to the feature store.
 
+A mutation is acknowledged once its record is in the mutation log (one Mongo insert, durable
+and idempotent per clientMutationId: api/queries/writes.py). Its user's kept lists are
+forgotten and its rating counts for their recommendations at once; its event, raw rows,
+features and online row follow within about a second, written in groups by the background
+pusher (api/write_pusher.py). With ``MARQUEE_WRITE_ACK=pushed`` the answer waits for that
+group's push instead (``featuresPushed`` then says whether it happened).
+
 Expected failures are members of the result unions (``MovieNotFound``, ``InvalidRating``…),
 so clients branch on ``__typename``; a missing or wrong X-API-Key (when keys are
 configured) and an unavailable store are GraphQL errors with codes UNAUTHENTICATED and
@@ -8,6 +15,7 @@ STORE_UNAVAILABLE.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from enum import Enum
@@ -18,10 +26,10 @@ import strawberry
 from api.context import Info
 from api.permissions import HasApiKey
 from api.queries import writes
-from api.queries.features import FeatureEvent
 from api.threads import in_thread
 from api.types.movie import Movie
 from api.types.user import User
+from api.write_pusher import WritePusher
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +82,10 @@ class RatingRecorded:
     rated_at: datetime
     client_mutation_id: str | None
     replayed: bool = strawberry.field(description="True when this clientMutationId was already applied (no new write).")
-    features_pushed: bool = strawberry.field(description="True when the online feature store was updated.")
+    features_pushed: bool = strawberry.field(
+        description="True when the online feature store was updated before this answer; by default the "
+        "answer comes once the rating is durable and the features follow within about a second."
+    )
     user: User
     movie: Movie
 
@@ -121,25 +132,26 @@ def _check_client_id(client_mutation_id: str | None) -> InvalidClientMutationId 
     return None
 
 
-async def _push(info: Info, event: FeatureEvent, log_id: str) -> bool:
-    """Tell the feature store; the write already happened, so a failed push is logged, not raised.
-    A push that happened is marked in the mutation log (one not marked is redone by
-    ``writes.repair`` at the next start). Either way the user changed: what was kept for them
-    (ranked lists) is forgotten."""
+async def _acknowledged(info: Info, accepted: writes.Accepted) -> bool:
+    """What follows a mutation logged for the first time: the user changed now (their kept lists
+    go, a rating counts for their recommendations), and the event goes to the grouped pusher.
+    True when its features were pushed before the answer (``MARQUEE_WRITE_ACK=pushed``, or no
+    pusher running); a failed push is logged by the pusher and redone by the next start's repair."""
     services = info.context.services
-    try:
-        pushed: bool = await in_thread(services.feature_pusher.push, event)
-    except Exception:
-        log.exception("feature push failed for user %s", event.user_id)
-        return False
-    finally:
-        services.user_changed(event.user_id)
-    if pushed:
-        try:
-            await in_thread(writes.mark_pushed, info.context.stores.mongo, log_id)
-        except Exception:  # the push is done; at worst the next start's repair redoes it
-            log.exception("could not mark mutation %s pushed", log_id)
-    return pushed
+    written = accepted.written
+    if isinstance(written, writes.RatingWritten):
+        services.history.api.add(written.user_id, written.movie_id, written.rated_at, float(written.rating))
+    services.user_changed(written.user_id)
+    pusher = services.write_pusher
+    if pusher is None:  # a hand-built app: write and push this one now
+        pusher = WritePusher(info.context.stores, lambda: services.feature_pusher, on_pushed=services.user_changed)
+        done = pusher.submit(accepted)
+        await in_thread(pusher.run_once)
+        return done.result()
+    done = pusher.submit(accepted)
+    if services.settings.write_ack == "pushed":
+        return await asyncio.wrap_future(done)
+    return False
 
 
 @strawberry.type
@@ -160,22 +172,19 @@ class Mutation:
         user, movie = subjects
         stores = info.context.stores
 
-        def write_rating() -> tuple[writes.RatingWritten, bool]:
+        def write_rating() -> writes.Accepted:
             with stores.call("mongo"):  # fails at once while Mongo's breaker is open
-                return writes.rate_movie(
+                return writes.accept_rating(
                     stores.mongo, user_id=user_id, movie_id=movie_id, rating=rating, client_id=client_mutation_id
                 )
 
         try:
-            written, replayed = await in_thread(write_rating)
+            accepted = await in_thread(write_rating)
         except writes.MutationIdConflict as exc:
             return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
-        pushed = False
-        if not replayed:
-            event = FeatureEvent(
-                "rating", user_id, movie_id, written.rated_at, float(rating), record_id=written.review_id
-            )
-            pushed = await _push(info, event, written.log_id)
+        written, replayed = accepted.written, accepted.replayed
+        assert isinstance(written, writes.RatingWritten)
+        pushed = False if replayed else await _acknowledged(info, accepted)
         return RatingRecorded(
             review_id=written.review_id,
             rating=written.rating,
@@ -212,9 +221,9 @@ class Mutation:
         user, movie = subjects
         stores = info.context.stores
 
-        def write_playback() -> tuple[writes.PlaybackWritten, bool]:
+        def write_playback() -> writes.Accepted:
             with stores.call("mongo"):  # fails at once while Mongo's breaker is open
-                return writes.record_playback(
+                return writes.accept_playback(
                     stores.mongo,
                     user_id=user_id,
                     movie_id=movie_id,
@@ -224,21 +233,12 @@ class Mutation:
                 )
 
         try:
-            written, replayed = await in_thread(write_playback)
+            accepted = await in_thread(write_playback)
         except writes.MutationIdConflict as exc:
             return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
-        pushed = False
-        if not replayed:
-            event = FeatureEvent(
-                "playback",
-                user_id,
-                movie_id,
-                written.started_at,
-                float(duration_seconds),
-                device.value,
-                record_id=written.session_id,
-            )
-            pushed = await _push(info, event, written.log_id)
+        written, replayed = accepted.written, accepted.replayed
+        assert isinstance(written, writes.PlaybackWritten)
+        pushed = False if replayed else await _acknowledged(info, accepted)
         return PlaybackRecorded(
             session_id=written.session_id,
             duration_seconds=written.duration_seconds,

@@ -7,7 +7,8 @@
 2. the trained ranker in front of the fallback (``plug_model``), when its checkpoints fit
    the feature service; a checkpoint trained on another feature list is refused (logged),
    never scored with misread columns;
-3. kept lists with background ranking (``plug_kept_lists``);
+3. kept lists with background ranking (``plug_kept_lists``), over the lists every worker
+   shares in PostgreSQL (``recommendation_lists``, filled by ``marquee recommend --all``);
 4. the checkpoint watcher (``plug_reload``): a new checkpoint is loaded beside the serving one
    and swapped in, and the kept lists are dropped (api/recommendations/reload.py).
 
@@ -29,10 +30,11 @@ from api.queries import reads, writes
 from api.queries.feast_features import FeastUserFeatures
 from api.recommendations.contract import RecommendationRequest
 from api.recommendations.fallback import WithFallback
-from api.recommendations.kept_lists import CachedRecommender, MutationFeed
+from api.recommendations.kept_lists import CachedRecommender
 from api.recommendations.ranked import RankerRecommender
 from api.recommendations.refresher import ListRefresher
 from api.recommendations.reload import CheckpointWatcher
+from api.recommendations.shared_lists import SharedLists
 from sources.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,20 @@ def plug_serving(services: Services) -> None:
     ranker = plug_model(services)
     if ranker is not None:
         warm = list(ranker.ranker.user_index)[: services.settings.recommendation_warm_users]
-        cached = plug_kept_lists(services, services.settings.recommendation_cache_s, warm=warm)
-        plug_reload(services, ranker, cached)
+        settings = services.settings
+        shared = None
+        if settings.recommendation_lists_s > 0:
+            shared = SharedLists(services.stores.pg, ranker.ranker.version, ttl_s=settings.recommendation_lists_s)
+        cached = plug_kept_lists(services, settings.recommendation_cache_s, warm=warm, shared=shared)
+        plug_reload(services, ranker, cached, shared)
 
 
 def plug_reload(
-    services: Services, primary: RankerRecommender, cached: CachedRecommender | None, poll_s: float | None = None
+    services: Services,
+    primary: RankerRecommender,
+    cached: CachedRecommender | None,
+    shared: SharedLists | None = None,
+    poll_s: float | None = None,
 ) -> CheckpointWatcher | None:
     """Watch the served checkpoints; swap a new one in without a restart (``model_reload_s``)."""
     poll_s = services.settings.model_reload_s if poll_s is None else poll_s
@@ -69,6 +79,8 @@ def plug_reload(
 
     def swap(ranker: Ranker) -> str:
         version = primary.swap(ranker)
+        if shared is not None:
+            shared.version = version  # the shared table's lists of the old model are not served
         if cached is not None:
             cached.clear()  # lists ranked by the old model
         return version
@@ -77,7 +89,7 @@ def plug_reload(
         if primary.add_new_movies():
             services.catalogue_changed()
 
-    paths = [checkpoint_path(folder, kind) for kind in ("two_tower", "engagement")]
+    paths = [checkpoint_path(folder, kind) for kind in ("ease", "two_tower", "engagement")]
     watcher = CheckpointWatcher(paths, load, swap, poll_s=poll_s, tick=tick).start()
     services.closing.callback(watcher.close)
     services.reports["model_reload"] = lambda: {"ok": watcher.failing is None, "error": watcher.failing,
@@ -147,17 +159,28 @@ def plug_model(services: Services) -> RankerRecommender | None:
 
 
 def plug_kept_lists(
-    services: Services, ttl_s: float, poll_s: float = 1.0, warm: Sequence[int] = ()
+    services: Services,
+    ttl_s: float,
+    poll_s: float | None = None,
+    warm: Sequence[int] = (),
+    shared: SharedLists | None = None,
 ) -> CachedRecommender | None:
     """Keep the plugged recommender's answers for ``ttl_s`` (api/recommendations/kept_lists.py),
-    forgotten on this process's mutations and, through the mutation log, on other processes';
-    lists getting old, and those of the ``warm`` users, are ranked in the background
-    (api/recommendations/refresher.py). ``ttl_s <= 0`` keeps nothing."""
+    forgotten on this process's mutations and, through the app's change feed of the mutation
+    log (``services.feed``, polled every ``poll_s`` when given), on other processes'; lists
+    getting old, and those of the ``warm`` users, are ranked in the background
+    (api/recommendations/refresher.py). With ``shared``, a list missing here is looked up in the
+    ``recommendation_lists`` table every worker shares before it is ranked, and written there
+    once ranked (api/recommendations/shared_lists.py). ``ttl_s <= 0`` keeps nothing."""
     if ttl_s <= 0:
         return None
     cached = CachedRecommender(services.recommender, ttl_s=ttl_s)
-    feed = MutationFeed(services.stores.mongo, cached.forget, cached.clear, poll_s=poll_s).start()
-    services.closing.callback(feed.close)
+    cached.shared = shared
+    feed = services.feed
+    if feed is not None and shared is not None:
+        feed.on_users.append(shared.forget)
+    if feed is not None and poll_s is not None:
+        feed.poll_s = poll_s
     refresher = ListRefresher(cached).start()
     services.closing.callback(refresher.close)  # stops first: its rankings read what is closed above
     cached.on_old = refresher.ahead
@@ -165,12 +188,15 @@ def plug_kept_lists(
     services.recommender = cached
     services.on_user_changed.append(cached.forget)
     services.on_catalogue_changed.append(cached.clear)
+    services.on_changes_lost.append(cached.clear)
     services.reports["recommendation_cache"] = lambda: {
-        "ok": feed.failing is None,  # else nothing kept is served until the mutation log reads again
-        "error": feed.failing,
+        # else nothing kept is served until the mutation log reads again
+        "ok": feed is None or feed.failing is None,
+        "error": feed.failing if feed is not None else None,
         "lists": len(cached),
         "hits": cached.hits,
         "misses": cached.misses,
         "background": {"queued": refresher.pending, "ranked": refresher.ranked, "error": refresher.failing},
+        **({"shared": {"found": shared.found, "written": shared.written}} if shared is not None else {}),
     }
     return cached

@@ -135,11 +135,29 @@ async def batch_sizes(request: Request) -> JSONResponse:
     return JSONResponse(out)
 
 
+async def pusher_report(request: Request) -> JSONResponse:
+    """The write pusher (api/write_pusher.py): queued mutations, groups and mutations written, and
+    the acknowledgement-to-push delays p50/p99 since the last call (then reset; ``?peek=1``
+    keeps them)."""
+    pusher = request.app.state.services.write_pusher
+    delays = sorted(pusher.delays)
+
+    def pct(q: float) -> float | None:
+        return round(delays[min(len(delays) - 1, int(q * len(delays)))] * 1000, 1) if delays else None
+
+    out = {"pending": pusher.pending, "groups": pusher.groups, "written": pusher.written,
+           "p50_ms": pct(0.5), "p99_ms": pct(0.99), "failing": pusher.failing}  # fmt: skip
+    if not request.query_params.get("peek"):
+        pusher.delays.clear()
+        pusher.groups = pusher.written = 0
+    return JSONResponse(out)
+
+
 def bench_app() -> Starlette:
     """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features,
     kept lists) plus ``/floor``, ``/ranked`` (the same without the kept lists), ``/constant``
-    (the real schema around a constant recommender) and ``/bench/batches`` (requests per batch
-    and cache hits)."""
+    (the real schema around a constant recommender), ``/bench/batches`` (requests per batch
+    and cache hits) and ``/bench/writes`` (the write pusher's groups and delays)."""
     from api.app import app_from_env
 
     app = app_from_env()
@@ -149,6 +167,7 @@ def bench_app() -> Starlette:
         Route("/constant", CONSTANT, methods=["POST"]),
         Route("/ranked", RANKED, methods=["POST"]),
         Route("/bench/batches", batch_sizes),
+        Route("/bench/writes", pusher_report),
     ]
     return app
 
@@ -194,7 +213,7 @@ class Figures:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _load(base: str, path: str, query: str, variables: Callable[[int], dict[str, Any]], *, concurrency: int,
+async def load(base: str, path: str, query: str, variables: Callable[[int], dict[str, Any]], *, concurrency: int,
                 seconds: float) -> Figures:  # fmt: skip
     counter = itertools.count()
     latencies: list[float] = []
@@ -282,7 +301,7 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
         names = [n for n in QUERIES if only is None or any(o in n for o in only) or n.startswith("floor")]
         for name in names:  # warm every path once (model load, caches, connection pools)
             path, query, variables = QUERIES[name]
-            asyncio.run(_load(base, path, query, variables, concurrency=2, seconds=1.0))
+            asyncio.run(load(base, path, query, variables, concurrency=2, seconds=1.0))
         print(f"uvicorn workers={workers}, {seconds:g}s per cell, client in this process")
         _wait_for_warm_up(base)
         probe = "{ recommendations(userId: 1, first: 1) { modelVersion } }"
@@ -294,7 +313,7 @@ def run(concurrencies: list[int], seconds: float, workers: int, only: list[str] 
             for name in names:
                 path, query, variables = QUERIES[name]
                 httpx.get(f"{base}/bench/batches")  # reset the batch counts
-                figures = asyncio.run(_load(base, path, query, variables, concurrency=concurrency, seconds=seconds))
+                figures = asyncio.run(load(base, path, query, variables, concurrency=concurrency, seconds=seconds))
                 if floor is None:
                     floor, ratio = figures, ""
                 else:

@@ -53,14 +53,39 @@ def serve_bench(
     data_floor_calls: Annotated[
         int, typer.Option(min=0, help="Calls timed for the data floor (no GraphQL, no HTTP); 0 skips it.")
     ] = 200,
+    history: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Instead: the ranked row and the change feed's poll after this many API mutations "
+            "in the log (repeat: --history 0 --history 10000 --history 100000); undone at the end."
+        ),
+    ] = None,
 ) -> None:
     """p50/p99 and req/s of recommendations, similar and neighbours over HTTP beside the GraphQL
-    floor, after the data floor (the same recommendation path without GraphQL or HTTP)."""
+    floor, after the data floor (the same recommendation path without GraphQL or HTTP). With
+    ``--history``: how the ranked row and the forget-poll move with the size of the mutation log."""
     from bench.serve import CONCURRENCY, data_floor, run
 
+    if history:
+        from bench.history import run as run_history
+
+        run_history(history, seconds)
+        return
     if data_floor_calls:
         data_floor(data_floor_calls)
     run(concurrency or CONCURRENCY, seconds, workers, only)
+
+
+@bench_app.command("writes")
+def writes_bench(
+    seconds: Annotated[float, typer.Option(min=1.0, help="Seconds of load for the floor and the mutations.")] = 10.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 8,
+) -> None:
+    """Acknowledged rateMovie/recordPlayback per second beside the GraphQL no-op floor (same
+    concurrency, same run), the push delay p50/p99 and the loss (must be 0); undoes its writes."""
+    from bench.writes import run
+
+    _print(run(seconds, concurrency))
 
 
 @bench_app.command("abuse")

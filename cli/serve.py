@@ -1,4 +1,4 @@
-"""``marquee serve | schema | assets | up``: the GraphQL API, and the whole job in one command."""
+"""``marquee serve | recommend | schema | assets | up``: the API, its shared lists, the whole job in one command."""
 
 from __future__ import annotations
 
@@ -48,6 +48,26 @@ def run_uvicorn(host: str, port: int, workers: int) -> None:
     uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info",
                 timeout_graceful_shutdown=int(grace_s + 0.999),
                 server_header=False)  # fmt: skip
+
+
+@commands.command()
+def recommend(
+    all_users: Annotated[bool, typer.Option("--all", help="Every user the trained ranker knows.")] = False,
+    batch: Annotated[int, typer.Option(min=1, max=1024, help="Users ranked together.")] = 64,
+    again: Annotated[bool, typer.Option("--again", help="Rank users whose current list is still fresh, too.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fill the recommendation_lists table every API worker serves from (batched, resumable:
+    users with a fresh list by the current model are skipped)."""
+    from api.batch_lists import recommend_all
+
+    if not all_users:
+        raise typer.BadParameter("say --all (ranking every user is the only mode)", param_hint="--all")
+    report = recommend_all(load_settings(), batch=batch, again=again, quiet=quiet)
+    console.print(
+        f"recommendation lists: {report.ranked} users ranked, {report.written} lists written, "
+        f"{report.skipped} already current, by {report.model_version}"
+    )
 
 
 @commands.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -116,10 +117,18 @@ class Settings(BaseSettings):
         "plays through the API); 0 ranks every request",
     )
     recommendation_warm_users: int = Field(
-        default=20_000,
+        default=0,
         ge=0,
-        description="users whose lists are ranked in the background at start (the first this many the "
-        "retriever knows), so their first request finds one kept; 0 = none",
+        description="users whose lists each worker looks up in the shared lists, or ranks, in the background "
+        "at start (the first this many the retriever knows); 0 = none: lists come from "
+        "`marquee recommend --all` and from requests, shared by every worker",
+    )
+    recommendation_lists_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="how long a list in the shared recommendation_lists table (filled by `marquee recommend "
+        "--all` and by requests) is served by every worker; a user's lists go when they change, all lists "
+        "when the model changes; 0 = no shared lists",
     )
     heavy_lane: bool = Field(
         default=True,
@@ -155,6 +164,16 @@ class Settings(BaseSettings):
         gt=0,
         description="`marquee refresh` also retrains when the served checkpoint is older than this and "
         "any event arrived since",
+    )
+
+    write_ack: Literal["durable", "pushed"] = Field(
+        default="durable",
+        description="when rateMovie/recordPlayback answer: 'durable' once the mutation is logged in Mongo "
+        "(its event, raw rows, features and kept lists follow within about a second, pushed in groups by "
+        "api/write_pusher.py); 'pushed' after its group was pushed (read-your-writes, fewer writes per second)",
+    )
+    write_batch: int = Field(
+        default=256, ge=1, description="most mutations the background pusher writes and pushes as one group"
     )
 
     @field_validator("graph_uri")

@@ -42,7 +42,9 @@ def settings(data_dir: Path) -> Settings:
     for name in ("MARQUEE_PG_DSN", "MARQUEE_MONGO_URI", "MARQUEE_GRAPH_URI"):
         os.environ.pop(name, None)
     os.environ["MARQUEE_DATA_DIR"] = str(data_dir)  # for subprocesses (the CLI, alembic)
-    return Settings(data_dir=data_dir)
+    # Mutations answer after their group's push here, so tests read their effects at once; the
+    # default ("durable": answer once logged) is what test_crash.py and test_write_pusher.py drive.
+    return Settings(data_dir=data_dir, write_ack="pushed")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 - ``FeastUserFeatures.user_features``: the user's online features, one ``get_online_features``
   call for one entity (Feast's SDK is slow for many entities at once; we never ask for many).
+- ``FeastUserFeatures.push_many``: the same for a group of events (api/write_pusher.py): one
+  transaction and one recompute per feature table, one online write per feature view.
 - ``FeastUserFeatures.push``: after a mutation wrote to Mongo, land the event and recompute
   the user's (and the movie's) feature rows with the export's own SQL
   (``sources.export.push``), then write the newest rows to the online store with
@@ -10,12 +12,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from api.queries.features import FeatureEvent
-from sources.export.push import Event, apply_event
+from sources.export.push import Event, apply_event, apply_events
 from sources.feature_store.names import USER_VIEWS
 from sources.stores.clients import Stores
 
@@ -61,3 +64,12 @@ class FeastUserFeatures:
             frame = pd.DataFrame([row])
             self._store.write_to_online_store(VIEW_OF_TABLE[table], frame)
         return bool(rows)
+
+    def push_many(self, events: Sequence[FeatureEvent]) -> bool:
+        rows = apply_events(
+            self._stores, [Event(e.kind, e.record_id, e.user_id, e.movie_id, e.ts, e.value, e.device) for e in events]
+        )
+        for table, found in rows.items():
+            if found:
+                self._store.write_to_online_store(VIEW_OF_TABLE[table], pd.DataFrame(found))
+        return any(rows.values())

@@ -17,9 +17,10 @@ Both are synchronous: the API calls them in a worker thread. Plug them in throug
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class OnlineFeatureReader(Protocol):
 class FeaturePusher(Protocol):
     def push(self, event: FeatureEvent) -> bool:
         """Make ``event`` visible to online features; True when something was pushed."""
+        ...
+
+
+@runtime_checkable
+class GroupFeaturePusher(Protocol):
+    def push_many(self, events: Sequence[FeatureEvent]) -> bool:
+        """Make a group of events visible at once (one recompute for all); True when something was pushed."""
         ...
 
 

@@ -8,8 +8,18 @@ the same write instead of adding a second one; a replay of a finished mutation r
 first result. The collection doubles as the log of what the API wrote since the stores
 were loaded, which the fallback recommender reads instead of scanning ``reviews``.
 
-A finished record gets ``pushed: true`` once the event reached the feature store
-(``mark_pushed``). What a crash (or a failed push) leaves behind, a record still pending or
+Every record also carries its user (``user_id``) and its time as integer epoch milliseconds
+(``at_ms``) at the top level, each indexed: the embedded Mongo server (nx-27017 0.8.1) answers
+an equality or range on such a field through its index, but scans every document for a
+dotted path, an ``$in``, an ``$or`` or a datetime range (measured: docs/performance.md). So a
+user's API ratings (``api_ratings``) and the records since a moment (``changes_since``) cost
+what they return, not what the log holds.
+
+The API acknowledges a mutation once its record is in the log (``accept_rating``,
+``accept_playback``: one insert), and a background pusher (api/write_pusher.py) writes the
+events of a whole group of records at once (``complete``) and pushes them. A finished record
+gets ``pushed: true`` once the event reached the feature store (``complete`` or
+``mark_pushed``). What a crash (or a failed push) leaves behind, a record still pending or
 done but not pushed, is finished by ``repair`` when the app starts (api/serving.py): the
 event is written if it is missing, the push is redone (it is idempotent), and the record is
 marked. ``marquee export`` also re-reads the events of records not pushed, whatever their
@@ -31,8 +41,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import ReplaceOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from api.queries.features import FeatureEvent
 from sources.stores import mongo
@@ -87,51 +98,94 @@ def _auto_id() -> str:
 
 
 def ensure_indexes(db: MongoDb) -> None:
-    db[MUTATIONS].create_index([("input.user_id", 1), ("kind", 1)])
-    db[MUTATIONS].create_index("at")  # the change feed of cached recommendations (api/recommendations/kept_lists.py)
+    """The two indexes every per-request and per-poll read goes through (see the module docstring)."""
+    db[MUTATIONS].create_index("user_id")  # a user's API ratings (api/recommendations/history.py)
+    db[MUTATIONS].create_index("at_ms")  # the change feed (api/recommendations/kept_lists.py)
+
+
+def epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One logged mutation as the change feed sees it; ``rating`` is None for a playback."""
+
+    user_id: int
+    movie_id: int
+    at: datetime
+    rating: float | None
+    at_ms: int
+
+
+def _change(doc: dict[str, Any]) -> Change | None:
+    inputs = doc.get("input") or {}
+    if "user_id" not in inputs or "movie_id" not in inputs:
+        return None
+    rating = float(inputs["rating"]) if doc.get("kind") == "rateMovie" else None
+    result = doc.get("result") or {}
+    at = result.get("rated_at") or result.get("started_at") or doc["at"]
+    return Change(int(inputs["user_id"]), int(inputs["movie_id"]), at, rating, int(doc.get("at_ms", 0)))
 
 
 def api_ratings(db: MongoDb, user_ids: Sequence[int]) -> dict[int, dict[int, tuple[datetime, float]]]:
     """Ratings this API wrote for each of ``user_ids``: user → movie id → (time, rating), latest
-    per movie (one query for all of them).
+    per movie; one indexed equality query per user (an ``$in`` would scan the whole log on the
+    embedded server), so the cost follows these users' own records, not the log's size.
 
-    Pending records count too: their review may already be in ``reviews`` (a crash between
-    the two writes), and for "has the user seen it" a false positive is the safe side.
+    Pending records count too: their review may not be in ``reviews`` yet (the pusher writes it
+    within a second), and for "has the user seen it" a false positive is the safe side.
     """
     out: dict[int, dict[int, tuple[datetime, float]]] = {int(u): {} for u in user_ids}
-    query = {"input.user_id": {"$in": list(out)}, "kind": "rateMovie"}
-    for doc in db[MUTATIONS].find(query, {"input": 1, "result": 1}):
-        inputs = doc["input"]
-        user_id, movie_id, rating = int(inputs["user_id"]), int(inputs["movie_id"]), float(inputs["rating"])
-        at, mine = doc["result"]["rated_at"], out[user_id]
-        if movie_id not in mine or at >= mine[movie_id][0]:
-            mine[movie_id] = (at, rating)
+    for user_id, mine in out.items():
+        for doc in db[MUTATIONS].find({"user_id": user_id, "kind": "rateMovie"}, {"input": 1, "result": 1}):
+            inputs = doc["input"]
+            movie_id, rating = int(inputs["movie_id"]), float(inputs["rating"])
+            at = doc["result"]["rated_at"]
+            if movie_id not in mine or at >= mine[movie_id][0]:
+                mine[movie_id] = (at, rating)
     return out
+
+
+def changes_since(db: MongoDb, since_ms: int) -> list[Change]:
+    """The mutations logged at or after ``since_ms`` (epoch ms; any worker's, any kind), oldest
+    first: an indexed range on ``at_ms``, so a poll reads only what is new."""
+    docs = db[MUTATIONS].find({"at_ms": {"$gte": since_ms}}, {"kind": 1, "input": 1, "result": 1, "at": 1, "at_ms": 1})
+    changes = [c for c in map(_change, docs) if c is not None]
+    return sorted(changes, key=lambda c: c.at_ms)
 
 
 def users_changed_since(db: MongoDb, since: datetime) -> set[int]:
     """The users with a mutation logged at or after ``since`` (any worker's, any kind)."""
-    # The whole ``input``: the embedded server returns a dotted projection flattened.
-    docs = db[MUTATIONS].find({"at": {"$gte": since}}, {"input": 1})
-    return {int(doc["input"]["user_id"]) for doc in docs}
+    return {c.user_id for c in changes_since(db, epoch_ms(since))}
 
 
-def _claim(db: MongoDb, client_id: str, kind: str, inputs: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """The record for ``client_id``: ours if new, else the existing one (input must match)."""
-    record = {"_id": client_id, "kind": kind, "input": inputs, "result": result, "status": "pending", "at": _now()}
+def log_record(
+    client_id: str, kind: str, inputs: dict[str, Any], result: dict[str, Any], at: datetime, status: str = "pending"
+) -> dict[str, Any]:
+    """A mutation log record, as ``accept_*`` insert it (``marquee bench serve --history`` bulk-loads these)."""
+    return {"_id": client_id, "kind": kind, "user_id": int(inputs["user_id"]), "input": inputs, "result": result,
+            "status": status, "at": at, "at_ms": epoch_ms(at)}  # fmt: skip
+
+
+def _claim(
+    db: MongoDb, client_id: str, kind: str, inputs: dict[str, Any], result: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """(the record for ``client_id``, whether this call wrote it); an existing one must match the input."""
+    record = log_record(client_id, kind, inputs, result, _now())
     try:
         db[MUTATIONS].insert_one(record)
-        return record
+        return record, True
     except DuplicateKeyError:
         existing = db[MUTATIONS].find_one({"_id": client_id})
         if existing is None:  # removed in between: try once more
             db[MUTATIONS].insert_one(record)
-            return record
+            return record, True
     if existing.get("kind") != kind or existing.get("input") != inputs:
         raise MutationIdConflict(
             f"clientMutationId {client_id!r} was already used for {existing.get('kind')} with different input"
         )
-    return existing
+    return existing, False
 
 
 def _finish(db: MongoDb, record: dict[str, Any]) -> None:
@@ -154,51 +208,107 @@ def _playback(record: dict[str, Any]) -> PlaybackWritten:
     return PlaybackWritten(**record["result"], log_id=str(record["_id"]))
 
 
-def _write_review(db: MongoDb, written: RatingWritten) -> None:
-    review = {
+def _review(written: RatingWritten) -> dict[str, Any]:
+    return {
         "_id": written.review_id,
         "user_id": written.user_id,
         "movie_id": written.movie_id,
         "rating": float(written.rating),
         "ts": written.rated_at,
     }
+
+
+def _write_review(db: MongoDb, written: RatingWritten) -> None:
     with contextlib.suppress(DuplicateKeyError):  # a retry of a write that landed before a crash
-        mongo.live(db, "reviews").insert_one(review)
+        mongo.live(db, "reviews").insert_one(_review(written))
 
 
-def rate_movie(
-    db: MongoDb, *, user_id: int, movie_id: int, rating: int, client_id: str | None
-) -> tuple[RatingWritten, bool]:
-    """Record a rating in ``reviews``; returns (what was written, whether this was a replay)."""
+@dataclass(frozen=True)
+class Accepted:
+    """A mutation whose record is logged: what it wrote (or will write), and its state.
+
+    ``replayed``: the record was done before this call (nothing is left to write); otherwise
+    its event still has to be written and pushed (``write_events``; idempotent, so a record
+    another process is finishing at the same time is finished twice, harmlessly)."""
+
+    written: RatingWritten | PlaybackWritten
+    record: dict[str, Any]
+    replayed: bool
+
+
+def accept_rating(db: MongoDb, *, user_id: int, movie_id: int, rating: int, client_id: str | None) -> Accepted:
+    """Log a rating (one insert): durable from here on, its review written by ``write_events``."""
     with store_call("mongo"):
         at = _now()
         fresh = RatingWritten(f"{user_id}:{movie_id}:{int(at.timestamp())}", user_id, movie_id, rating, at)
         inputs = {"user_id": user_id, "movie_id": movie_id, "rating": rating}
-        record = _claim(db, client_id or _auto_id(), "rateMovie", inputs, _result(fresh))
-        written = _rating(record)
-        replay = record.get("status") == "done"
-        if not replay:
-            _write_review(db, written)
-            _finish(db, record)
-        return written, replay
+        record, _ = _claim(db, client_id or _auto_id(), "rateMovie", inputs, _result(fresh))
+        return Accepted(_rating(record), record, record.get("status") == "done")
 
 
-def record_playback(
+def accept_playback(
     db: MongoDb, *, user_id: int, movie_id: int, duration_seconds: int, device: str, client_id: str | None
-) -> tuple[PlaybackWritten, bool]:
-    """Append a session to the user's ``playback_logs`` document; (what was written, replay?)."""
+) -> Accepted:
+    """Log a playback session (one insert): durable from here on, appended by ``write_events``."""
     with store_call("mongo"):
         at = _now()
         session_id = str(uuid.uuid5(PLAYBACK_NAMESPACE, client_id)) if client_id else str(uuid.uuid4())
         fresh = PlaybackWritten(session_id, user_id, movie_id, duration_seconds, device, at)
         inputs = {"user_id": user_id, "movie_id": movie_id, "duration_seconds": duration_seconds, "device": device}
-        record = _claim(db, client_id or _auto_id(), "recordPlayback", inputs, _result(fresh))
-        written = _playback(record)
-        replay = record.get("status") == "done"
-        if not replay:
-            _append_session(db, written)
-            _finish(db, record)
-        return written, replay
+        record, _ = _claim(db, client_id or _auto_id(), "recordPlayback", inputs, _result(fresh))
+        return Accepted(_playback(record), record, record.get("status") == "done")
+
+
+def write_events(db: MongoDb, accepted: Sequence[Accepted]) -> None:
+    """Write the events of a group of logged mutations: one ``insert_many`` for the reviews, one
+    compare-and-set append per user for the sessions. Idempotent: a review already there (same
+    ``_id``) and a session already appended (same ``session_id``) are left as they are."""
+    with store_call("mongo"):
+        reviews = [_review(a.written) for a in accepted if isinstance(a.written, RatingWritten)]
+        if reviews:
+            with contextlib.suppress(BulkWriteError):  # only duplicates can fail: a write finished earlier
+                mongo.live(db, "reviews").insert_many(reviews, ordered=False)
+        sessions: dict[int, list[PlaybackWritten]] = {}
+        for a in accepted:
+            if isinstance(a.written, PlaybackWritten):
+                sessions.setdefault(a.written.user_id, []).append(a.written)
+        for user_sessions in sessions.values():
+            _append_sessions(db, user_sessions)
+
+
+def mark_done(db: MongoDb, records: Sequence[dict[str, Any]], *, pushed: bool) -> None:
+    """Mark a group of records done (their events written) and, when ``pushed``, pushed: one
+    ``bulk_write`` of whole-document replaces."""
+    if not records:
+        return
+    marks = {"status": "done", "pushed": True} if pushed else {"status": "done"}
+    with store_call("mongo"):
+        db[MUTATIONS].bulk_write([ReplaceOne({"_id": r["_id"]}, {**r, **marks}) for r in records], ordered=False)
+
+
+def rate_movie(
+    db: MongoDb, *, user_id: int, movie_id: int, rating: int, client_id: str | None
+) -> tuple[RatingWritten, bool]:
+    """Log and write a rating at once (no pusher); returns (what was written, whether a replay)."""
+    accepted = accept_rating(db, user_id=user_id, movie_id=movie_id, rating=rating, client_id=client_id)
+    if not accepted.replayed:
+        write_events(db, [accepted])
+        with store_call("mongo"):
+            _finish(db, accepted.record)
+    return accepted.written, accepted.replayed  # type: ignore[return-value]
+
+
+def record_playback(
+    db: MongoDb, *, user_id: int, movie_id: int, duration_seconds: int, device: str, client_id: str | None
+) -> tuple[PlaybackWritten, bool]:
+    """Log and append a playback session at once (no pusher); (what was written, replay?)."""
+    accepted = accept_playback(db, user_id=user_id, movie_id=movie_id, duration_seconds=duration_seconds,
+                               device=device, client_id=client_id)  # fmt: skip
+    if not accepted.replayed:
+        write_events(db, [accepted])
+        with store_call("mongo"):
+            _finish(db, accepted.record)
+    return accepted.written, accepted.replayed  # type: ignore[return-value]
 
 
 def rating_event(written: RatingWritten) -> FeatureEvent:
@@ -296,33 +406,43 @@ def _has_session(db: MongoDb, written: PlaybackWritten) -> bool:
 
 
 def _append_session(db: MongoDb, written: PlaybackWritten) -> None:
-    session = {
-        "session_id": written.session_id,
-        "movie_id": written.movie_id,
-        "timestamp": written.started_at,
-        "duration_seconds": written.duration_seconds,
-        "device": written.device,
-        "buffer_rate": 0.0,
-        "errors": 0,
-    }
+    _append_sessions(db, [written])
+
+
+def _append_sessions(db: MongoDb, written: Sequence[PlaybackWritten]) -> None:
+    """Append one user's sessions to their playback document (a compare-and-set on ``updated_at``);
+    a session already there is not appended again."""
+    user_id = written[0].user_id
+    new = [
+        {
+            "session_id": w.session_id,
+            "movie_id": w.movie_id,
+            "timestamp": w.started_at,
+            "duration_seconds": w.duration_seconds,
+            "device": w.device,
+            "buffer_rate": 0.0,
+            "errors": 0,
+        }
+        for w in written
+    ]
     playback = mongo.live(db, "playback_logs")
     for _ in range(CAS_ATTEMPTS):
-        doc = playback.find_one({"_id": written.user_id})
+        doc = playback.find_one({"_id": user_id})
         if doc is None:
             try:
-                playback.insert_one(
-                    {"_id": written.user_id, "user_id": written.user_id, "sessions": [session], "updated_at": _now()}
-                )
+                playback.insert_one({"_id": user_id, "user_id": user_id, "sessions": new, "updated_at": _now()})
                 return
             except DuplicateKeyError:
                 continue
         sessions = list(doc.get("sessions", []))
-        if any(s.get("session_id") == written.session_id for s in sessions):
+        there = {s.get("session_id") for s in sessions}
+        missing = [s for s in new if s["session_id"] not in there]
+        if not missing:
             return  # already appended by an earlier attempt
         replaced = playback.replace_one(
-            {"_id": written.user_id, "updated_at": doc.get("updated_at")},
-            {**doc, "sessions": [*sessions, session], "updated_at": _now()},
+            {"_id": user_id, "updated_at": doc.get("updated_at")},
+            {**doc, "sessions": [*sessions, *missing], "updated_at": _now()},
         )
         if replaced.matched_count:
             return
-    raise StoreDown("mongo", f"playback log of user {written.user_id} kept changing; try again")
+    raise StoreDown("mongo", f"playback log of user {user_id} kept changing; try again")

@@ -1,8 +1,9 @@
 """What a user has rated, as the recommenders see it: one read per store for a whole batch.
 
 The graph mirrors every loaded rating (RATED edges, kept in memory for a while by
-``loaded_ratings.py``); the API's own later ratings come from its mutation log in Mongo, read
-on every call so a rating made a moment ago counts. Only when the graph is away is
+``loaded_ratings.py``); the API's own later ratings come from its mutation log in Mongo, kept
+in memory per user and fed as they are acknowledged or polled (``api_ratings.py``), so a
+rating made a moment ago counts and a request's cost does not grow with the log. Only when the graph is away is
 ``reviews``, the system of record, read for these users (a scan on the embedded Mongo
 server: slow, hence not the normal path). The fallback and the ranker both read it here.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from api.queries import taste, writes
+from api.queries import taste
+from api.recommendations.api_ratings import ApiRatings
 from api.recommendations.loaded_ratings import LoadedRatings
 from sources.stores.clients import Stores
 from sources.stores.failures import StoreDown
@@ -23,6 +25,7 @@ class RatingHistory:
     def __init__(self, stores: Stores, *, loaded_ratings_ttl_s: float = 60.0) -> None:
         self.stores = stores
         self.loaded = LoadedRatings(stores.graph, ttl_s=loaded_ratings_ttl_s)
+        self.api = ApiRatings(stores.mongo)
 
     def user_ratings(self, user_id: int) -> tuple[dict[int, float], bool]:
         """(movie id → the user's latest rating, degraded?); see ``user_ratings_many``."""
@@ -36,8 +39,9 @@ class RatingHistory:
         id): the served retriever weighs the latest ones most.
 
         The graph mirrors every loaded rating (RATED edges; kept in memory for a while by
-        api/recommendations/loaded_ratings.py); the API's own later ratings come from its mutation log in Mongo
-        (small, indexed), read on every call so a rating made a moment ago counts. Only when
+        api/recommendations/loaded_ratings.py); the API's own later ratings come from its mutation log
+        (api/recommendations/api_ratings.py: in memory, fed as they happen; one indexed read
+        per user not kept), so a rating made a moment ago counts. Only when
         the graph is away is ``reviews``, the system of record, read for these users (a scan on
         the embedded Mongo server: slow, hence not the normal path).
         """
@@ -60,10 +64,10 @@ class RatingHistory:
                         keep(user_id, m, t, s)
             try:
                 with self.stores.call("mongo"):
-                    written = writes.api_ratings(self.stores.mongo, list(latest))
+                    written = self.api.read(list(latest))
                 for user_id, movies in written.items():
-                    for movie_id, (at, rating) in movies.items():
-                        keep(user_id, movie_id, at.timestamp(), rating)
+                    for movie_id, (ts, rating) in movies.items():
+                        keep(user_id, movie_id, ts, rating)
             except StoreDown:
                 degraded = True  # ratings made through the API since the load may be missing
         except StoreDown:

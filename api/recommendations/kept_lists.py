@@ -40,6 +40,7 @@ from api.recommendations.contract import (
     Recommender,
 )
 from api.recommendations.kept_entries import KeptEntries
+from api.recommendations.shared_lists import SharedLists, made_at
 from sources.errors import first_line
 from sources.stores.failures import store_call
 
@@ -64,6 +65,10 @@ class CachedRecommender(Recommender):
         self._cleared_at = float("-inf")
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        #: the lists shared by every worker (shared_lists.py), looked up on a miss and written
+        #: when ranked; None: this worker's memory only
+        self.shared: SharedLists | None = None
+        self.shared_hits = 0
         #: called with the kept lists a request found older than ``ttl_s / 2``, to be ranked
         #: again before they expire (api/recommendations/refresher.py); None: they just expire
         self.on_old: Callable[[list[RecommendationRequest]], None] | None = None
@@ -80,22 +85,79 @@ class CachedRecommender(Recommender):
             self.on_old(old)
         if not missed:
             return [found for found in kept if found is not None]
+        if self.shared is not None:
+            shared = self._from_shared(missed, started)
+            kept = [found if found is not None else shared.get((r.user_id, r.exclude_seen, r.k))
+                    for r, found in zip(requests, kept, strict=True)]  # fmt: skip
+            missed = [r for r, found in zip(requests, kept, strict=True) if found is None]
+            if not missed:
+                return [found for found in kept if found is not None]
         fresh = iter(self.rank(missed, started))
         return [found if found is not None else next(fresh) for found in kept]
+
+    def fill(self, requests: Sequence[RecommendationRequest]) -> list[Outcome]:
+        """Lists nobody asked for yet (the warm-up): taken from the shared table when there, else
+        ranked; kept as a request's would be, and not counted as hits or misses."""
+        started = self._clock()
+        found = self._from_shared(requests, started) if self.shared is not None else {}
+        missed = [r for r in requests if (r.user_id, r.exclude_seen, r.k) not in found]
+        fresh = iter(self.rank(missed, started) if missed else [])
+        out: list[Outcome] = []
+        for r in requests:
+            shared = found.get((r.user_id, r.exclude_seen, r.k))
+            out.append(shared if shared is not None else next(fresh))
+        return out
+
+    def _from_shared(
+        self, requests: Sequence[RecommendationRequest], started: float
+    ) -> dict[tuple[int, bool, int], RecommendationResult]:
+        """The lists of ``requests`` found in the shared table (kept here too); a table that
+        cannot be read is skipped (logged): the requests are ranked instead."""
+        assert self.shared is not None
+        try:
+            rows = self.shared.read([(r.user_id, r.exclude_seen) for r in requests])
+        except Exception as exc:
+            log.warning("shared recommendation lists unreadable (%s); ranking instead", first_line(exc))
+            return {}
+        out: dict[tuple[int, bool, int], RecommendationResult] = {}
+        version = self.shared.version
+        with self._lock:
+            for r in requests:
+                row = rows.get((r.user_id, r.exclude_seen))
+                if row is None or row[0] < r.k:
+                    continue
+                first, items, _ = row
+                if max(self._forgotten.get(r.user_id, float("-inf")), self._cleared_at) < started:
+                    self._lists.put((r.user_id, r.exclude_seen), (first, version, items), started)
+                out[(r.user_id, r.exclude_seen, r.k)] = RecommendationResult(
+                    [Recommended(*item) for item in items[: r.k]], version
+                )
+        self.shared_hits += len(out)
+        return out
 
     def rank(self, requests: Sequence[RecommendationRequest], started: float | None = None) -> list[Outcome]:
         """``inner``'s answers, kept (the good ones) as a request's would be."""
         started = self._clock() if started is None else started
         ranked = self.inner.recommend_many(requests)
+        share: list[tuple[int, bool, int, str, tuple[_Item, ...]]] = []
         with self._lock:
             for r, outcome in zip(requests, ranked, strict=True):
                 if isinstance(outcome, RecommendationResult) and not outcome.degraded:
-                    self._keep(r, outcome, started)
+                    items = self._keep(r, outcome, started)
+                    if items is not None:
+                        share.append((r.user_id, r.exclude_seen, r.k, outcome.model_version, items))
+        if share and self.shared is not None:
+            try:
+                self.shared.write(share, made_at(started))
+            except Exception as exc:  # the lists are kept here all the same
+                log.warning("could not write shared recommendation lists (%s)", first_line(exc))
         return ranked
 
     def forget(self, user_id: int) -> None:
         """Drop ``user_id``'s lists; a ranking of them already under way is not kept either."""
         now = self._clock()
+        if self.shared is not None:
+            self.shared.changed(user_id)
         with self._lock:
             self._lists.pop((user_id, True))
             self._lists.pop((user_id, False))
@@ -135,27 +197,39 @@ class CachedRecommender(Recommender):
             entry = self._lists.get((r.user_id, r.exclude_seen), now)
         return entry is not None and entry[1][0] >= r.k and now - entry[0] < self.ttl_s / 2
 
-    def _keep(self, r: RecommendationRequest, result: RecommendationResult, started: float) -> None:
+    def _keep(self, r: RecommendationRequest, result: RecommendationResult, started: float) -> tuple[_Item, ...] | None:
+        """Keep ``result`` unless the user changed meanwhile or a later ranking was kept; the items kept."""
         if max(self._forgotten.get(r.user_id, float("-inf")), self._cleared_at) >= started:
-            return  # the user (or anyone, unknown) changed while this was being ranked
+            return None  # the user (or anyone, unknown) changed while this was being ranked
         kept = self._lists.get((r.user_id, r.exclude_seen), started)
         if kept is not None and kept[0] > started and kept[1][0] >= r.k:
-            return  # a ranking that began later was kept meanwhile: it read newer state, and it was served
+            return None  # a ranking that began later was kept meanwhile: it read newer state, and it was served
         items = tuple((i.movie_id, i.score, i.rank, i.explanation) for i in result.items)
         self._lists.put((r.user_id, r.exclude_seen), (r.k, result.model_version, items), started)
+        return items
 
 
 class MutationFeed:
     """Polls the mutation log every ``poll_s`` and calls ``forget`` for each user with a mutation
-    in the last ``settle_s``; ``lost`` is called instead when the log cannot be read."""
+    in the last ``settle_s`` (and ``on_change`` with each such mutation); ``lost`` is called
+    instead when the log cannot be read.
+
+    Each poll is one indexed range on the log's ``at_ms`` (api/queries/writes.py
+    ``changes_since``): it reads the last ``poll_s + settle_s`` seconds of mutations, so its cost
+    follows the write rate, never the size of the log."""
 
     def __init__(self, db: MongoDb, forget: Callable[[int], None], lost: Callable[[], None], *,
-                 poll_s: float = 1.0, settle_s: float = 5.0) -> None:  # fmt: skip
+                 poll_s: float = 1.0, settle_s: float = 5.0,
+                 on_change: Callable[[writes.Change], None] | None = None) -> None:  # fmt: skip
         self.db, self.forget, self.lost, self.poll_s, self.settle_s = db, forget, lost, poll_s, settle_s
+        self.on_change = on_change
+        #: called once per poll with every user it saw (the shared lists delete theirs at once)
+        self.on_users: list[Callable[[set[int]], None]] = []
         self._since = datetime.now(UTC) - timedelta(seconds=settle_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mutation-feed", daemon=True)
         self.failing: str | None = None  # why the last poll failed, while it does
+        self.read = 0  # mutation records read by the polls since start
 
     def start(self) -> MutationFeed:
         self._thread.start()
@@ -171,9 +245,19 @@ class MutationFeed:
         so a poll late by any amount (a busy process) skips nothing."""
         polled_at = datetime.now(UTC)
         with store_call("mongo"):
-            users = writes.users_changed_since(self.db, self._since)
+            changes = writes.changes_since(self.db, writes.epoch_ms(self._since))
+        self.read += len(changes)
+        users = {c.user_id for c in changes}
+        if self.on_change is not None:
+            for change in changes:
+                self.on_change(change)
         for user_id in users:
             self.forget(user_id)
+        for hook in self.on_users if users else ():
+            try:
+                hook(users)
+            except Exception as exc:  # the in-memory forgets above are done; the table catches up next poll
+                log.warning("forgetting shared lists failed (%s)", first_line(exc))
         self._since = polled_at - timedelta(seconds=self.settle_s)
         return users
 

@@ -6,7 +6,9 @@ batches of up to ``MAX_BATCH`` on a thread of its own:
 - *refresh-ahead* (``ahead``): a request answered from a list older than half its TTL asks for
   that list to be ranked again, so the lists of users who keep coming back never expire;
 - *warm-up* (``warm``): at start the served app queues the users the ranker knows (up to
-  ``MARQUEE_RECOMMENDATION_WARM_USERS``), after any refresh-ahead. A list a request already
+  ``MARQUEE_RECOMMENDATION_WARM_USERS``, 0 by default: the lists every worker shares in
+  PostgreSQL, shared_lists.py, replace it), after any refresh-ahead; a list found in the
+  shared table is taken from there instead of ranked. A list a request already
   had ranked is skipped. A batch with nothing worth keeping (degraded: a store is away) ends
   the warm-up, which would otherwise only compete with requests for the fallback's slow reads.
 
@@ -78,13 +80,16 @@ class ListRefresher:
     def run_once(self) -> int:
         """Rank one batch now, in this thread: how many lists it held (0: nothing queued)."""
         with self._wake:
-            batch = [self._ahead.popitem(last=False)[1] for _ in range(min(self.batch, len(self._ahead)))]
-            while self._warm and len(batch) < self.batch:
+            ahead = [self._ahead.popitem(last=False)[1] for _ in range(min(self.batch, len(self._ahead)))]
+            warm: list[RecommendationRequest] = []
+            while self._warm and len(ahead) + len(warm) < self.batch:
                 request = self._warm.popleft()
                 if not self.cache.kept_fresh(request):  # a request already had it ranked: keep that one
-                    batch.append(request)
+                    warm.append(request)
+        batch = ahead + warm
         if batch:
-            outcomes = self.cache.rank(batch)
+            # Refresh-ahead ranks again; a warm-up list is taken from the shared lists when there.
+            outcomes = (self.cache.rank(ahead) if ahead else []) + (self.cache.fill(warm) if warm else [])
             self.ranked += len(batch)
             if not any(isinstance(o, RecommendationResult) and not o.degraded for o in outcomes):
                 self._stop_warm_up()

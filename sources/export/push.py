@@ -4,10 +4,15 @@ The API's mutations write to Mongo (the system of record) and then call ``apply_
 it lands the very raw row the next ``marquee export`` would land (same key, so that export
 skips it) and recomputes the affected entities' feature rows with the export's own SQL.
 It returns the newest feature row per changed table, ready for the online store.
+
+``apply_events`` does the same for a group of events in one transaction: one multi-row insert
+per raw table and one recompute per feature table for all the group's users and movies, which
+is what lets the API's background pusher (api/write_pusher.py) keep up with a service's rate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -75,3 +80,56 @@ def _newest(conn: Connection, feature: features.FeatureSql, key: int) -> dict[st
         .one()
     )
     return dict(row)
+
+
+def apply_events(stores: Stores, events: Sequence[Event]) -> dict[str, list[dict[str, Any]]]:
+    """Land a group of events and recompute their entities' features once for the whole group;
+    feature table → the newest row of each changed entity (one per user or movie)."""
+    ratings = [e for e in events if e.kind == "rating"]
+    plays = [e for e in events if e.kind != "rating"]
+    out: dict[str, list[dict[str, Any]]] = {}
+    with stores.pg.begin() as conn:
+        if ratings:
+            conn.execute(
+                text(
+                    "INSERT INTO raw_reviews (review_id, user_id, movie_id, rating, ts) "
+                    "VALUES (:id, :u, :m, :v, :ts) ON CONFLICT DO NOTHING"
+                ),
+                [{"id": e.record_id, "u": e.user_id, "m": e.movie_id, "v": e.value, "ts": e.ts} for e in ratings],
+            )
+            _recompute(conn, features.USER_REVIEWS, {(e.user_id, e.ts) for e in ratings}, out)
+            _recompute(conn, features.MOVIE_REVIEWS, {(e.movie_id, e.ts) for e in ratings}, out)
+        if plays:
+            conn.execute(
+                text(
+                    "INSERT INTO raw_playback_sessions "
+                    "(session_id, user_id, movie_id, ts, duration_s, device, buffer_rate, errors) "
+                    "VALUES (:id, :u, :m, :ts, :v, :d, :b, :e) ON CONFLICT DO NOTHING"
+                ),
+                [{"id": e.record_id, "u": e.user_id, "m": e.movie_id, "ts": e.ts, "v": e.value, "d": e.device,
+                  "b": e.buffer_rate, "e": e.errors} for e in plays],
+            )  # fmt: skip
+            _recompute(conn, features.USER_PLAYBACK, {(e.user_id, e.ts) for e in plays}, out)
+    return out
+
+
+def _recompute(
+    conn: Connection,
+    feature: features.FeatureSql,
+    changed: set[tuple[int, datetime]],
+    out: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Recompute ``feature`` for the ``changed`` (entity, time) pairs only, and add their newest rows to ``out``."""
+    features.create_affected(conn, feature.entity)
+    conn.execute(text(f"DELETE FROM _affected_{feature.entity}"))  # what an earlier feature of this group marked
+    pairs = ", ".join(f"({int(key)}, CAST('{ts.isoformat()}' AS timestamptz))" for key, ts in sorted(changed))
+    features.mark_affected(conn, feature.entity, f"SELECT * FROM (VALUES {pairs}) v")
+    features.recompute(conn, feature)
+    rows = conn.execute(
+        text(
+            f"SELECT DISTINCT ON ({feature.entity}) * FROM {feature.table} WHERE {feature.entity} = ANY(:keys) "
+            f"ORDER BY {feature.entity}, event_timestamp DESC"
+        ),
+        {"keys": sorted({key for key, _ in changed})},
+    )
+    out[feature.table] = [dict(row) for row in rows.mappings()]

@@ -39,7 +39,20 @@ def marquee(
 # parsing -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["ingest"], ["export"], ["up"], ["bench", "serve"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["train"],
+        ["evaluate"],
+        ["ingest"],
+        ["export"],
+        ["up"],
+        ["bench", "serve"],
+        ["bench", "writes"],
+        ["recommend"],
+    ],
+)
 def test_help_shows_plain_flags(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ client boundary: SQLAlchemy's ``before_cursor_execute`` event for PostgreSQL, a 
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,13 +25,17 @@ from sources.settings import Settings
 from sources.stores.clients import Stores
 from sources.stores.graph import GraphStore, Params, Row
 
+#: the app's own background threads (the change feed's poll, the write pusher): not a page's queries
+BACKGROUND = ("mutation-feed", "write-pusher")
+
 
 class MongoCommands(monitoring.CommandListener):
     def __init__(self) -> None:
         self.commands: Counter[str] = Counter()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.commands[event.command_name] += 1
+        if threading.current_thread().name not in BACKGROUND:
+            self.commands[event.command_name] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

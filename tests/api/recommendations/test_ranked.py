@@ -33,7 +33,9 @@ RATE = """mutation($u: Int!, $m: Int!, $c: String!) { rateMovie(userId: $u, movi
 
 @pytest.fixture(scope="module")
 def served(served_settings: Settings, stores: Stores) -> Iterator[TestClient]:
-    with TestClient(create_app(served_settings, stores=stores, configure=plug_serving)) as client:
+    # The warm-up is off by default (the shared lists replace it); these tests exercise it.
+    warmed = served_settings.model_copy(update={"recommendation_warm_users": 20_000})
+    with TestClient(create_app(warmed, stores=stores, configure=plug_serving)) as client:
         yield client
 
 
