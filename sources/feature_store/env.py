@@ -102,6 +102,7 @@ def open_feature_store(endpoints: Endpoints, *, offline_store_type: str | None =
 
     # Our one on-demand view is a row-wise arithmetic; Feast warns about every on-demand view.
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+    warnings.filterwarnings("ignore", message="The spark .* is an experimental feature")
     os.environ.update(feast_environment(endpoints))
     ensure_registry_schema(endpoints)
     spark = endpoints.offline.engine == "spark"
