@@ -1,10 +1,11 @@
 """Marquee's feature definitions: entities → sources → feature views → on-demand view → services.
 
 Sources are PostgreSQL tables and queries, or with the spark engine the same tables as
-Parquet files (``SparkSource``); the views and services are the same for both. The ``feat_*`` tables are time series written by
-``marquee export`` (sources/tables/features.py): one row per event that changed an entity's
-features, valued as of that event, that event included. The profile, embedding and catalogue
-sources are queries over the systems-of-record tables themselves.
+Parquet files (``SparkSource``); the views and services are the same for both. The
+``feat_*`` tables are time series written by ``marquee export`` (sources/tables/features.py):
+one row per event that changed an entity's features, valued as of that event, that event
+included. The profile, embedding and catalogue sources are queries over the
+systems-of-record tables themselves (sources/feature_store/profiles.py).
 
 TTLs: every view uses ``ttl=timedelta(0)`` (unlimited lookback). The values are cumulative
 "as of the latest event" facts (counts, means, profiles) that stay true until the next

@@ -169,4 +169,6 @@ class Settings(BaseSettings):
 
     @property
     def offline_target(self) -> OfflineTarget:
-        return OfflineTarget(self.offline_engine, self.offline_location, self.spark_master, tuple(sorted(self.spark_conf.items())))
+        return OfflineTarget(
+            self.offline_engine, self.offline_location, self.spark_master, tuple(sorted(self.spark_conf.items()))
+        )

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ from model.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
 from model.data.interactions import Interactions, Split
 from model.train.engagement import train_engagement
 from model.train.options import Trained, TrainOptions
-from model.train.pipeline import to_checkpoint
 from sources.errors import MarqueeError
 
 
@@ -54,6 +54,9 @@ class Job:
     feature_service: str
     checkpoint: Path  # where rank 0 writes the checkpoint
     result: Path  # where rank 0 writes the Trained (for the launcher's report)
+    #: model.train.pipeline.to_checkpoint, handed over (pickled by name) rather than imported:
+    #: the pipeline is this module's caller
+    make_checkpoint: Callable[..., Checkpoint]
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,9 @@ class Rank:
 
 def rank_from_env() -> Rank:
     """This process's place in the run, from torchrun's variables (one process when unset)."""
-    return Rank(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    return Rank(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def worker_device(options: TrainOptions, me: Rank) -> str:
@@ -93,7 +98,7 @@ def run_worker(job_path: Path) -> Trained | None:
         )
         if me.rank != 0:
             return None
-        checkpoint = to_checkpoint(trained, job.data, job.split, feature_service=job.feature_service)
+        checkpoint = job.make_checkpoint(trained, job.data, job.split, feature_service=job.feature_service)
         save_checkpoint(checkpoint, job.checkpoint)
         torch.save(trained, job.result)
         return trained
@@ -130,12 +135,15 @@ def train_distributed(
     split: Split,
     feature_service: str,
     models_dir: Path,
+    make_checkpoint: Callable[..., Checkpoint],
 ) -> tuple[Trained, Checkpoint, Path]:
-    """The engagement net trained by ``nproc`` processes; its checkpoint in ``models_dir/<split>/``."""
+    """The engagement net trained by ``nproc`` processes; its checkpoint in ``models_dir/<split>/``
+    (``make_checkpoint``: ``model.train.pipeline.to_checkpoint``)."""
     from model.checkpoint import load_checkpoint
 
     path = checkpoint_path(models_dir / str(split.name), "engagement")
-    job = Job(frames, options, data.user_ids, data.movie_ids, data, split, feature_service, path, path)
+    job = Job(frames, options, data.user_ids, data.movie_ids, data, split, feature_service, path, path,
+              make_checkpoint)  # fmt: skip
     trained = launch(job, nproc, workdir=models_dir)
     return trained, load_checkpoint(path), path
 

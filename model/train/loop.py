@@ -43,7 +43,9 @@ def batch_loader(
     dataset = TensorDataset(*tensors)
     if shard is not None:
         rank, size = shard
-        dealt = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed)
+        dealt: DistributedSampler[Any] = DistributedSampler(
+            dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed
+        )
         sampler = BatchSampler(dealt, max(1, batch_size // size), drop_last=False)
     else:
         generator = torch.Generator().manual_seed(seed)
@@ -59,8 +61,8 @@ class _Logits(nn.Module):
         self.net = net
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        out: Tensor = self.net.logits(batch)
-        return out
+        logits: Callable[[dict[str, Tensor]], Tensor] = getattr(self.net, "logits")  # noqa: B009
+        return logits(batch)
 
 
 def data_parallel(net: nn.Module, device: torch.device) -> Callable[[dict[str, Tensor]], Tensor]:

@@ -59,18 +59,36 @@ RAW: dict[str, tuple[str, pa.Schema]] = {
     ),
     "raw_playback_sessions": (
         "SELECT session_id, user_id, movie_id, ts, duration_s, device, buffer_rate, errors FROM raw_playback_sessions",
-        pa.schema([("session_id", _S), ("user_id", _I), ("movie_id", _I), ("ts", _TS), ("duration_s", _F),
-                   ("device", _S), ("buffer_rate", _F), ("errors", _I)]),
-    ),  # fmt: skip
+        pa.schema(
+            [
+                ("session_id", _S),
+                ("user_id", _I),
+                ("movie_id", _I),
+                ("ts", _TS),
+                ("duration_s", _F),
+                ("device", _S),
+                ("buffer_rate", _F),
+                ("errors", _I),
+            ]
+        ),
+    ),
     "raw_graph_edges": (
         "SELECT kind, user_id, movie_id, ts, value FROM raw_graph_edges",
         pa.schema([("kind", _S), ("user_id", _I), ("movie_id", _I), ("ts", _TS), ("value", _F)]),
     ),
     "raw_graph_movie_static": (
         "SELECT movie_id, genre_count, people_count, actor_count, director_count, pagerank FROM raw_graph_movie_static",
-        pa.schema([("movie_id", _I), ("genre_count", _I), ("people_count", _I), ("actor_count", _I),
-                   ("director_count", _I), ("pagerank", _F)]),
-    ),  # fmt: skip
+        pa.schema(
+            [
+                ("movie_id", _I),
+                ("genre_count", _I),
+                ("people_count", _I),
+                ("actor_count", _I),
+                ("director_count", _I),
+                ("pagerank", _F),
+            ]
+        ),
+    ),
     "raw_graph_user_static": (
         "SELECT user_id, followers, following FROM raw_graph_user_static",
         pa.schema([("user_id", _I), ("followers", _I), ("following", _I)]),
@@ -83,9 +101,19 @@ _STAMPS = [("event_timestamp", _TS), ("created_timestamp", _TS)]
 STATIC: dict[str, tuple[str, pa.Schema]] = {
     "user_profile": (
         profiles.USER_PROFILE,
-        pa.schema([("user_id", _I), ("age", _I), ("gender", _S), ("occupation", _S), ("city", _S), ("tier", _S),
-                   ("monthly_price", _F), *_STAMPS]),
-    ),  # fmt: skip
+        pa.schema(
+            [
+                ("user_id", _I),
+                ("age", _I),
+                ("gender", _S),
+                ("occupation", _S),
+                ("city", _S),
+                ("tier", _S),
+                ("monthly_price", _F),
+                *_STAMPS,
+            ]
+        ),
+    ),
     "movie_profile": (
         profiles.MOVIE_PROFILE,
         pa.schema([("movie_id", _I), ("year", _I), ("genres", _S), ("genre_multi_hot", pa.list_(_I)), *_STAMPS]),
@@ -95,10 +123,18 @@ STATIC: dict[str, tuple[str, pa.Schema]] = {
         pa.schema([("movie_id", _I), ("title_embedding", pa.list_(pa.float32())), *_STAMPS]),
     ),
     "feat_movie_neighbours": (
-        "SELECT movie_id, event_timestamp, created_timestamp, neighbour_ids, neighbour_scores FROM feat_movie_neighbours",
-        pa.schema([("movie_id", _I), ("event_timestamp", _TS), ("created_timestamp", _TS),
-                   ("neighbour_ids", pa.list_(_I)), ("neighbour_scores", pa.list_(_F))]),
-    ),  # fmt: skip
+        "SELECT movie_id, event_timestamp, created_timestamp, neighbour_ids, neighbour_scores "
+        "FROM feat_movie_neighbours",
+        pa.schema(
+            [
+                ("movie_id", _I),
+                ("event_timestamp", _TS),
+                ("created_timestamp", _TS),
+                ("neighbour_ids", pa.list_(_I)),
+                ("neighbour_scores", pa.list_(_F)),
+            ]
+        ),
+    ),
 }
 
 #: every table the spark engine's feature views read, under <location>/<table>
@@ -146,7 +182,7 @@ def _batches(dsn: str, query: str, schema: pa.Schema, batch_size: int) -> Iterat
     """``query``'s rows as Arrow batches, read with a server-side cursor (bounded memory)."""
     with psycopg.connect(dsn) as conn, conn.cursor(name="lake_snapshot") as cur:
         cur.itersize = batch_size
-        cur.execute(query)  # type: ignore[arg-type]  # our own constant SQL
+        cur.execute(query)
         while rows := cur.fetchmany(batch_size):
             columns = list(zip(*rows, strict=True))
             yield pa.RecordBatch.from_arrays(

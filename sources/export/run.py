@@ -40,6 +40,7 @@ from sources.errors import MarqueeError, first_line
 from sources.export import extract, features, graph_static
 from sources.export.lake import LakeReport, export_lake
 from sources.progress import progress_bar
+from sources.settings import OfflineTarget
 from sources.stores import mongo
 from sources.stores.clients import Stores
 from sources.stores.pgcopy import copy_rows
@@ -366,11 +367,13 @@ def export(
     sources: Iterable[str] = SOURCES,
     batch_size: int = 5000,
     quiet: bool = False,
+    offline: OfflineTarget | None = None,
 ) -> ExportReport:
     """Export what changed since the last run (everything on the first run, or with ``full``).
 
     With the spark engine (``stores.endpoints.offline``), the feature tables are then rebuilt as
-    Parquet by Spark (``sources/export/lake.py``) when anything changed or a table is missing."""
+    Parquet by Spark (``sources/export/lake.py``) when anything changed or a table is missing;
+    ``offline`` replaces the endpoints' engine for this run."""
     chosen = list(sources)
     unknown = [s for s in chosen if s not in EXPORTERS]
     if unknown:
@@ -386,7 +389,7 @@ def export(
                 report.seconds = time.perf_counter() - t0
                 reports.append(report)
         result = ExportReport(reports)
-        target = stores.endpoints.offline
+        target = offline or stores.endpoints.offline
         if target.engine == "spark":
             changed = full or any(r.rebuilt or r.rows_landed for r in reports)
             result.lake = export_lake(stores, target, changed=changed, quiet=quiet)

@@ -76,10 +76,13 @@ def assert_frames_equal(left: pd.DataFrame, right: pd.DataFrame) -> None:
             assert left[column].equals(right[column]), column
             continue
         bad = [i for i, (a, b) in enumerate(zip(left[column], right[column], strict=True)) if not _same(a, b)]
-        assert not bad, f"{column}: {len(bad)} rows differ, first at {bad[0]}: {left[column][bad[0]]!r} vs {right[column][bad[0]]!r}"
+        first = bad[0] if bad else 0
+        assert not bad, f"{column}: {len(bad)} rows differ, first {left[column][first]!r} vs {right[column][first]!r}"
 
 
-def test_every_feature_table_has_the_same_rows(stores: Stores, spark_store: FeatureStore, spark_target: OfflineTarget) -> None:
+def test_every_feature_table_has_the_same_rows(
+    stores: Stores, spark_store: FeatureStore, spark_target: OfflineTarget
+) -> None:
     """Each time series Spark computed equals PostgreSQL's table, every row and column."""
     for feature in TIME_SERIES:
         columns = [feature.entity, "event_timestamp", *feature.columns]

@@ -22,6 +22,7 @@ from model.networks.engagement import predict_ratings
 from model.train.distributed import train_distributed
 from model.train.engagement import split_frame, train_engagement
 from model.train.options import TrainOptions
+from model.train.pipeline import to_checkpoint
 from sources.ingest import IngestReport
 from sources.stores.clients import Stores
 
@@ -49,7 +50,14 @@ def test_two_processes_train_like_one(
 ) -> None:
     alone = train_engagement(frames, OPTIONS, user_ids=data.user_ids, movie_ids=data.movie_ids, shard=(0, 1))
     trained, checkpoint, path = train_distributed(
-        frames, OPTIONS, nproc=2, data=data, split=split, feature_service="local", models_dir=tmp_path
+        frames,
+        OPTIONS,
+        nproc=2,
+        data=data,
+        split=split,
+        feature_service="local",
+        models_dir=tmp_path,
+        make_checkpoint=to_checkpoint,
     )
     assert path == tmp_path / "time" / "engagement.pt" and path.is_file()
     assert [h["samples"] for h in trained.epochs] == [h["samples"] for h in alone.epochs]  # all ranks' rows
