@@ -44,6 +44,10 @@ def bench_train(stores: Stores, counts: list[int], *, epochs: int = 2, batch_siz
                                                   make_checkpoint=to_checkpoint)  # fmt: skip
         rate = trained.samples_per_s
         base = base or rate
-        out[f"nproc={n}"] = {"seconds_per_epoch": round(trained.seconds_per_epoch, 2), "samples_per_s": round(rate),
-                             "speedup": round(rate / base, 2), "valid_rmse": round(trained.valid["rmse"], 4)}  # fmt: skip
+        out[f"nproc={n}"] = {
+            "seconds_per_epoch": round(trained.seconds_per_epoch, 2),
+            "samples_per_s": round(rate),
+            "speedup": round(rate / base, 2),
+            "valid_rmse": round(trained.valid["rmse"], 4),
+        }
     return out
