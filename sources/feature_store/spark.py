@@ -27,7 +27,8 @@ DEFAULTS = {
     "spark.sql.shuffle.partitions": "4",
     "spark.default.parallelism": "4",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.driver.memory": "2g",
+    "spark.driver.memory": "4g",
+    "spark.driver.maxResultSize": "2g",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 
