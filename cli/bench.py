@@ -35,13 +35,46 @@ def export_bench() -> None:
 def features_bench(
     labels: Annotated[int, typer.Option(min=1, help="Labelled rows for historical retrieval.")] = 100_000,
     stock_labels: Annotated[int, typer.Option(min=0, help="Rows for Feast's stock join (0: skip; it is slow).")] = 5000,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Offline engines side by side (repeat: --engine postgres --engine spark): export rows/s, "
+            "historical retrieval of --labels, materialization rows/s, peak RSS per engine."
+        ),
+    ] = None,
 ) -> None:
-    """Materialization rows/s; historical retrieval through Feast vs a hand-written SQL PIT join."""
-    from bench.features import bench_feature_store
+    """Materialization rows/s; historical retrieval through Feast vs a hand-written SQL PIT join
+    (or, with --engine, the offline engines side by side)."""
+    from sources.stores.clients import Stores
+
+    unknown = [e for e in engine or [] if e not in ("postgres", "spark")]
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)}: use postgres or spark", param_hint="--engine")
+    with Stores.open(load_settings()) as stores:
+        if engine:
+            from bench.engines import bench_engines
+
+            _print(bench_engines(stores, engine, n_labels=labels))
+            return
+        from bench.features import bench_feature_store
+
+        _print(bench_feature_store(stores, n_labels=labels, stock_labels=stock_labels))
+
+
+@bench_app.command("train")
+def train_bench(
+    nproc: Annotated[
+        list[int] | None, typer.Option(min=1, help="Process counts (repeat: --nproc 1 --nproc 2).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per run.")] = 2,
+    batch_size: Annotated[int, typer.Option(min=16, help="Effective batch size (split across processes).")] = 1024,
+) -> None:
+    """The engagement net on 1 and N DistributedDataParallel processes: s/epoch, samples/s, RMSE."""
+    from bench.train import bench_train
     from sources.stores.clients import Stores
 
     with Stores.open(load_settings()) as stores:
-        _print(bench_feature_store(stores, n_labels=labels, stock_labels=stock_labels))
+        _print(bench_train(stores, nproc or [1, 2], epochs=epochs, batch_size=batch_size))
 
 
 @bench_app.command("serve")

@@ -92,6 +92,14 @@ def train(
     features: Features = "auto",
     batch_size: Annotated[int | None, typer.Option(min=16, help="Batch size (default: per model).")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="Learning rate (default: per model).")] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes training the engagement net with DistributedDataParallel (torchrun; gloo on CPU, "
+            "NCCL on GPUs); --batch-size stays the effective batch.",
+        ),
+    ] = 1,
     quiet: Quiet = False,
 ) -> None:
     """Train models on ML-100K interactions and features; write checkpoints to <data dir>/models/<split>/."""
@@ -112,8 +120,9 @@ def train(
             options=options,
             feature_source=features,
             explicit=explicit,
+            nproc=nproc,
         )
-    table = Table(title=f"trained ({split} split)")
+    table = Table(title=f"trained ({split} split)" + (f", engagement on {nproc} processes" if nproc > 1 else ""))
     for column in ("model", "best epoch", "valid", "s/epoch", "samples/s", "checkpoint"):
         table.add_column(column, overflow="fold")
     for kind, (trained, _, path) in results.items():

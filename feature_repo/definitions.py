@@ -1,9 +1,11 @@
 """Marquee's feature definitions: entities → sources → feature views → on-demand view → services.
 
-Sources are PostgreSQL tables and queries. The ``feat_*`` tables are time series written by
-``marquee export`` (sources/tables/features.py): one row per event that changed an entity's
-features, valued as of that event, that event included. The profile, embedding and catalogue
-sources are queries over the systems-of-record tables themselves.
+Sources are PostgreSQL tables and queries, or with the spark engine the same tables as
+Parquet files (``SparkSource``); the views and services are the same for both. The
+``feat_*`` tables are time series written by ``marquee export`` (sources/tables/features.py):
+one row per event that changed an entity's features, valued as of that event, that event
+included. The profile, embedding and catalogue sources are queries over the
+systems-of-record tables themselves (sources/feature_store/profiles.py).
 
 TTLs: every view uses ``ttl=timedelta(0)`` (unlimited lookback). The values are cumulative
 "as of the latest event" facts (counts, means, profiles) that stay true until the next
@@ -17,92 +19,68 @@ Feature names repeat across views (``review_count`` for users and movies), so re
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, ValueType
+from feast.data_source import DataSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float32, Float64, Int32, Int64, String
 
+from sources.feature_store import profiles
+
 UNLIMITED = timedelta(0)
-# Catalogue rows without an added_at (never rated) count as known since this date.
-CATALOGUE_EPOCH = "1970-01-01 00:00:00+00"
+
+# The offline engine (MARQUEE_OFFLINE_ENGINE): open_feature_store sets these two variables
+# (sources/feature_store/env.py) before Feast or `marquee apply` reads this file.
+ENGINE = os.environ.get("MARQUEE_FEAST_OFFLINE_ENGINE", "postgres")
+LOCATION = os.environ.get("MARQUEE_FEAST_OFFLINE_LOCATION", "")
 
 # --- entities ---------------------------------------------------------------------------
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="A MovieLens user")
 movie = Entity(name="movie", join_keys=["movie_id"], value_type=ValueType.INT64, description="A catalogue movie")
 
-# --- sources: feature time series from `marquee export` ---------------------------------
+# --- sources ------------------------------------------------------------------------------
+# postgres: the feat_* tables and queries over the systems-of-record tables, in PostgreSQL.
+# spark: the same tables as partitioned Parquet under LOCATION, written by `marquee export`
+# from the same definitions (sources/export/lake.py); the query sources' rows are written
+# there under the view's name.
 
 
-def _feat_table(name: str) -> PostgreSQLSource:
+def _source(name: str, *, table: str | None = None, query: str | None = None) -> DataSource:
+    if ENGINE == "spark":
+        return SparkSource(
+            name=name,
+            path=f"{LOCATION}/{table or name.removesuffix('_source')}",
+            file_format="parquet",
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created_timestamp",
+        )
     return PostgreSQLSource(
         name=name,
-        table=name,
+        table=table,
+        query=query,
         timestamp_field="event_timestamp",
         created_timestamp_column="created_timestamp",
     )
 
 
-feat_user_playback = _feat_table("feat_user_playback")
-feat_user_reviews = _feat_table("feat_user_reviews")
-feat_movie_reviews = _feat_table("feat_movie_reviews")
-feat_user_graph = _feat_table("feat_user_graph")
-feat_movie_graph = _feat_table("feat_movie_graph")
-feat_movie_neighbours = _feat_table("feat_movie_neighbours")
+# Feature time series from `marquee export`.
+feat_user_playback = _source("feat_user_playback", table="feat_user_playback")
+feat_user_reviews = _source("feat_user_reviews", table="feat_user_reviews")
+feat_movie_reviews = _source("feat_movie_reviews", table="feat_movie_reviews")
+feat_user_graph = _source("feat_user_graph", table="feat_user_graph")
+feat_movie_graph = _source("feat_movie_graph", table="feat_movie_graph")
+feat_movie_neighbours = _source("feat_movie_neighbours", table="feat_movie_neighbours")
 
-# --- sources: queries over the systems of record ----------------------------------------
-
-# A user's profile and plan, known from the moment the subscription started.
-user_profile_source = PostgreSQLSource(
-    name="user_profile_source",
-    query="""
-        SELECT u.id AS user_id, u.age::int AS age, u.gender, u.occupation, u.city,
-               t.name AS tier, t.monthly_price::float8 AS monthly_price,
-               s.started_at AS event_timestamp, s.started_at AS created_timestamp
-        FROM users u
-        JOIN subscriptions s ON s.user_id = u.id
-        JOIN subscription_tiers t ON t.id = s.tier_id
-    """,
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created_timestamp",
-)
-
-# Year and genres from the moment the movie entered the catalogue: a second before its first
-# rating (movies.added_at), so even that first rating sees its content (profile, embedding).
-# genre_multi_hot is ordered by genres.id.
-movie_profile_source = PostgreSQLSource(
-    name="movie_profile_source",
-    query=f"""
-        SELECT m.id AS movie_id, m.year::int AS year,
-               coalesce((SELECT string_agg(g.name, '|' ORDER BY g.id)
-                         FROM movie_genres mg JOIN genres g ON g.id = mg.genre_id
-                         WHERE mg.movie_id = m.id), '') AS genres,
-               ARRAY(SELECT (mg.movie_id IS NOT NULL)::int
-                     FROM genres g LEFT JOIN movie_genres mg ON mg.genre_id = g.id AND mg.movie_id = m.id
-                     ORDER BY g.id) AS genre_multi_hot,
-               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
-               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
-        FROM movies m
-    """,
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created_timestamp",
-)
-
-# The 384-d title embedding (pgvector → real[]), valid from the movie's catalogue entry (as above).
-movie_embedding_source = PostgreSQLSource(
-    name="movie_embedding_source",
-    query=f"""
-        SELECT e.movie_id AS movie_id, e.embedding::real[] AS title_embedding,
-               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS event_timestamp,
-               coalesce(m.added_at - interval '1 second', TIMESTAMPTZ '{CATALOGUE_EPOCH}') AS created_timestamp
-        FROM movie_embeddings e JOIN movies m ON m.id = e.movie_id
-    """,
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created_timestamp",
-)
+# Queries over the systems of record (sources/feature_store/profiles.py says what each holds).
+user_profile_source = _source("user_profile_source", query=profiles.USER_PROFILE)
+movie_profile_source = _source("movie_profile_source", query=profiles.MOVIE_PROFILE)
+movie_embedding_source = _source("movie_embedding_source", query=profiles.MOVIE_EMBEDDING)
 
 # --- feature views ----------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ TORCH_SPEC="${MARQUEE_TORCH_SPEC:-torch==2.13.0}"  # a CPU build; set e.g. torch
 .venv/bin/python -m api.graphiql fetch || echo "warning: GraphiQL assets not fetched; run '.venv/bin/marquee assets' later" >&2
 
 if [ "${1:-}" = "--test" ]; then
+  # the spark engine's parity tests run in CI: pyspark (~456 MB download) and Java 17
+  .venv/bin/python -m pip install -q -e ".[dev,spark]"
   bash scripts/install_browser.sh
 fi
 echo "marquee installed in .venv"

@@ -7,6 +7,7 @@ Where a store URI is unset, ``marquee`` starts the embedded server for that stor
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +16,19 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GRAPH_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc", "falkordb")
+
+
+OfflineEngine = Literal["postgres", "spark"]
+
+
+@dataclass(frozen=True)
+class OfflineTarget:
+    """The offline feature engine and, for ``spark``, where its tables live and which Spark runs the jobs."""
+
+    engine: OfflineEngine = "postgres"
+    location: str = ""  # folder or URI of the Parquet tables (spark only)
+    spark_master: str = "local[2]"
+    spark_conf: tuple[tuple[str, str], ...] = ()  # (key, value) pairs: hashable, like Endpoints
 
 
 def default_data_dir() -> Path:
@@ -176,6 +190,26 @@ class Settings(BaseSettings):
         default=256, ge=1, description="most mutations the background pusher writes and pushes as one group"
     )
 
+    offline_engine: OfflineEngine = Field(
+        default="postgres",
+        description="where the offline features live and are joined: postgres (the feat_* tables, embedded "
+        "default) or spark (partitioned Parquet under MARQUEE_OFFLINE_URI, Feast's Spark offline store "
+        "and compute engine; needs the `spark` extra and Java 17)",
+    )
+    offline_uri: str | None = Field(
+        default=None,
+        description="with the spark engine: the folder or URI (file://, s3a://, hdfs://) the Parquet feature "
+        "tables are written under; unset = <data dir>/offline",
+    )
+    spark_master: str = Field(
+        default="local[2]", description="Spark master for the spark engine: local[N], spark://host:7077, yarn, k8s://…"
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='extra Spark settings as JSON, e.g. {"spark.executor.memory": "8g"} (object storage '
+        "credentials, shuffle partitions); applied to export, retrieval and materialization alike",
+    )
+
     @field_validator("graph_uri")
     @classmethod
     def _known_graph_scheme(cls, value: SecretStr | None) -> SecretStr | None:
@@ -193,3 +227,14 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def offline_location(self) -> str:
+        """Where the spark engine's Parquet tables live: ``offline_uri``, else ``<data dir>/offline``."""
+        return (self.offline_uri or str(self.data_dir / "offline")).rstrip("/")
+
+    @property
+    def offline_target(self) -> OfflineTarget:
+        return OfflineTarget(
+            self.offline_engine, self.offline_location, self.spark_master, tuple(sorted(self.spark_conf.items()))
+        )

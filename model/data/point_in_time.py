@@ -97,20 +97,28 @@ def validate_labels(labels: pd.DataFrame) -> None:
         )
 
 
-def training_frame(store: FeatureStore, labels: pd.DataFrame, service: str = TRAINING_SERVICE) -> pd.DataFrame:
+def training_frame(
+    store: FeatureStore, labels: pd.DataFrame, service: str = TRAINING_SERVICE, *, chunk_rows: int = 25_000
+) -> pd.DataFrame:
     """``labels`` with the feature service's features as of strictly before each label's time.
 
     Feature columns are named ``<view>__<feature>``. Rows come back in ``labels``' order with
     its columns unchanged; features a label has no value for yet (or unknown ids) are null.
+    Labels are joined ``chunk_rows`` at a time: Feast's Spark store collects a whole result in
+    the driver (100,000 ML-100K labels with their 384-float embeddings overflowed a 4 GB heap).
     """
     validate_labels(labels)
     feature_service = store.get_feature_service(service)
     entity_df = labels[list(LABEL_COLUMNS)].reset_index(drop=True)  # only what the join needs travels
     entity_df[ROW] = np.arange(len(entity_df), dtype=np.int64)
     entity_df["event_timestamp"] = entity_df["event_timestamp"].dt.tz_convert("UTC") - LEAKAGE_GUARD
-    joined = store.get_historical_features(
-        entity_df=entity_df, features=feature_service, full_feature_names=True
-    ).to_df()
+    parts = [
+        store.get_historical_features(
+            entity_df=entity_df.iloc[start : start + chunk_rows], features=feature_service, full_feature_names=True
+        ).to_df()
+        for start in range(0, max(len(entity_df), 1), chunk_rows)
+    ]
+    joined = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     joined = joined.sort_values(ROW, ignore_index=True)
     if len(joined) != len(labels):  # Feast's join must be one row per label
         raise MarqueeError(f"point-in-time join returned {len(joined)} rows for {len(labels)} labels")

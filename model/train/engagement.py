@@ -18,7 +18,7 @@ from model.data.engagement_frame import schema_config
 from model.data.interactions import Interactions, Split
 from model.device import pick_device
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_target
-from model.train.loop import batch_loader, fit, seed_everything
+from model.train.loop import batch_loader, data_parallel, fit, seed_everything
 from model.train.options import Trained, TrainOptions
 
 
@@ -44,9 +44,14 @@ def train_engagement(
     movie_ids: np.ndarray,
     factor_dim: int = 32,
     factor_weight_decay: float = 0.5,
+    shard: tuple[int, int] | None = None,
     **sizes: Any,
 ) -> Trained:
-    """The multimodal net on ``frames['train']``, early-stopped on ``frames['valid']`` RMSE."""
+    """The multimodal net on ``frames['train']``, early-stopped on ``frames['valid']`` RMSE.
+
+    ``shard=(rank, world_size)``: data-parallel training, this process being one rank of a
+    started process group (``model/train/distributed.py``) when world_size > 1;
+    ``options.batch_size`` stays the effective batch (see ``batch_loader``)."""
     seed_everything(options.seed)
     device = pick_device(options.device)
     encoder = schema_config(frames["train"], user_ids=user_ids, movie_ids=movie_ids, factor_dim=factor_dim, **sizes)
@@ -68,11 +73,12 @@ def train_engagement(
     )
     keys = sorted(train_batch)
     target = rating_to_target(torch.tensor(frames["train"]["rating"].to_numpy(np.float32)))
-    loader = batch_loader([*(train_batch[k] for k in keys), target], options.batch_size, device, options.seed)
+    loader = batch_loader([*(train_batch[k] for k in keys), target], options.batch_size, device, options.seed, shard)
+    logits = data_parallel(model, device) if shard is not None and shard[1] > 1 else model.logits
 
     def step(batch: list[Tensor]) -> Tensor:
         named = dict(zip(keys, batch[:-1], strict=True))
-        return F.binary_cross_entropy_with_logits(model.logits(named).float(), batch[-1])
+        return F.binary_cross_entropy_with_logits(logits(named).float(), batch[-1])
 
     def validate() -> dict[str, float]:
         pred = predict_ratings(model, valid_batch)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch import distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
 from model.data.interactions import Interactions
 from model.device import autocast_context, loader_kwargs, pick_device
@@ -29,11 +30,49 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def batch_loader(tensors: list[Tensor], batch_size: int, device: torch.device, seed: int) -> DataLoader[Any]:
-    """Shuffled whole-batch indexing of in-memory tensors (no per-row collate)."""
-    generator = torch.Generator().manual_seed(seed)
-    sampler = BatchSampler(RandomSampler(range(len(tensors[0])), generator=generator), batch_size, drop_last=False)
-    return DataLoader(TensorDataset(*tensors), sampler=sampler, batch_size=None, **loader_kwargs(device))
+def batch_loader(
+    tensors: list[Tensor], batch_size: int, device: torch.device, seed: int, shard: tuple[int, int] | None = None
+) -> DataLoader[Any]:
+    """Shuffled whole-batch indexing of in-memory tensors (no per-row collate).
+
+    ``shard=(rank, world_size)``: a ``DistributedSampler`` deals the rows out (one permutation
+    per epoch from ``seed``, rank r takes every world_size-th row from r) and ``batch_size`` is
+    the effective batch, split evenly across ranks. Batch k of all ranks together then holds
+    exactly the rows batch k holds with ``shard=(0, 1)``: one process and N processes see the
+    same batches (``fit`` moves the sampler to each epoch)."""
+    dataset = TensorDataset(*tensors)
+    if shard is not None:
+        rank, size = shard
+        dealt: DistributedSampler[Any] = DistributedSampler(
+            dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed
+        )
+        sampler = BatchSampler(dealt, max(1, batch_size // size), drop_last=False)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        sampler = BatchSampler(RandomSampler(range(len(tensors[0])), generator=generator), batch_size, drop_last=False)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, **loader_kwargs(device))
+
+
+class _Logits(nn.Module):
+    """``net.logits`` as a module's forward: DistributedDataParallel syncs gradients of forward calls only."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        logits: Callable[[dict[str, Tensor]], Tensor] = getattr(self.net, "logits")  # noqa: B009
+        return logits(batch)
+
+
+def data_parallel(net: nn.Module, device: torch.device) -> Callable[[dict[str, Tensor]], Tensor]:
+    """``net.logits`` through DistributedDataParallel (the process group must be started):
+    gradients are averaged across ranks in backward; ``net`` itself stays the model to validate
+    and save (its parameters are the DDP module's)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapped = DistributedDataParallel(_Logits(net), device_ids=[device.index] if device.type == "cuda" else None)
+    return lambda batch: wrapped(batch)
 
 
 def fit(
@@ -48,8 +87,12 @@ def fit(
     options: TrainOptions,
     optimizer: torch.optim.Optimizer,
 ) -> tuple[list[dict[str, float]], int, dict[str, float]]:
-    """The shared epoch loop: train, validate, keep the best state, early-stop. Restores the best."""
+    """The shared epoch loop: train, validate, keep the best state, early-stop. Restores the best.
+
+    Under torch.distributed every rank runs it on its shard; ``samples`` counts all ranks'."""
     device = pick_device(options.device)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    dealt = getattr(loader.sampler, "sampler", None)
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, Tensor], dict[str, float]] | None = None
     n_batches = len(loader) if options.max_batches is None else min(len(loader), options.max_batches)
@@ -61,6 +104,8 @@ def fit(
         task = bar.add_task(f"{name}", total=options.epochs * n_batches)
         for epoch in range(1, options.epochs + 1):
             model.train()
+            if isinstance(dealt, DistributedSampler):
+                dealt.set_epoch(epoch)
             started, losses, samples = time.perf_counter(), [], 0
             for i, batch in enumerate(loader):
                 if i >= n_batches or (
@@ -77,7 +122,7 @@ def fit(
                 torch.autograd.backward(loss)  # typed, unlike Tensor.backward
                 optimizer.step()
                 losses.append(loss.item())
-                samples += len(batch[0])
+                samples += len(batch[0]) * world
                 bar.advance(task)
             seconds = time.perf_counter() - started
             model.eval()

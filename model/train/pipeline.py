@@ -114,12 +114,15 @@ def train_models(
     data: Interactions | None = None,
     explicit: set[str] = frozenset(),  # type: ignore[assignment]
     engagement_input: tuple[pd.DataFrame, str] | None = None,
+    nproc: int = 1,
 ) -> dict[str, tuple[Trained, Checkpoint, Path]]:
     """Train ``kinds`` on ``split_name`` and write ``<models_dir>/<split>/<kind>.pt`` for each.
 
     ``options`` fields named in ``explicit`` (set by the user) override ``MODEL_DEFAULTS``;
     ``engagement_input`` is ``engagement_frame``'s answer when the caller already built it
-    (the point-in-time join is the slow part of training the engagement net)."""
+    (the point-in-time join is the slow part of training the engagement net). ``nproc`` > 1
+    trains the engagement net with that many DistributedDataParallel processes
+    (``model/train/distributed.py``; the other models train in this process)."""
     unknown = [k for k in kinds if k not in MODELS]
     if unknown:
         raise MarqueeError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)} or all")
@@ -139,6 +142,13 @@ def train_models(
             trained = train_two_tower(split, load_catalog(stores, data), opts)
         else:
             frame, service = engagement_input or engagement_frame(stores, data, source=feature_source)
+            if nproc > 1:  # rank 0 of the torchrun workers writes the checkpoint
+                from model.train.distributed import train_distributed
+
+                out[kind] = train_distributed(split_frame(frame, split), opts, nproc=nproc, data=data, split=split,
+                                              feature_service=service, models_dir=models_dir,
+                                              make_checkpoint=to_checkpoint)  # fmt: skip
+                continue
             trained = train_engagement(split_frame(frame, split), opts, user_ids=data.user_ids,
                                        movie_ids=data.movie_ids)  # fmt: skip
         checkpoint = to_checkpoint(trained, data, split, feature_service=service)

@@ -38,7 +38,9 @@ from sqlalchemy import Connection, text
 
 from sources.errors import MarqueeError, first_line
 from sources.export import extract, features, graph_static
+from sources.export.lake import LakeReport, export_lake
 from sources.progress import progress_bar
+from sources.settings import OfflineTarget
 from sources.stores import mongo
 from sources.stores.clients import Stores
 from sources.stores.pgcopy import copy_rows
@@ -85,6 +87,8 @@ class SourceReport:
 @dataclass
 class ExportReport:
     sources: list[SourceReport]
+    #: the spark engine's Parquet rebuild (sources/export/lake.py); None on the postgres engine
+    lake: LakeReport | None = None
 
     @property
     def rows_landed(self) -> dict[str, int]:
@@ -363,19 +367,30 @@ def export(
     sources: Iterable[str] = SOURCES,
     batch_size: int = 5000,
     quiet: bool = False,
+    offline: OfflineTarget | None = None,
 ) -> ExportReport:
-    """Export what changed since the last run (everything on the first run, or with ``full``)."""
+    """Export what changed since the last run (everything on the first run, or with ``full``).
+
+    With the spark engine (``stores.endpoints.offline``), the feature tables are then rebuilt as
+    Parquet by Spark (``sources/export/lake.py``) when anything changed or a table is missing;
+    ``offline`` replaces the endpoints' engine for this run."""
     chosen = list(sources)
     unknown = [s for s in chosen if s not in EXPORTERS]
     if unknown:
         raise ExportError(f"unknown export source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
     reports: list[SourceReport] = []
-    with _export_lock(stores), progress_bar(quiet=quiet) as progress:
-        for source in chosen:
-            report = SourceReport(source, rebuilt=full)
-            t0 = time.perf_counter()
-            with _source_transaction(stores, source) as conn:
-                EXPORTERS[source](stores, conn, report, progress, batch_size)
-            report.seconds = time.perf_counter() - t0
-            reports.append(report)
-    return ExportReport(reports)
+    with _export_lock(stores):
+        with progress_bar(quiet=quiet) as progress:
+            for source in chosen:
+                report = SourceReport(source, rebuilt=full)
+                t0 = time.perf_counter()
+                with _source_transaction(stores, source) as conn:
+                    EXPORTERS[source](stores, conn, report, progress, batch_size)
+                report.seconds = time.perf_counter() - t0
+                reports.append(report)
+        result = ExportReport(reports)
+        target = offline or stores.endpoints.offline
+        if target.engine == "spark":
+            changed = full or any(r.rebuilt or r.rows_landed for r in reports)
+            result.lake = export_lake(stores, target, changed=changed, quiet=quiet)
+    return result

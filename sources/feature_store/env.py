@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 #: Feast's SQL registry lives in its own schema of Marquee's database (see feature_store.yaml).
 REGISTRY_SCHEMA = "feast_registry"
+#: the Feast project of the spark engine (the YAML's ``marquee`` is the postgres engine's)
+SPARK_PROJECT = "marquee_spark"
 
 
 class FeastConfigError(MarqueeError):
@@ -57,6 +59,9 @@ def feast_environment(endpoints: Endpoints) -> dict[str, str]:
         "MARQUEE_FEAST_PG_PASSWORD": str(params.get("password") or ""),
         "MARQUEE_FEAST_PG_SSLMODE": str(params.get("sslmode") or "prefer"),
         "MARQUEE_FEAST_REGISTRY_URL": registry_url(endpoints),
+        # read by feature_repo/definitions.py: which sources to declare, and where the Parquet lives
+        "MARQUEE_FEAST_OFFLINE_ENGINE": endpoints.offline.engine,
+        "MARQUEE_FEAST_OFFLINE_LOCATION": endpoints.offline.location,
     }
     for name, value in env.items():
         # The YAML single-quotes each value: a quote or a line break would break the file.
@@ -85,18 +90,35 @@ def open_feature_store(endpoints: Endpoints, *, offline_store_type: str | None =
     Sets the ``MARQUEE_FEAST_*`` variables in this process's environment (Feast reads the
     YAML, and re-reads it in places, through ``os.environ``). ``offline_store_type`` replaces
     the YAML's offline store type (``"postgres"``: Feast's stock join, for comparisons).
+
+    With ``endpoints.offline.engine == "spark"`` the offline store is Feast's Spark store and
+    materialization runs on Feast's Spark compute engine (``spark.engine``), both with
+    ``sources.feature_store.spark.spark_conf``; the registry and the online store stay in
+    PostgreSQL, under the project ``marquee_spark`` (``SPARK_PROJECT``), so the two engines'
+    registrations and online tables never overwrite each other in one database.
     """
     import yaml
     from feast import FeatureStore, RepoConfig
 
     # Our one on-demand view is a row-wise arithmetic; Feast warns about every on-demand view.
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+    warnings.filterwarnings("ignore", message="The spark .* is an experimental feature")
     os.environ.update(feast_environment(endpoints))
     ensure_registry_schema(endpoints)
-    if offline_store_type is None:
+    spark = endpoints.offline.engine == "spark"
+    if offline_store_type is None and not spark:
         return FeatureStore(repo_path=str(FEATURE_REPO))
     raw = yaml.safe_load(os.path.expandvars((FEATURE_REPO / "feature_store.yaml").read_text()))
-    raw["offline_store"]["type"] = offline_store_type
+    if spark:
+        from sources.feature_store.spark import spark_conf, spark_session
+
+        spark_session(endpoints.offline)  # started here with Marquee's settings; Feast reuses it
+        conf = spark_conf(endpoints.offline)
+        raw["project"] = SPARK_PROJECT
+        raw["offline_store"] = {"type": "spark", "spark_conf": conf}
+        raw["batch_engine"] = {"type": "spark.engine", "spark_conf": conf}
+    if offline_store_type is not None:
+        raw["offline_store"]["type"] = offline_store_type
     config = RepoConfig(**raw)
     config.repo_path = FEATURE_REPO
     return FeatureStore(config=config)

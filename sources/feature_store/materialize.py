@@ -10,6 +10,7 @@ incremental (from where the previous run ended).
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +93,9 @@ def apply_repo(store: FeatureStore) -> dict[str, int]:
     from feast.project import Project
     from feast.repo_operations import extract_objects_for_apply_delete
 
+    # definitions.py declares the sources of the engine named here: this store's, whatever
+    # store was opened last in this process
+    os.environ["MARQUEE_FEAST_OFFLINE_ENGINE"] = "spark" if _on_spark(store) else "postgres"
     contents = repo_contents()
     contents.projects.append(Project(name=store.project))  # else the diff deletes the project
     # Feast leaves this function unannotated
@@ -110,7 +114,22 @@ def _source_sql(view: FeatureView) -> tuple[str, str]:
     return source.get_table_query_string(), view.entity_columns[0].name
 
 
+def _on_spark(store: FeatureStore) -> bool:
+    return str(store.config.offline_store.type) == "spark"
+
+
 def _scalar(store: FeatureStore, query: str, params: tuple[Any, ...] = ()) -> Any:
+    """One value of ``query`` (``%s`` placeholders take datetimes) on the store's offline engine."""
+    if _on_spark(store):
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.getActiveSession()
+        assert session is not None  # open_feature_store started it
+        for value in params:
+            query = query.replace("%s", f"TIMESTAMP '{_utc(value).isoformat()}'", 1)
+        row = session.sql(query.replace('"', "`")).first()
+        value = row[0] if row else None
+        return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
     with connect(store.config.offline_store) as conn, conn.cursor() as cur:
         cur.execute(query, params)
         row = cur.fetchone()

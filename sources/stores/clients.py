@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from sources.errors import StoreUnavailable, first_line
-from sources.settings import Settings, redact
+from sources.settings import OfflineTarget, Settings, redact
 from sources.stores import deadline
 from sources.stores.embedded import EmbeddedStores, Notify, print_to_stderr
 from sources.stores.failures import Breakers, store_call
@@ -35,6 +35,8 @@ class Endpoints:
     #: Bolt URI of the embedded FalkorDB (the neo4j adapter's way in); None when external.
     graph_bolt_uri: str | None
     embedded: frozenset[str]
+    #: the offline feature engine and where its tables live (Settings.offline_engine and friends)
+    offline: OfflineTarget = field(default_factory=OfflineTarget)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -66,7 +68,7 @@ def resolve_endpoints(settings: Settings, *, start: bool = True, notify: Notify 
     if graph is None:
         names.add("graph")
         graph, bolt = embedded.ensure_falkordb() if start else ("", None)
-    return Endpoints(pg, mongo, graph, bolt, frozenset(names))
+    return Endpoints(pg, mongo, graph, bolt, frozenset(names), settings.offline_target)
 
 
 def pg_engine(endpoints: Endpoints, **kwargs: Any) -> Engine:
