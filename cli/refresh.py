@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -105,8 +105,14 @@ def retrain_reason(settings: Settings, stores: Stores, now: datetime) -> tuple[s
     return None, new
 
 
-def refresh(settings: Settings, stores: Stores, *, quiet: bool = True, epochs: int = 40) -> RefreshReport:
-    """One refresh (the module docstring's steps); safe to run at any time, any number of times."""
+#: a refresh's steps, in order
+STEPS = ("additions", "export", "materialize", "retrain")
+
+
+def refresh(settings: Settings, stores: Stores, *, quiet: bool = True, epochs: int = 40,
+            steps: Sequence[str] = STEPS) -> RefreshReport:  # fmt: skip
+    """One refresh (the module docstring's steps; ``steps`` runs only those named); safe to run
+    at any time, any number of times."""
     from api.queries import catalog
     from sources.export.run import export
     from sources.feature_store.env import open_feature_store
@@ -125,17 +131,21 @@ def refresh(settings: Settings, stores: Stores, *, quiet: bool = True, epochs: i
             clock = time.perf_counter()
 
         store = open_feature_store(stores.endpoints)
-        report.additions_finished = catalog.finish_pending(stores.pg, stores.graph, store)
-        lap("additions")
-        report.rows_landed = export(stores, quiet=quiet).rows_landed
-        lap("export")
-        if sum(report.rows_landed.values()):
-            report.rows_materialized = materialize(store).rows
-        lap("materialize")
-        report.retrained, report.new_events = retrain_reason(settings, stores, datetime.now(UTC))
-        if report.retrained:
-            report.model_version = _retrain(settings, stores, quiet=quiet, epochs=epochs)
-        lap("retrain")
+        if "additions" in steps:
+            report.additions_finished = catalog.finish_pending(stores.pg, stores.graph, store)
+            lap("additions")
+        if "export" in steps:
+            report.rows_landed = export(stores, quiet=quiet).rows_landed
+            lap("export")
+        if "materialize" in steps:
+            if sum(report.rows_landed.values()):
+                report.rows_materialized = materialize(store).rows
+            lap("materialize")
+        if "retrain" in steps:
+            report.retrained, report.new_events = retrain_reason(settings, stores, datetime.now(UTC))
+            if report.retrained:
+                report.model_version = _retrain(settings, stores, quiet=quiet, epochs=epochs)
+            lap("retrain")
     (settings.data_dir / "refresh").mkdir(parents=True, exist_ok=True)
     (settings.data_dir / "refresh" / "last.json").write_text(json.dumps(asdict(report), indent=2))
     return report
