@@ -67,7 +67,10 @@ class MovieAdded:
         description="False when the graph or the online store could not be written yet: the movie exists, "
         "and a retry with the same clientMutationId (or `marquee refresh`) finishes it."
     )
-    recommendable: bool = strawberry.field(description="True when the served retriever has placed it by content.")
+    recommendable: bool = strawberry.field(
+        description="True when the served retriever can rank it: by content (two-tower), or by its recent "
+        "ratings under the trend prior (EASE)."
+    )
 
 
 @strawberry.type(description="The input is not a valid movie (empty title, year out of range, bad person id).")

@@ -85,9 +85,10 @@ def plug_reload(
             cached.clear()  # lists ranked by the old model
         return version
 
-    def tick() -> None:  # titles another process added
+    def tick() -> None:  # titles another process added; the trend prior's recent counts
         if primary.add_new_movies():
             services.catalogue_changed()
+        primary.refresh_trend_if_due()
 
     paths = [checkpoint_path(folder, kind) for kind in ("ease", "two_tower", "engagement")]
     watcher = CheckpointWatcher(paths, load, swap, poll_s=poll_s, tick=tick).start()
@@ -152,6 +153,8 @@ def plug_model(services: Services) -> RankerRecommender | None:
         primary.add_new_movies()  # titles added since the checkpoint was trained
     except Exception as exc:
         log.warning("titles added since training not placed yet: %s", first_line(exc))
+    primary.refresh_trend()
+    services.reports["trend_prior"] = lambda: {"ok": primary.trend_error is None, "error": primary.trend_error}
     primary.warm()
     services.ranked = primary
     services.recommender = WithFallback(primary, services.recommender)

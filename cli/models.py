@@ -172,6 +172,7 @@ def evaluate(
     with Stores.open(settings) as stores:
         report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol=protocol,
                                      options=options, feature_source=features, retrain=retrain,
-                                     models=model_list(models), explicit=explicit, peers=peers)  # fmt: skip
+                                     models=model_list(models), explicit=explicit, peers=peers,
+                                     new_title_boost=settings.new_title_boost)  # fmt: skip
     console.print(report.markdown(), markup=False)
     console.print(f"reports: {', '.join(str(p) for p in paths.values())}")

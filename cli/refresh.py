@@ -158,7 +158,8 @@ def _retrain(settings: Settings, stores: Stores, *, quiet: bool, epochs: int) ->
 
     options = TrainOptions(epochs=epochs, seed=settings.seed, quiet=quiet)
     evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol="time", options=options,
-             feature_source="feast", retrain=True, models=list(SERVED), explicit={"epochs"})  # fmt: skip
+             feature_source="feast", retrain=True, models=list(SERVED), explicit={"epochs"},
+             new_title_boost=settings.new_title_boost)  # fmt: skip
     return load_checkpoint(checkpoint_path(settings.models_dir / "time", "two_tower")).version
 
 

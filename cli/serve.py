@@ -156,7 +156,8 @@ def up(
             options, explicit = train_options(epochs, "auto", settings.seed, quiet, None, None)
             _, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol="time",
                                     options=options, feature_source="feast", retrain=False,
-                                    models=list(served), explicit=explicit)  # fmt: skip
+                                    models=list(served), explicit=explicit,
+                                    new_title_boost=settings.new_title_boost)  # fmt: skip
             console.print(f"evaluation report: {paths['markdown']}")
     console.print(f"[green]marquee is up[/] in {time.perf_counter() - started:.1f}s")
     if serve_api:

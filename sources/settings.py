@@ -167,6 +167,13 @@ class Settings(BaseSettings):
         description="how often the API looks for a new checkpoint and swaps it in without a restart "
         "(modelVersion names the one answering); 0 = never",
     )
+    new_title_boost: float = Field(
+        default=4.0,
+        ge=0,
+        description="how far the served ranking lifts a title new to the model (fewer than 5 training events, "
+        "or added since) for each unit of its recent popularity (model/serve/trend.py); a policy, used when "
+        "`marquee evaluate` (time protocol) sets up the trend prior; 0 = new titles only by their scores",
+    )
     refresh_min_new_events: int = Field(
         default=1000,
         ge=1,

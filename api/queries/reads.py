@@ -348,3 +348,15 @@ def movie_ids(*, pg: Engine) -> list[int]:
     """Every movie id, ascending: the catalogue the served movie features are kept for."""
     with pg.connect() as conn:
         return [int(m) for m in conn.execute(text("SELECT id FROM movies ORDER BY id")).scalars()]
+
+
+def recent_movie_counts(*, pg: Engine, days: float) -> dict[int, int]:
+    """Reviews per movie in the ``days`` days up to the newest review (the data's clock, so a
+    replayed dataset and a live service read the same way; the landed ``raw_reviews``, which
+    include the API's ratings). One index lookup for the clock, one range scan of the window."""
+    sql = text(
+        "SELECT movie_id, count(*) FROM raw_reviews "
+        "WHERE ts > (SELECT max(ts) FROM raw_reviews) - make_interval(secs => :secs) GROUP BY movie_id"
+    )
+    with pg.connect() as conn:
+        return {int(m): int(c) for m, c in conn.execute(sql, {"secs": days * 86_400.0})}

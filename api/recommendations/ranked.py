@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from api.queries import catalog
+from api.queries import catalog, reads
 from api.recommendations.contract import (
     Outcome,
     RecommendationRequest,
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUDIENCE_TTL_S = 60.0  # every user's vector is recomputed at most this often for ``audience``
+TREND_REFRESH_S = 60.0  # the trend prior's recent counts are read again at most this often
 
 
 class RankerRecommender(Recommender):
@@ -51,13 +52,38 @@ class RankerRecommender(Recommender):
         self.credits = CreditIndex(stores)
         self._users: tuple[Ranker, float, list[int], torch.Tensor] | None = None
         self._users_lock = threading.Lock()
+        self.trend_at = float("-inf")  # when the trend prior's counts were last read
+        self.trend_error: str | None = None
 
     def swap(self, ranker: Ranker) -> str:
-        """Serve ``ranker`` from now on (after placing the titles added since it was trained);
-        the previous one answers until this assignment. Returns the version now serving."""
+        """Serve ``ranker`` from now on (after placing the titles added since it was trained and
+        reading its trend window); the previous one answers until this assignment. Returns the
+        version now serving."""
         self.add_new_movies(ranker)
+        self.refresh_trend(ranker)
         self.ranker = ranker
         return ranker.version
+
+    def refresh_trend(self, ranker: Ranker | None = None) -> None:
+        """Give the ranker's trend prior (model/serve/trend.py) the movies' counts in its window.
+        A failure is kept in ``trend_error`` (``/readyz``) and the previous counts stay."""
+        ranker = ranker or self.ranker
+        if ranker.prior is None:
+            return
+        try:
+            with self.stores.call("postgres"):
+                counts = reads.recent_movie_counts(pg=self.stores.pg, days=ranker.prior.days)
+        except Exception as exc:
+            self.trend_error = first_line(exc)
+            log.warning("trend counts not read: %s", self.trend_error)
+            return
+        ranker.set_recent_counts(counts)
+        self.trend_at, self.trend_error = time.monotonic(), None
+
+    def refresh_trend_if_due(self) -> None:
+        """``refresh_trend`` when the counts are older than TREND_REFRESH_S (the reload watcher's tick)."""
+        if time.monotonic() - self.trend_at >= TREND_REFRESH_S:
+            self.refresh_trend()
 
     def add_new_movies(self, ranker: Ranker | None = None) -> list[int]:
         """Place every catalogue movie the ranker has no vector for by its content (PostgreSQL)."""

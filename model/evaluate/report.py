@@ -47,6 +47,7 @@ from model.data.engagement_frame import FrameEncoder, feature_columns, load_side
 from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split, window_start
 from model.evaluate.metrics import mae, rmse
 from model.evaluate.peers import check_protocol, load_peers, paired_bootstrap, peer_scores, per_user_ndcg, self_reported
+from model.evaluate.prior import choose_prior, prior_scores
 from model.evaluate.ranking import EaseScorer, HistoryIndex, TwoTowerScorer, full_ranking, masks, score_matrix
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
 from model.serve.ranker import best_retriever
@@ -249,8 +250,12 @@ def evaluate(
     models: list[str] | None = None,
     explicit: set[str] = frozenset(),  # type: ignore[assignment]
     peers: Path | None = None,
+    new_title_boost: float = 0.0,
 ) -> tuple[Report, dict[str, Path]]:
-    """Evaluate ``models`` (default: all) on the protocol's test part; write the report files."""
+    """Evaluate ``models`` (default: all) on the protocol's test part; write the report files.
+
+    On the time protocol the served retriever gets its trend prior (``_trend``), new titles
+    lifted by ``new_title_boost`` (``MARQUEE_NEW_TITLE_BOOST``, passed by the CLI)."""
     if protocol not in SPLITS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(SPLITS)}")
     if peers is not None and protocol != "recbole":
@@ -290,11 +295,16 @@ def evaluate(
         retrievers["two_tower"] = tt_scores
     served_kind = best_retriever({k: ckpts[k] for k in retrievers}) if retrievers else None
     served: tuple[str, Tensor] | None = (served_kind, retrievers[served_kind]) if served_kind else None
+    retrieved: Retrieved | None = None
     if served_kind:
         report.notes.append(f"served retriever: {served_kind} (best valid NDCG@10 of {', '.join(retrievers)})")
+        retrieved = Retrieved(served_kind, retrievers[served_kind], retrievers[served_kind])
+        if protocol == "time":
+            retrieved = _trend(models_dir, data, split, report, ckpts[served_kind], retrieved, new_title_boost)
+            served = (f"{served_kind} + trend", retrieved.test)
     if "engagement" in nets and frame is not None:
         served = _engagement(stores, models_dir, data, split, report, nets["engagement"], ckpts["engagement"],
-                             frame, service, served, candidates) or served  # fmt: skip
+                             frame, service, retrieved, candidates) or served  # fmt: skip
     if peer_runs:
         _peers(peer_runs, data, split, report, served)
     return report, write_report(report, reports_dir)
@@ -329,9 +339,43 @@ def _peers(
     report.notes.append(f"peers: {', '.join(runs)} from scripts/recbole_peer.py, scored here from their top-10 lists")
 
 
+@dataclass(frozen=True)
+class Retrieved:
+    """The served retriever's scores: what candidates come from on the valid part (history: train)
+    and on the test part, and whether the trend prior shaped them."""
+
+    kind: str
+    valid: Tensor
+    test: Tensor
+    trend: bool = False
+
+
+def _trend(
+    models_dir: Path, data: Interactions, split: Split, report: Report, ckpt: Checkpoint, retrieved: Retrieved,
+    new_boost: float,
+) -> Retrieved:  # fmt: skip
+    """Choose the trend prior on valid, report the served retriever with it (all movies and the
+    cold slices) and store it in the retriever's checkpoint, which serving reads."""
+    started = time.perf_counter()
+    prior, tried = choose_prior(retrieved.valid, split, data.movie_ids, new_boost)
+    valid = prior_scores(retrieved.valid, [split.train], prior, data.movie_ids)
+    test = prior_scores(retrieved.test, [split.train, split.valid], prior, data.movie_ids)
+    _rank_all(f"{retrieved.kind} + trend", test, split, report, {})
+    best = {d: max(v for (dd, _), v in tried.items() if dd == d) for d in {d for d, _ in tried}}
+    report.notes.append(
+        f"trend prior chosen on valid NDCG@10: window {prior.days:g} days, weight {prior.weight:g} (best per window "
+        f"{ {d: round(v, 4) for d, v in sorted(best.items())} }, {time.perf_counter() - started:.1f}s); "
+        f"new-title boost {new_boost:g} (a policy: MARQUEE_NEW_TITLE_BOOST), {len(prior.new_movies)} titles new "
+        "to the retriever"
+    )
+    ckpt.metrics["trend_prior"] = prior.to_dict()
+    save_checkpoint(ckpt, checkpoint_path(models_dir / split.name, retrieved.kind))
+    return Retrieved(retrieved.kind, valid, test, trend=True)
+
+
 def _engagement(
     stores: Stores, models_dir: Path, data: Interactions, split: Split, report: Report, net: Any,
-    eng: Checkpoint, frame: pd.DataFrame, service: str, retriever: tuple[str, Tensor] | None, candidates: int,
+    eng: Checkpoint, frame: pd.DataFrame, service: str, retriever: Retrieved | None, candidates: int,
 ) -> tuple[str, Tensor] | None:  # fmt: skip
     """Rating error on the test rows, then (with a retriever) the served re-ranking and its scores."""
     encoder = FrameEncoder.from_dict(eng.extras["encoder"])
@@ -349,29 +393,31 @@ def _engagement(
     report.notes.append(f"engagement features: {service}")
     if retriever is None:
         return None
-    kind, tt_scores = retriever
+    kind = retriever.kind
     scorer = EngagementScorer(net, encoder, stores, service)
     # pick beta on valid: retriever scores from the same model (it never saw valid), seen = train
     started = time.perf_counter()
     _, exclude_valid = masks(split.valid, [split.train])
-    valid_candidates = with_engagement(candidates_for(tt_scores, exclude_valid, candidates), split.train, scorer)
+    valid_candidates = with_engagement(candidates_for(retriever.valid, exclude_valid, candidates), split.train,
+                                       scorer)  # fmt: skip
     tried = {}
     for beta in BETAS:
         scores = rerank_scores(valid_candidates, data.n_movies, beta)
         tried[beta] = full_ranking(None, split.valid, [split.train], scores=scores)["ndcg@10"]
     best_beta = max(BETAS, key=lambda b: (tried[b], -b))  # ties: the smaller weight
     _, exclude_test = masks(split.test, [split.train, split.valid])
-    test_candidates = candidates_for(tt_scores, exclude_test, candidates)
+    test_candidates = candidates_for(retriever.test, exclude_test, candidates)
     if best_beta:
         test_candidates = with_engagement(test_candidates, split.train, scorer)
     served = rerank_scores(test_candidates, data.n_movies, best_beta)
-    label = f"served ({kind} → engagement)"
+    label = f"served ({kind}{' + trend' if retriever.trend else ''} → engagement)"
     _rank_all(label, served, split, report, {"beta": best_beta})
     shown = {b: round(v, 4) for b, v in tried.items()}
     report.notes.append(f"re-rank weight beta chosen on valid NDCG@10 {shown} -> {best_beta} "
                         f"({time.perf_counter() - started:.1f}s); candidates per user: {candidates}")  # fmt: skip
     eng.metrics["rerank_beta"] = best_beta  # serving (model.serve.ranker.Ranker) reads it
     eng.metrics["rerank_retriever"] = kind  # the weight fits this retriever's score scale only
+    eng.metrics["rerank_trend"] = retriever.trend  # ... with the trend prior's standardized scores, or raw
     save_checkpoint(eng, checkpoint_path(models_dir / split.name, "engagement"))
     return label, served
 

@@ -27,6 +27,11 @@ vectors, so they are candidates at once; the engagement net has no row for them,
 re-ranked score adds the mean engagement term of the other candidates (``Scored.rating`` None).
 ``audience`` ranks users for one movie with the same vectors.
 
+The trend prior (model/serve/trend.py), when ``marquee evaluate`` stored one in the retriever's
+checkpoint, shapes the retriever's scores before candidates are taken: standardized per user,
+plus what is being rated now (``set_recent_counts``, read by the API every minute), plus a lift
+for titles new to the retriever. It is also what places an added title when EASE is served.
+
 The API wraps ``Ranker`` as a Recommender in ``api/recommendations/ranked.py`` (``plug_serving``), loading it
 with ``expected_features`` from the feature service.
 
@@ -62,6 +67,7 @@ from model.networks.ease import RecencyEASE
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
 from model.networks.two_tower import TwoTowerRetriever, UserHistory
 from model.serve.pair_features import PairFeatures
+from model.serve.trend import TrendPrior, new_mask, recent_lift, with_prior
 from sources.feature_store.names import TRAINING_SERVICE
 
 log = logging.getLogger(__name__)
@@ -135,6 +141,11 @@ class Ranker:
         #: movies at index >= this were added after training (content-only vectors)
         self.trained_movies = len(self.movie_ids)
         self._adding = threading.Lock()
+        #: the trend prior ``marquee evaluate`` chose for this retriever (model/serve/trend.py), if any
+        stored_prior = retriever.metrics.get("trend_prior")
+        self.prior = TrendPrior.from_dict(stored_prior) if stored_prior else None
+        self._recent: Mapping[int, int] = {}  # events per movie id in the prior's window (set_recent_counts)
+        self._terms: tuple[int, Mapping[int, int], Tensor, Tensor] | None = None  # (movies, counts, lift, is_new)
         self.engagement: MultimodalEngagementNet | None = None
         self.encoder: FrameEncoder | None = None
         self.beta = 0.0
@@ -144,7 +155,9 @@ class Ranker:
             self.encoder = FrameEncoder.from_dict(engagement.extras["encoder"])
             # the weight was chosen on validation for one retriever's scores; another's scale differs
             chosen_for = engagement.metrics.get("rerank_retriever", "two_tower")
-            stored = engagement.metrics.get("rerank_beta", 0.0) if chosen_for == retriever.kind else 0.0
+            same_scale = bool(engagement.metrics.get("rerank_trend", False)) == (self.prior is not None)
+            fits = chosen_for == retriever.kind and same_scale
+            stored = engagement.metrics.get("rerank_beta", 0.0) if fits else 0.0
             self.beta = float(beta if beta is not None else stored)
             self.version += f"+{engagement.version}"
 
@@ -187,24 +200,42 @@ class Ranker:
     def add_movies(self, movie_ids: Sequence[int], content: Tensor, genres: Tensor) -> list[int]:
         """Make movies the checkpoint never saw candidates: ``content (n, 384)``, ``genres (n,
         n_genres)`` in the training catalogue's genre order. Movies already known are skipped;
-        returns the ids added (none when the served retriever is EASE). Readers see the old
-        catalogue or the new one, never a mix."""
-        if not self.content_path:
-            return []  # placed once a two-tower is served, or when EASE is solved again
+        returns the ids added. EASE has no content path: with a trend prior a title it never saw
+        is still a candidate, placed by its recent events alone; without one it waits for EASE
+        to be solved again (none added). Readers see the old catalogue or the new one, never a mix."""
+        if not self.content_path and self.prior is None:
+            return []
         with self._adding:
             fresh = [i for i, m in enumerate(movie_ids) if int(m) not in self.movie_index]
             if not fresh:
                 return []
-            vectors = self.tower.content_vectors(content[fresh], genres[fresh]).float()
             added = [int(movie_ids[i]) for i in fresh]
             index = dict(self.movie_index)
             index.update({m: len(self.movie_ids) + j for j, m in enumerate(added)})
-            all_vectors = torch.cat([self.movie_vectors, vectors])
             all_ids = np.concatenate([self.movie_ids, np.asarray(added, dtype=self.movie_ids.dtype)])
+            if self.content_path:
+                vectors = self.tower.content_vectors(content[fresh], genres[fresh]).float()
+                self.movie_vectors = torch.cat([self.movie_vectors, vectors])
             # vectors and ids first: a reader holding the old index only sees old positions
-            self.movie_vectors, self.movie_ids = all_vectors, all_ids
+            self.movie_ids = all_ids
             self.movie_index = index
             return added
+
+    def set_recent_counts(self, counts: Mapping[int, int]) -> None:
+        """Events per movie id in the last ``prior.days`` days (the API reads them periodically);
+        the prior's lift follows from the next request on."""
+        self._recent = dict(counts)
+
+    def _prior_terms(self, n_movies: int) -> tuple[Tensor, Tensor]:
+        """``(lift, is_new)`` over the first ``n_movies`` of ``movie_ids``, rebuilt when they change."""
+        assert self.prior is not None
+        kept, recent = self._terms, self._recent
+        if kept is None or kept[0] != n_movies or kept[1] is not recent:
+            ids = self.movie_ids[:n_movies].tolist()
+            counts = np.asarray([recent.get(int(m), 0) for m in ids], dtype=np.float64)
+            kept = (n_movies, recent, recent_lift(counts), new_mask(ids, self.prior.new_movies, self.trained_movies))
+            self._terms = kept
+        return kept[2], kept[3]
 
     @torch.no_grad()
     def user_vectors(self, user_ids: Sequence[int], histories: Sequence[Sequence[int]]) -> Tensor:
@@ -246,10 +277,15 @@ class Ranker:
         if self.ease is not None:
             histories = [[index[m] for m in r.history if index.get(m, trained) < trained] for r in requests]
             logits = self.ease.score(self.ease.history_inputs(histories))
+            if len(movie_ids) > trained:  # titles added since: no EASE column; only the prior can place them
+                fill = logits.mean(dim=1, keepdim=True) if self.prior else torch.full((len(logits), 1), float("-inf"))
+                logits = torch.cat([logits, fill.expand(-1, len(movie_ids) - trained)], dim=1)
         else:
             vectors = self.movie_vectors
             users = self.user_vectors([r.user_id for r in requests], [r.history for r in requests])
             logits = users @ vectors[: len(movie_ids)].T / self.tower.config.temperature
+        if self.prior is not None:
+            logits = with_prior(logits, *self._prior_terms(len(movie_ids)), self.prior)
         out = []
         for row, r in zip(logits, requests, strict=True):
             blocked = [index[m] for m in r.exclude if index.get(m, len(movie_ids)) < len(movie_ids)]

@@ -29,6 +29,7 @@ class RawReview(Base):
     __table_args__ = (
         Index("ix_raw_reviews_user_ts", "user_id", "ts"),
         Index("ix_raw_reviews_movie_ts", "movie_id", "ts"),
+        Index("ix_raw_reviews_ts", "ts"),  # the trend prior: newest review, last days (api/queries/reads.py)
     )
 
     review_id: Mapped[str] = mapped_column(Text, primary_key=True)
