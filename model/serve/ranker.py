@@ -226,6 +226,11 @@ class Ranker:
         the prior's lift follows from the next request on."""
         self._recent = dict(counts)
 
+    @property
+    def recent_counts(self) -> Mapping[int, int]:
+        """The counts the prior reads now (``set_recent_counts``)."""
+        return self._recent
+
     def _prior_terms(self, n_movies: int) -> tuple[Tensor, Tensor]:
         """``(lift, is_new)`` over the first ``n_movies`` of ``movie_ids``, rebuilt when they change."""
         assert self.prior is not None
