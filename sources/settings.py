@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         "(modelVersion names the one answering); 0 = never",
     )
     new_title_boost: float = Field(
-        default=4.0,
+        default=3.0,
         ge=0,
         description="how far the served ranking lifts a title new to the model (fewer than 5 training events, "
         "or added since) for each unit of its recent popularity (model/serve/trend.py); a policy, used when "
