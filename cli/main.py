@@ -5,7 +5,7 @@ embedded default. Errors Marquee can explain print as one line (no traceback unl
 ``--debug``) and exit with status 1; passwords are never printed.
 
 The commands live in one module per group (``cli.stores``, ``cli.data``, ``cli.features``,
-``cli.models``, ``cli.serve``, ``cli.bench``); each holds a ``typer.Typer`` whose commands are
+``cli.models``, ``cli.runs``, ``cli.serve``, ``cli.bench``); each holds a ``typer.Typer`` whose commands are
 merged here into the one ``marquee`` app. Heavy imports (torch, feast) stay inside the
 command functions so ``marquee --help`` answers at once.
 """
@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from cli import data, features, models, refresh, serve, stores
+from cli import data, features, models, refresh, runs, serve, stores
 from cli.bench import bench_app
 from sources.errors import MarqueeError, first_line
 from sources.progress import console
@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-for group in (stores, data, features, models, refresh, serve):
+for group in (stores, data, features, models, runs, refresh, serve):
     app.add_typer(group.commands)  # no name: the group's commands join `marquee` itself
 app.add_typer(bench_app, name="bench")
 

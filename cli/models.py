@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.table import Table
 
+from cli import runs
 from cli.common import Quiet, load_settings
 from model.train.options import MODELS
 from sources.progress import console
 
 if TYPE_CHECKING:
+    from model.tracking import Tracker
     from model.train.options import TrainOptions
 
 commands = typer.Typer()
@@ -111,17 +113,29 @@ def train(
     kinds = model_list(model) or list(MODELS)
     options, explicit = train_options(epochs, device, settings.seed, quiet, batch_size, lr)
     console.print(f"training {', '.join(kinds)} on {pick_device(device)}, {split} split")
-    with Stores.open(settings) as stores:
-        results = train_models(
-            stores,
-            settings.models_dir,
-            kinds=kinds,
-            split_name=split,
-            options=options,
-            feature_source=features,
-            explicit=explicit,
-            nproc=nproc,
-        )
+    started, common = runs.now(), {"split": split, "feature_source": features, "nproc": nproc}
+    try:
+        with Stores.open(settings) as stores:
+            results = train_models(
+                stores,
+                settings.models_dir,
+                kinds=kinds,
+                split_name=split,
+                options=options,
+                feature_source=features,
+                explicit=explicit,
+                nproc=nproc,
+            )
+    except Exception as exc:
+        runs.record_failed(settings, "train", ",".join(kinds), started, {**common, **runs.option_params(options)}, exc)
+        raise
+
+    def record(tracker: Tracker) -> None:
+        for kind, (_, checkpoint, path) in results.items():
+            params = {**common, **runs.option_params(options.for_model(kind, explicit))}
+            tracker.record_training(checkpoint, path, started=started, params=params, command=runs.command_line())
+
+    runs.record(settings, record)
     table = Table(title=f"trained ({split} split)" + (f", engagement on {nproc} processes" if nproc > 1 else ""))
     for column in ("model", "best epoch", "valid", "s/epoch", "samples/s", "checkpoint"):
         table.add_column(column, overflow="fold")
@@ -169,10 +183,31 @@ def evaluate(
 
     settings = load_settings()
     options, explicit = train_options(epochs, device, settings.seed, quiet, None, None)  # per-model defaults
-    with Stores.open(settings) as stores:
-        report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol=protocol,
-                                     options=options, feature_source=features, retrain=retrain,
-                                     models=model_list(models), explicit=explicit, peers=peers,
-                                     new_title_boost=settings.new_title_boost)  # fmt: skip
+    started = runs.now()
+    params = {"protocol": protocol, "feature_source": features, "retrain": retrain, "models": models,
+              "peers": str(peers or ""), "new_title_boost": settings.new_title_boost,
+              **runs.option_params(options)}  # fmt: skip
+    try:
+        with Stores.open(settings) as stores:
+            report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports",
+                                         protocol=protocol, options=options, feature_source=features,
+                                         retrain=retrain, models=model_list(models), explicit=explicit,
+                                         peers=peers, new_title_boost=settings.new_title_boost)  # fmt: skip
+    except Exception as exc:
+        runs.record_failed(settings, "evaluate", models, started, params, exc)
+        raise
+
+    def record(tracker: Tracker) -> None:
+        from model.checkpoint import checkpoint_path, load_checkpoint
+
+        used = {}
+        for kind in model_list(models) or MODELS:
+            path = checkpoint_path(settings.models_dir / protocol, kind)
+            if path.is_file():
+                used[kind] = (load_checkpoint(path), path)
+        tracker.record_evaluation(report.to_dict(), paths.values(), used, started=started, params=params,
+                                  command=runs.command_line())  # fmt: skip
+
+    runs.record(settings, record)
     console.print(report.markdown(), markup=False)
     console.print(f"reports: {', '.join(str(p) for p in paths.values())}")

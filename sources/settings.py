@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         "any event arrived since",
     )
 
+    tracking: bool = Field(
+        default=True,
+        description="record every `marquee train` and `marquee evaluate` run in MLflow (MLFLOW_TRACKING_URI, "
+        "else SQLite under <data dir>/mlflow; model/tracking.py); false records nothing",
+    )
+
     write_ack: Literal["durable", "pushed"] = Field(
         default="durable",
         description="when rateMovie/recordPlayback answer: 'durable' once the mutation is logged in Mongo "

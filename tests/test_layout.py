@@ -144,6 +144,29 @@ def test_model_serving_never_imports_training_code() -> None:
     assert not training, f"model.serve reaches {training}"
 
 
+def test_only_the_command_line_reaches_experiment_tracking() -> None:
+    """MLflow is for `marquee train`/`evaluate` (model/tracking.py): no API or model module reaches it."""
+    edges = graph()
+    reached, todo = set(), [m for m in MODULES if not m.startswith(("cli", "model.tracking"))]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(edges[module])
+    assert "model.tracking" not in reached
+    users = [name for name, path in MODULES.items() if name != "model.tracking"
+             and any(r.split(".")[0] == "mlflow" for r, _, _ in _all_imports(path))]  # fmt: skip
+    assert not users, f"{users} import mlflow: go through model.tracking"
+
+
+def _all_imports(path: Path) -> Iterator[tuple[str, list[str], int]]:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((a.name, [], node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module, [], node.lineno
+
+
 @pytest.mark.parametrize(
     ("edges", "expected"),
     [

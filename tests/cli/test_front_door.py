@@ -20,6 +20,7 @@ from cli.main import app
 from cli.models import SplitName
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.data.interactions import SPLITS
+from model.tracking import Tracker
 from sources.feature_store.env import feast_environment
 from sources.ingest import IngestReport
 from sources.stores.clients import Endpoints, Stores
@@ -146,6 +147,10 @@ def test_training_on_the_way_does_not_say_run_train_first(tmp_path: Path, stores
     assert "run `marquee train` first" not in result.stdout + result.stderr
     assert "training pop" in result.stderr
     assert (tmp_path / "reports" / "evaluation_time_pop.md").is_file()
+    # the evaluation is a tracked run (tests/cli/test_runs.py follows a training run further)
+    [run] = Tracker.for_data_dir(tmp_path).runs()
+    assert (run.kind, run.model, run.status) == ("evaluate", "pop", "FINISHED")
+    assert run.metrics["pop.ndcg_at_10"] > 0 and run.key_metrics.startswith("pop: ndcg@10")
     # the message stays for a reader that cannot train (`marquee serve` without checkpoints)
     with pytest.raises(CheckpointError, match=r"run `marquee train` first"):
         load_checkpoint(tmp_path / "models" / "time" / "two_tower.pt")
