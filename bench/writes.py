@@ -131,6 +131,7 @@ def run(seconds: float = 10.0, concurrency: int = 8) -> dict[str, Any]:
         "push delay p50 ms": pushed["p50_ms"],
         "push delay p99 ms": pushed["p99_ms"],
         "pushed groups": pushed["groups"],
+        "group time by step, ms": pushed["stage_ms"],
         "mean group": round(pushed["written"] / pushed["groups"], 1) if pushed["groups"] else None,
         "queue drained after the load, s": round(drained_in, 2),
         "lost": lost,
