@@ -159,11 +159,21 @@ async def pusher_report(request: Request) -> JSONResponse:
     return JSONResponse(out)
 
 
+async def forget_users(request: Request) -> JSONResponse:
+    """Forget what this process keeps per user (their API ratings and loaded ratings), so the
+    next request of each user reads the stores again (``marquee bench serve --history``)."""
+    history = request.app.state.services.history
+    history.api.clear()
+    history.loaded.clear()
+    return JSONResponse({"forgotten": True})
+
+
 def bench_app() -> Starlette:
     """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features,
     kept lists) plus ``/floor``, ``/ranked`` (the same without the kept lists), ``/constant``
     (the real schema around a constant recommender), ``/bench/batches`` (requests per batch
-    and cache hits) and ``/bench/writes`` (the write pusher's groups and delays)."""
+    and cache hits), ``/bench/writes`` (the write pusher's groups and delays) and ``/bench/forget``
+    (drop what the process keeps per user)."""
     from api.app import app_from_env
 
     app = app_from_env()
@@ -174,6 +184,7 @@ def bench_app() -> Starlette:
         Route("/ranked", RANKED, methods=["POST"]),
         Route("/bench/batches", batch_sizes),
         Route("/bench/writes", pusher_report),
+        Route("/bench/forget", forget_users, methods=["POST"]),
     ]
     return app
 
