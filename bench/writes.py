@@ -6,7 +6,8 @@ and in the same run, loads ``/floor`` (the no-op query) and then ``rateMovie`` a
 ``recordPlayback`` in turn, each with its own clientMutationId. It then waits for the
 background pusher (api/write_pusher.py) to finish and prints: mutations/s beside the floor's
 requests/s, the acknowledgement-to-push delay p50/p99 measured in the server, the groups the
-pusher made, and the loss: acknowledged mutations whose record is missing, not pushed, or
+pusher made and the milliseconds they spent in each step (Mongo writes, recompute, online rows,
+log marks), and the loss: acknowledged mutations whose record is missing, not pushed, or
 whose event is not in Mongo exactly once (must be 0).
 
 Everything the benchmark wrote is undone at the end (reviews, sessions, mutation records, raw

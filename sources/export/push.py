@@ -76,7 +76,7 @@ def _recompute(
     conn.execute(text(f"DELETE FROM _affected_{feature.entity}"))  # what an earlier feature of this group marked
     pairs = ", ".join(f"({int(key)}, CAST('{ts.isoformat()}' AS timestamptz))" for key, ts in sorted(changed))
     features.mark_affected(conn, feature.entity, f"SELECT * FROM (VALUES {pairs}) v")
-    features.recompute(conn, feature)
+    features.recompute(conn, feature, features.POSTGRES_FEW)
     rows = conn.execute(
         text(
             f"SELECT DISTINCT ON ({feature.entity}) * FROM {feature.table} WHERE {feature.entity} = ANY(:keys) "
