@@ -20,7 +20,8 @@ then it is marked done when its events were written, and left to that repair.
 
 ``submit`` returns a future resolved with whether the features were pushed, for callers that
 answer only after the push (``MARQUEE_WRITE_ACK=pushed``). ``delays`` keeps the last
-acknowledgement-to-push delays in seconds (``marquee bench writes``).
+acknowledgement-to-push delays in seconds, and ``stages`` the seconds spent in each step of
+the groups (``marquee bench writes`` prints both, to show where a group's time goes).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class WritePusher:
         self.written = 0  # mutations written since start
         self.delays: deque[float] = deque(maxlen=DELAYS_KEPT)
         self.failing: str | None = None  # why the last group failed, while it does
+        #: seconds spent since start: "events" (Mongo writes), "push" (feature store), "mark" (log)
+        self.stages: dict[str, float] = {"events": 0.0, "push": 0.0, "mark": 0.0}
 
     def start(self) -> WritePusher:
         self._thread.start()
@@ -119,10 +122,16 @@ class WritePusher:
         accepted = [q.accepted for q in group]
         db, pushed, written = self.stores.mongo, False, False
         try:
+            started = time.perf_counter()
             writes.write_events(db, accepted)
             written = True
+            events_done = time.perf_counter()
             pushed = push_group(self.pusher(), [event_of(a) for a in accepted])
+            push_done = time.perf_counter()
             writes.mark_done(db, [a.record for a in accepted], pushed=pushed)
+            self.stages["events"] += events_done - started
+            self.stages["push"] += push_done - events_done
+            self.stages["mark"] += time.perf_counter() - push_done
             if self.failing is not None:
                 log.info("grouped writes work again")
             self.failing = None

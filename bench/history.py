@@ -2,13 +2,17 @@
 
 For each level (e.g. 0, 10,000, 100,000 API mutations in the log; at most three levels) the
 mutation log is filled up to that many records with ``writes.log_record`` (the shape the API
-inserts: ratings of users 301-943, marked pushed, dated over the past day, inserted in bulk),
+inserts: ratings of users 101-943, marked pushed, dated over the past day, inserted in bulk),
 then, in the same served app (bench/serve.py's ``bench_app``, with kept lists bypassed on
 ``/ranked``):
 
-- the no-op floor and ``recommendations`` ranked on every request, at concurrency 1, for
-  users the process has not seen yet (each level asks a fresh hundred of users 1-300, so every
-  request also reads its user's API ratings from the log: api/recommendations/api_ratings.py);
+- the no-op floor and ``recommendations`` ranked on every request, at concurrency 1, for the
+  same hundred users (1-100) at every level, none of them in the filled log. Before each level
+  the process forgets what it keeps per user (``/bench/forget``: their API ratings and loaded
+  ratings), so each user's first request reads the log again, as a user unseen since start
+  would. Only the log's size changes between levels: the users, their histories and the work
+  of ranking them stay the same (an earlier version ranked a fresh hundred per level, whose
+  histories differed by a quarter);
 - the change feed's poll (``writes.changes_since``: what the forget-poll reads each second),
   timed in this process;
 - for comparison, the reads these replaced, timed in this process: the per-request
@@ -29,6 +33,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+
 from api.queries import writes
 from bench.serve import QUERIES, free_port, load, start_server
 from sources.settings import Settings
@@ -36,11 +42,10 @@ from sources.stores import mongo
 from sources.stores.clients import Stores
 
 INSERT_BATCH = 5_000
-USERS_PER_LEVEL = 100
-#: users 1-300 are measured (a fresh hundred per level, none with a record in the filled log);
-#: the log is filled with the ratings of the others, so a request's cost can only move with the
-#: size of the log, not with its own user's history
-MEASURED = 3 * USERS_PER_LEVEL
+#: users 1-100 are measured at every level, none with a record in the filled log; the log is
+#: filled with the ratings of the others, so a request's cost can only move with the size of
+#: the log, not with its own user's history
+MEASURED = 100
 
 
 def _timed(call: Callable[[], Any], n: int) -> float:
@@ -67,16 +72,17 @@ def _fill(db: mongo.MongoDb, run: str, start: int, stop: int) -> None:
         db[mongo.MUTATION_LOG].insert_many(docs, ordered=False)
 
 
-def _level(base: str, db: mongo.MongoDb, level: int, first_user: int, seconds: float) -> dict[str, Any]:
+def _level(base: str, db: mongo.MongoDb, level: int, seconds: float) -> dict[str, Any]:
     """One row: the floor and the ranked path over HTTP, then the log reads timed in process."""
     floor_path, floor_query, _ = QUERIES["floor (no-op, 10 items)"]
     ranked_path, ranked_query, _ = QUERIES["recommendations, every request ranked"]
     floor = asyncio.run(load(base, floor_path, floor_query, lambda i: {}, concurrency=1, seconds=seconds))
-    users = {"u": first_user}
+    users = {"u": 1}
 
     def user(i: int) -> dict[str, Any]:
-        return {"u": first_user + i % USERS_PER_LEVEL}
+        return {"u": 1 + i % MEASURED}
 
+    httpx.post(f"{base}/bench/forget", timeout=30).raise_for_status()
     ranked = asyncio.run(load(base, ranked_path, ranked_query, user, concurrency=1, seconds=seconds))
     since = datetime.now(UTC) - timedelta(seconds=6)
     log = db[mongo.MUTATION_LOG]
@@ -90,7 +96,7 @@ def _level(base: str, db: mongo.MongoDb, level: int, first_user: int, seconds: f
         "errors": ranked.errors,
         "first error": ranked.first_error,
         "poll": _timed(lambda: writes.changes_since(db, writes.epoch_ms(since)), 20),
-        "user read": _timed(lambda: writes.api_ratings(db, [first_user]), 20),
+        "user read": _timed(lambda: writes.api_ratings(db, [1]), 20),
         "old user read": _timed(lambda: list(log.find(old_user, {"input": 1, "result": 1})), n_old),
         "old poll": _timed(lambda: list(log.find({"at": {"$gte": since}}, {"input": 1})), n_old),
     }
@@ -109,20 +115,20 @@ def run(levels: list[int], seconds: float) -> None:
         with Stores.open(settings) as stores:
             db = stores.mongo
             writes.ensure_indexes(db)
-            warm = asyncio.run(load(base, ranked_path, ranked_query, lambda i: {"u": 943 - i % 40}, concurrency=1,
-                                    seconds=2.0))  # fmt: skip
+            warm = asyncio.run(load(base, ranked_path, ranked_query, lambda i: {"u": 1 + i % MEASURED},
+                                    concurrency=1, seconds=2.0))  # fmt: skip
             if warm.first_error:
                 print(f"warming up: {warm.first_error}")
             filled = 0
             print(f"uvicorn workers=1, concurrency 1, {seconds:g}s per cell, client in this process")
-            for level_no, level in enumerate(sorted(levels)):
+            for level in sorted(levels):
                 started = time.perf_counter()
                 _fill(db, run_id, filled, level)
                 filled = max(filled, level)
                 if level:
                     print(f"{level:,} mutations in the log ({time.perf_counter() - started:.0f} s to insert)")
                 time.sleep(2.0)  # a poll or two of the change feed
-                rows.append(_level(base, db, level, 1 + level_no * USERS_PER_LEVEL % MEASURED, seconds))
+                rows.append(_level(base, db, level, seconds))
                 if rows[-1]["first error"]:
                     print(f"first error: {rows[-1]['first error']}")
             db[mongo.MUTATION_LOG].delete_many({"_id": {"$regex": f"^{run_id}-"}})

@@ -137,27 +137,43 @@ async def batch_sizes(request: Request) -> JSONResponse:
 
 async def pusher_report(request: Request) -> JSONResponse:
     """The write pusher (api/write_pusher.py): queued mutations, groups and mutations written, and
-    the acknowledgement-to-push delays p50/p99 since the last call (then reset; ``?peek=1``
-    keeps them)."""
+    the acknowledgement-to-push delays p50/p99 and the milliseconds spent in each step of the
+    groups since the last call (then reset; ``?peek=1`` keeps them)."""
     pusher = request.app.state.services.write_pusher
     delays = sorted(pusher.delays)
 
     def pct(q: float) -> float | None:
         return round(delays[min(len(delays) - 1, int(q * len(delays)))] * 1000, 1) if delays else None
 
+    feature_timings = getattr(request.app.state.services.feature_pusher, "timings", {})
+    stages = {**pusher.stages, **{f"push: {k}": v for k, v in feature_timings.items()}}
     out = {"pending": pusher.pending, "groups": pusher.groups, "written": pusher.written,
-           "p50_ms": pct(0.5), "p99_ms": pct(0.99), "failing": pusher.failing}  # fmt: skip
+           "p50_ms": pct(0.5), "p99_ms": pct(0.99), "failing": pusher.failing,
+           "stage_ms": {k: round(v * 1000, 1) for k, v in stages.items()}}  # fmt: skip
     if not request.query_params.get("peek"):
         pusher.delays.clear()
         pusher.groups = pusher.written = 0
+        for timings in (pusher.stages, feature_timings):
+            for key in timings:
+                timings[key] = 0.0
     return JSONResponse(out)
+
+
+async def forget_users(request: Request) -> JSONResponse:
+    """Forget what this process keeps per user (their API ratings and loaded ratings), so the
+    next request of each user reads the stores again (``marquee bench serve --history``)."""
+    history = request.app.state.services.history
+    history.api.clear()
+    history.loaded.clear()
+    return JSONResponse({"forgotten": True})
 
 
 def bench_app() -> Starlette:
     """Uvicorn factory: the served app (``marquee serve``'s: trained ranker, Feast features,
     kept lists) plus ``/floor``, ``/ranked`` (the same without the kept lists), ``/constant``
     (the real schema around a constant recommender), ``/bench/batches`` (requests per batch
-    and cache hits) and ``/bench/writes`` (the write pusher's groups and delays)."""
+    and cache hits), ``/bench/writes`` (the write pusher's groups and delays) and ``/bench/forget``
+    (drop what the process keeps per user)."""
     from api.app import app_from_env
 
     app = app_from_env()
@@ -168,6 +184,7 @@ def bench_app() -> Starlette:
         Route("/ranked", RANKED, methods=["POST"]),
         Route("/bench/batches", batch_sizes),
         Route("/bench/writes", pusher_report),
+        Route("/bench/forget", forget_users, methods=["POST"]),
     ]
     return app
 

@@ -6,7 +6,8 @@ and in the same run, loads ``/floor`` (the no-op query) and then ``rateMovie`` a
 ``recordPlayback`` in turn, each with its own clientMutationId. It then waits for the
 background pusher (api/write_pusher.py) to finish and prints: mutations/s beside the floor's
 requests/s, the acknowledgement-to-push delay p50/p99 measured in the server, the groups the
-pusher made, and the loss: acknowledged mutations whose record is missing, not pushed, or
+pusher made and the milliseconds they spent in each step (Mongo writes, recompute, online rows,
+log marks), and the loss: acknowledged mutations whose record is missing, not pushed, or
 whose event is not in Mongo exactly once (must be 0).
 
 Everything the benchmark wrote is undone at the end (reviews, sessions, mutation records, raw
@@ -131,6 +132,7 @@ def run(seconds: float = 10.0, concurrency: int = 8) -> dict[str, Any]:
         "push delay p50 ms": pushed["p50_ms"],
         "push delay p99 ms": pushed["p99_ms"],
         "pushed groups": pushed["groups"],
+        "group time by step, ms": pushed["stage_ms"],
         "mean group": round(pushed["written"] / pushed["groups"], 1) if pushed["groups"] else None,
         "queue drained after the load, s": round(drained_in, 2),
         "lost": lost,

@@ -260,9 +260,10 @@ def accept_playback(
 
 
 def write_events(db: MongoDb, accepted: Sequence[Accepted]) -> None:
-    """Write the events of a group of logged mutations: one ``insert_many`` for the reviews, one
-    compare-and-set append per user for the sessions. Idempotent: a review already there (same
-    ``_id``) and a session already appended (same ``session_id``) are left as they are."""
+    """Write the events of a group of logged mutations: one ``insert_many`` for the reviews; for
+    the sessions, one read of the group's users' playback documents and one ``bulk_write`` of
+    compare-and-set replaces (``_append_sessions_many``). Idempotent: a review already there
+    (same ``_id``) and a session already appended (same ``session_id``) are left as they are."""
     with store_call("mongo"):
         reviews = [_review(a.written) for a in accepted if isinstance(a.written, RatingWritten)]
         if reviews:
@@ -272,8 +273,8 @@ def write_events(db: MongoDb, accepted: Sequence[Accepted]) -> None:
         for a in accepted:
             if isinstance(a.written, PlaybackWritten):
                 sessions.setdefault(a.written.user_id, []).append(a.written)
-        for user_sessions in sessions.values():
-            _append_sessions(db, user_sessions)
+        if sessions:
+            _append_sessions_many(db, sessions)
 
 
 def mark_done(db: MongoDb, records: Sequence[dict[str, Any]], *, pushed: bool) -> None:
@@ -409,22 +410,47 @@ def _append_session(db: MongoDb, written: PlaybackWritten) -> None:
     _append_sessions(db, [written])
 
 
+def _session(w: PlaybackWritten) -> dict[str, Any]:
+    return {"session_id": w.session_id, "movie_id": w.movie_id, "timestamp": w.started_at,
+            "duration_seconds": w.duration_seconds, "device": w.device, "buffer_rate": 0.0, "errors": 0}  # fmt: skip
+
+
+def _append_sessions_many(db: MongoDb, by_user: dict[int, list[PlaybackWritten]]) -> None:
+    """Append each user's sessions to their playback document, for many users in a few round
+    trips: one ``find`` of their documents by ``_id`` (``$in`` on ``_id`` goes through the index,
+    also on the embedded server) and one ``bulk_write`` of replaces, each a compare-and-set on
+    ``updated_at``. When some did not match (a document changed in between), those users are
+    read and tried again; a user with no document yet goes through ``_append_sessions``. A
+    session already there is never appended twice. One find and one replace per user cost the
+    pusher ~2 round trips per user (most of a group's time: docs/performance.md)."""
+    playback = mongo.live(db, "playback_logs")
+    pending = dict(by_user)
+    for _ in range(CAS_ATTEMPTS):
+        docs = {doc["_id"]: doc for doc in playback.find({"_id": {"$in": sorted(pending)}})}
+        replaces, tried = [], []
+        for user_id, written in pending.items():
+            doc = docs.get(user_id)
+            if doc is None:
+                _append_sessions(db, written)
+                continue
+            sessions = list(doc.get("sessions", []))
+            there = {s.get("session_id") for s in sessions}
+            missing = [_session(w) for w in written if w.session_id not in there]
+            if missing:
+                tried.append(user_id)
+                replaced = {**doc, "sessions": [*sessions, *missing], "updated_at": _now()}
+                replaces.append(ReplaceOne({"_id": user_id, "updated_at": doc.get("updated_at")}, replaced))
+        if not replaces or playback.bulk_write(replaces, ordered=False).matched_count == len(replaces):
+            return
+        pending = {user_id: pending[user_id] for user_id in tried}  # re-read: the ones that landed are skipped
+    raise StoreDown("mongo", f"playback logs of {len(pending)} users kept changing; try again")
+
+
 def _append_sessions(db: MongoDb, written: Sequence[PlaybackWritten]) -> None:
     """Append one user's sessions to their playback document (a compare-and-set on ``updated_at``);
     a session already there is not appended again."""
     user_id = written[0].user_id
-    new = [
-        {
-            "session_id": w.session_id,
-            "movie_id": w.movie_id,
-            "timestamp": w.started_at,
-            "duration_seconds": w.duration_seconds,
-            "device": w.device,
-            "buffer_rate": 0.0,
-            "errors": 0,
-        }
-        for w in written
-    ]
+    new = [_session(w) for w in written]
     playback = mongo.live(db, "playback_logs")
     for _ in range(CAS_ATTEMPTS):
         doc = playback.find_one({"_id": user_id})

@@ -1,13 +1,11 @@
-"""Apply one event the API just wrote to Mongo to the offline feature tables, as export would.
+"""Apply events the API just wrote to Mongo to the offline feature tables, as export would.
 
-The API's mutations write to Mongo (the system of record) and then call ``apply_event``:
-it lands the very raw row the next ``marquee export`` would land (same key, so that export
-skips it) and recomputes the affected entities' feature rows with the export's own SQL.
-It returns the newest feature row per changed table, ready for the online store.
-
-``apply_events`` does the same for a group of events in one transaction: one multi-row insert
-per raw table and one recompute per feature table for all the group's users and movies, which
-is what lets the API's background pusher (api/write_pusher.py) keep up with a service's rate.
+The API's background pusher (api/write_pusher.py) writes a group of mutations' events to Mongo
+(the system of record) and then calls ``apply_events``: in one transaction it lands the very
+raw rows the next ``marquee export`` would land (same keys, so that export skips them), with
+one multi-row insert per raw table, and recomputes the affected entities' feature rows with the
+export's own SQL, once per feature table for all the group's users and movies. It returns the
+newest feature row of each changed entity, ready for the online store.
 """
 
 from __future__ import annotations
@@ -34,52 +32,6 @@ class Event:
     device: str | None = None
     buffer_rate: float = 0.0
     errors: int = 0
-
-
-def apply_event(stores: Stores, event: Event) -> dict[str, dict[str, Any]]:
-    """Land ``event`` and recompute its features; feature table → newest row of its entity."""
-    with stores.pg.begin() as conn:
-        if event.kind == "rating":
-            conn.execute(
-                text(
-                    "INSERT INTO raw_reviews (review_id, user_id, movie_id, rating, ts) "
-                    "VALUES (:id, :u, :m, :v, :ts) ON CONFLICT DO NOTHING"
-                ),
-                {"id": event.record_id, "u": event.user_id, "m": event.movie_id, "v": event.value, "ts": event.ts},
-            )
-            changed = [(features.USER_REVIEWS, event.user_id), (features.MOVIE_REVIEWS, event.movie_id)]
-        else:
-            conn.execute(
-                text(
-                    "INSERT INTO raw_playback_sessions "
-                    "(session_id, user_id, movie_id, ts, duration_s, device, buffer_rate, errors) "
-                    "VALUES (:id, :u, :m, :ts, :v, :d, :b, :e) ON CONFLICT DO NOTHING"
-                ),
-                {"id": event.record_id, "u": event.user_id, "m": event.movie_id, "ts": event.ts, "v": event.value,
-                 "d": event.device, "b": event.buffer_rate, "e": event.errors},
-            )  # fmt: skip
-            changed = [(features.USER_PLAYBACK, event.user_id)]
-        for entity in {feature.entity for feature, _ in changed}:
-            features.create_affected(conn, entity)
-        for feature, key in changed:
-            features.mark_affected(
-                conn, feature.entity, f"SELECT {int(key)}, CAST('{event.ts.isoformat()}' AS timestamptz)"
-            )
-        for feature, _ in changed:
-            features.recompute(conn, feature)
-        return {feature.table: _newest(conn, feature, key) for feature, key in changed}
-
-
-def _newest(conn: Connection, feature: features.FeatureSql, key: int) -> dict[str, Any]:
-    row = (
-        conn.execute(
-            text(f"SELECT * FROM {feature.table} WHERE {feature.entity} = :k ORDER BY event_timestamp DESC LIMIT 1"),
-            {"k": key},
-        )
-        .mappings()
-        .one()
-    )
-    return dict(row)
 
 
 def apply_events(stores: Stores, events: Sequence[Event]) -> dict[str, list[dict[str, Any]]]:
@@ -124,7 +76,7 @@ def _recompute(
     conn.execute(text(f"DELETE FROM _affected_{feature.entity}"))  # what an earlier feature of this group marked
     pairs = ", ".join(f"({int(key)}, CAST('{ts.isoformat()}' AS timestamptz))" for key, ts in sorted(changed))
     features.mark_affected(conn, feature.entity, f"SELECT * FROM (VALUES {pairs}) v")
-    features.recompute(conn, feature)
+    features.recompute(conn, feature, features.POSTGRES_FEW)
     rows = conn.execute(
         text(
             f"SELECT DISTINCT ON ({feature.entity}) * FROM {feature.table} WHERE {feature.entity} = ANY(:keys) "

@@ -181,3 +181,41 @@ def test_a_failed_group_is_tried_again(stores: Stores, feature_store: FeatureSto
     ids = {a.record["_id"] for a in accepted}
     records = [r for r in stores.mongo[writes.MUTATIONS].find({"user_id": {"$in": list(USERS)}}) if r["_id"] in ids]
     assert len(records) == 4 and all(r["pushed"] is True for r in records)
+
+
+def test_a_groups_sessions_are_appended_once_per_user_in_one_bulk_write(stores: Stores, undo: datetime) -> None:
+    """Sessions of several users in one group: each appended exactly once, also when the group
+    is written again (a retry), and a user without a playback document gets one."""
+    playback = mongo.live(stores.mongo, "playback_logs")
+    kept = {u: playback.find_one({"_id": u}) for u in USERS}
+    playback.delete_one({"_id": USERS[1]})  # a user who never played anything yet
+    try:
+        accepted = [
+            writes.accept_playback(
+                stores.mongo,
+                user_id=u,
+                movie_id=m,
+                duration_seconds=60 + m,
+                device="tv",
+                client_id=f"pusher-play-{u}-{m}",
+            )
+            for u in USERS
+            for m in MOVIES[:3]
+        ]
+        writes.write_events(stores.mongo, accepted[:2])  # the process stopped after part of the group
+        writes.write_events(stores.mongo, accepted)
+        writes.write_events(stores.mongo, accepted)
+        for user_id in USERS:
+            doc = playback.find_one({"_id": user_id})
+            assert doc is not None
+            expected = {a.written.session_id for a in accepted if a.written.user_id == user_id}
+            mine = [s["session_id"] for s in doc["sessions"] if s["session_id"] in expected]
+            assert sorted(mine) == sorted(expected), "each session exactly once"
+            old = len(kept[user_id]["sessions"]) if user_id == USERS[0] and kept[user_id] else 0
+            assert len(doc["sessions"]) == old + len(expected)
+    finally:
+        for user_id, doc in kept.items():
+            if doc is None:
+                playback.delete_one({"_id": user_id})
+            else:
+                playback.replace_one({"_id": user_id}, doc, upsert=True)
