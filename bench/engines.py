@@ -26,6 +26,7 @@ from sources.export.lake import export_lake
 from sources.export.run import export
 from sources.feature_store.env import open_feature_store
 from sources.feature_store.materialize import apply_repo, earliest_event, materialize
+from sources.progress import console
 
 if TYPE_CHECKING:
     from sources.stores.clients import Stores
@@ -97,6 +98,7 @@ def bench_engines(stores: Stores, engines: list[str], *, n_labels: int = 100_000
             rows = lake.raw_rows
         figures["export"] = {"rows": rows, "seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
                              "peak_rss_mb": peak >> 20}  # fmt: skip
+        _said(engine, "export", figures)
         store = open_feature_store(endpoints)
         apply_repo(store)
         views = store.list_feature_views()
@@ -104,8 +106,15 @@ def bench_engines(stores: Stores, engines: list[str], *, n_labels: int = 100_000
         mat, seconds, peak = measured(partial(materialize, store, start=start, end=datetime.now(UTC)))
         figures["materialize"] = {"rows": mat.rows, "seconds": round(seconds, 1),
                                   "rows_per_s": round(mat.rows / seconds), "peak_rss_mb": peak >> 20}  # fmt: skip
+        _said(engine, "materialize", figures)
         frame, seconds, peak = measured(partial(training_frame, store, sample))
         figures["historical"] = {"labels": len(frame), "seconds": round(seconds, 1),
                                  "labels_per_s": round(len(frame) / seconds), "peak_rss_mb": peak >> 20}  # fmt: skip
+        _said(engine, "historical", figures)
         out[engine] = figures
     return out
+
+
+def _said(engine: str, step: str, figures: dict[str, Any]) -> None:
+    """One step's figures as soon as they are taken (a long run stopped later keeps them)."""
+    console.print(f"{engine} {step}: " + ", ".join(f"{k} {v:,}" for k, v in figures[step].items()))

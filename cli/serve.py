@@ -146,6 +146,10 @@ def up(
                 raise MarqueeError("no trained models yet")
             load_checkpoint(checkpoint_path(folder, "two_tower"))
             engagement = load_checkpoint(checkpoint_path(folder, "engagement"), service_features(store))
+            engine = stores.endpoints.offline.engine
+            if engagement.feature_engine not in ("", engine):
+                raise MarqueeError(f"the engagement net was trained on {engagement.feature_engine} frames, "
+                                   f"the offline engine is now {engine}")  # fmt: skip
             if "rerank_beta" not in engagement.metrics:
                 raise MarqueeError("the re-rank weight has not been chosen on validation yet")
             console.print("reusing the trained checkpoints (their features match the feature service)")

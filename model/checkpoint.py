@@ -8,6 +8,9 @@ One file per model kind (``<models_dir>/<kind>.pt``), written atomically (temp f
     config            the network's config dict (``*Config.to_dict``)
     state             state_dict (or, for most-popular, the counts)
     feature_service   e.g. "engagement_training_v1" and ``features``, its feature list
+    feature_engine    which engine computed the training frame: postgres or spark (Feast's
+                      offline store of that engine), local (computed from the stores directly),
+                      "" for models that read no feature frame (and checkpoints older than it)
     data_snapshot     max event time and row count of the data it was trained on
     split, metrics    the split it used and what it measured on valid/test
     extras            id maps, the two-tower's precomputed movie vectors, encoder vocabularies
@@ -62,6 +65,7 @@ class Checkpoint:
     extras: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format: int = FORMAT
+    feature_engine: str = ""
 
     @property
     def version(self) -> str:

@@ -54,7 +54,7 @@ from model.serve.ranker import best_retriever
 from model.train.engagement import split_frame
 from model.train.loop import OnCpu
 from model.train.options import MODELS, TrainOptions
-from model.train.pipeline import engagement_frame, snapshot, train_models
+from model.train.pipeline import engagement_frame, frame_engine, snapshot, train_models
 from sources.feature_store.names import TRAINING_SERVICE
 from sources.progress import console
 from sources.stores.clients import Stores
@@ -146,7 +146,11 @@ def _load_or_train(
             console.print(f"{kind}: {exc}")
             missing.append(kind)
             continue
-        if _current(ckpt, data, split):
+        engine = frame_engine(stores, engagement_input[1]) if kind == "engagement" and engagement_input else ""
+        if ckpt.feature_engine and engine and ckpt.feature_engine != engine:  # same features, other engine
+            console.print(f"{kind}: trained on {ckpt.feature_engine} frames, the frame is now {engine}'s")
+            missing.append(kind)
+        elif _current(ckpt, data, split):
             loaded[kind] = ckpt
         else:
             missing.append(kind)
@@ -390,7 +394,7 @@ def _engagement(
         rows = parts["test"][column].isin(ids).to_numpy()
         if rows.any():
             report.cold[f"engagement / {label}"] = {"rmse": rmse(pred[rows], target[rows]), "rows": int(rows.sum())}
-    report.notes.append(f"engagement features: {service}")
+    report.notes.append(f"engagement features: {service}, frame from {eng.feature_engine or 'an unrecorded engine'}")
     if retriever is None:
         return None
     kind = retriever.kind

@@ -6,6 +6,7 @@ snapshot, the split and the metrics, so serving can refuse one that no longer fi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,17 @@ def snapshot(data: Interactions) -> dict[str, Any]:
     }
 
 
-def to_checkpoint(trained: Trained, data: Interactions, split: Split, *, feature_service: str = "") -> Checkpoint:
+def frame_engine(stores: Stores, service: str) -> str:
+    """Which engine computed a frame of ``service`` (``engagement_frame``'s answer) with ``stores``:
+    the offline engine Feast joined it on, or ``local``."""
+    if service == TRAINING_SERVICE:
+        return stores.endpoints.offline.engine
+    return "local" if service == LOCAL_SERVICE else ""
+
+
+def to_checkpoint(
+    trained: Trained, data: Interactions, split: Split, *, feature_service: str = "", feature_engine: str = ""
+) -> Checkpoint:
     ids = {"user_ids": torch.as_tensor(data.user_ids), "movie_ids": torch.as_tensor(data.movie_ids)}
     common: dict[str, Any] = {
         "data_snapshot": snapshot(data),
@@ -73,7 +84,8 @@ def to_checkpoint(trained: Trained, data: Interactions, split: Split, *, feature
         encoder: FrameEncoder = trained.extras["encoder"]
         columns = list(dict.fromkeys(base_column(f) for f in encoder.features))  # "genres[3]" -> "genres"
         return Checkpoint("engagement", model.config.to_dict(), model.state_dict(), feature_service,
-                          columns, extras={**ids, "encoder": encoder.to_dict()}, **common)  # fmt: skip
+                          columns, extras={**ids, "encoder": encoder.to_dict()}, feature_engine=feature_engine,
+                          **common)  # fmt: skip
     raise TypeError(f"cannot checkpoint {type(model).__name__}")
 
 
@@ -130,7 +142,7 @@ def train_models(
     split = make_split(data, split_name, seed=options.seed)
     out: dict[str, tuple[Trained, Checkpoint, Path]] = {}
     for kind in kinds:
-        service = ""
+        service, engine = "", ""
         opts = options.for_model(kind, explicit)
         if kind == "pop":
             trained = train_pop(split, opts)
@@ -142,16 +154,18 @@ def train_models(
             trained = train_two_tower(split, load_catalog(stores, data), opts)
         else:
             frame, service = engagement_input or engagement_frame(stores, data, source=feature_source)
+            engine = frame_engine(stores, service)
             if nproc > 1:  # rank 0 of the torchrun workers writes the checkpoint
                 from model.train.distributed import train_distributed
 
+                make = partial(to_checkpoint, feature_engine=engine)
                 out[kind] = train_distributed(split_frame(frame, split), opts, nproc=nproc, data=data, split=split,
                                               feature_service=service, models_dir=models_dir,
-                                              make_checkpoint=to_checkpoint)  # fmt: skip
+                                              make_checkpoint=make)  # fmt: skip
                 continue
             trained = train_engagement(split_frame(frame, split), opts, user_ids=data.user_ids,
                                        movie_ids=data.movie_ids)  # fmt: skip
-        checkpoint = to_checkpoint(trained, data, split, feature_service=service)
+        checkpoint = to_checkpoint(trained, data, split, feature_service=service, feature_engine=engine)
         path = save_checkpoint(checkpoint, checkpoint_path(models_dir / split_name, kind))
         out[kind] = (trained, checkpoint, path)
     return out

@@ -44,6 +44,13 @@ def test_round_trip_keeps_everything(tmp_path: Path) -> None:
         assert torch.equal(net.state_dict()[name], tensor)
 
 
+def test_a_checkpoint_older_than_the_engine_field_loads(tmp_path: Path) -> None:
+    old = _checkpoint().to_dict()
+    del old["feature_engine"]
+    torch.save(old, tmp_path / "engagement.pt")
+    assert load_checkpoint(tmp_path / "engagement.pt", FEATURES).feature_engine == ""
+
+
 @pytest.mark.parametrize(
     ("now", "says"),
     [

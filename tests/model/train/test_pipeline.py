@@ -20,8 +20,9 @@ from model.networks.engagement import predict_ratings
 from model.train.baselines import train_bpr
 from model.train.engagement import split_frame, train_engagement
 from model.train.options import TrainOptions
-from model.train.pipeline import to_checkpoint
+from model.train.pipeline import LOCAL_SERVICE, frame_engine, to_checkpoint
 from model.train.two_tower import train_two_tower
+from sources.feature_store.names import TRAINING_SERVICE
 from sources.ingest import IngestReport
 from sources.stores.clients import Stores
 
@@ -85,6 +86,11 @@ def test_bpr_training_lowers_its_loss(split: inter.Split) -> None:
     assert losses[-1] < losses[0], losses
 
 
+def test_a_frame_is_credited_to_the_engine_that_computed_it(stores: Stores) -> None:
+    assert frame_engine(stores, TRAINING_SERVICE) == stores.endpoints.offline.engine == "postgres"
+    assert (frame_engine(stores, LOCAL_SERVICE), frame_engine(stores, "")) == ("local", "")
+
+
 def test_checkpoints_round_trip_to_identical_predictions(
     tmp_path: Path, stores: Stores, frame: pd.DataFrame, split: inter.Split, data: inter.Interactions
 ) -> None:
@@ -92,10 +98,11 @@ def test_checkpoints_round_trip_to_identical_predictions(
     eng = train_engagement(split_frame(frame, split), one, user_ids=data.user_ids, movie_ids=data.movie_ids)
     tt = train_two_tower(split, load_catalog(stores, data), one)
     for trained in (eng, tt):
-        ckpt = to_checkpoint(trained, data, split, feature_service="test_service")
+        ckpt = to_checkpoint(trained, data, split, feature_service="test_service", feature_engine="spark")
         path = save_checkpoint(ckpt, tmp_path / f"{ckpt.kind}.pt")
         back = load_checkpoint(path, ckpt.features)
         assert (back.kind, back.feature_service, back.features) == (ckpt.kind, ckpt.feature_service, ckpt.features)
+        assert back.feature_engine == ("spark" if ckpt.kind == "engagement" else "")  # which engine made the frame
         assert back.data_snapshot["max_event_ts"] == data.max_ts and back.split["name"] == "recbole"
         model = from_checkpoint(back)
         if ckpt.kind == "engagement":
