@@ -32,9 +32,9 @@ class SequentialConfig(DictConfig):
     dim: int = 64
     layers: int = 2
     heads: int = 2
-    max_len: int = 200  # the last this many movies are read
+    max_len: int = 50  # the last this many movies are read
     dropout: float = 0.2
-    horizon: int = 1  # a position predicts one of the next ``horizon`` movies (1 = next item)
+    horizon: int = 8  # a position predicts one of the next ``horizon`` movies (1 = next item)
 
 
 class SequentialRetriever(nn.Module):

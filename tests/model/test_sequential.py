@@ -37,7 +37,7 @@ def split(data: inter.Interactions) -> inter.Split:
 
 @pytest.fixture(scope="module")
 def run(split: inter.Split) -> Trained:
-    options = TrainOptions(epochs=2, lr=5e-3, batch_size=256, max_batches=6, patience=2, quiet=True)
+    options = TrainOptions(epochs=2, lr=5e-3, batch_size=256, max_batches=4, patience=2, quiet=True)
     return train_sequential(split, options, horizon=3, **SMALL)
 
 
@@ -111,8 +111,8 @@ def test_fusion_weights_checkpoint_and_serving(
     seq = load_checkpoint(save_checkpoint(to_checkpoint(run, data, split), folder / "sequential.pt"))
     history = HistoryIndex([split.train])
     valid_scores = {c.kind: score_matrix(retriever_scorer(c, history), data.n_users) for c in (ease, seq)}
-    fitted = train_fusion(split, valid_scores, TrainOptions(quiet=True), step=0.25)
-    assert len(fitted.history) == 5 and fitted.valid["ndcg@10"] == max(r["ndcg@10"] for r in fitted.history)
+    fitted = train_fusion(split, valid_scores, TrainOptions(quiet=True), step=0.5)
+    assert len(fitted.history) == 3 and fitted.valid["ndcg@10"] == max(r["ndcg@10"] for r in fitted.history)
     assert fitted.valid["ndcg@10"] >= ease_run.valid["ndcg@10"]  # a vertex (EASE alone) is in the grid
     with pytest.raises(ValueError, match="two retrievers"):
         train_fusion(split, {"ease": valid_scores["ease"]}, TrainOptions(quiet=True))
@@ -123,7 +123,8 @@ def test_fusion_weights_checkpoint_and_serving(
     assert fusion_parts(fusion, {"ease": ease, "sequential": seq}) == {"ease": ease, "sequential": seq}
     ranker = Ranker(fusion, components={"ease": ease, "sequential": seq})
     mine = [int(data.movie_ids[i]) for i in history.indices[history.indptr[7] : history.indptr[8]].tolist()]
-    (scored, _), = ranker.rank_many([RankRequest(int(data.user_ids[7]), mine, 5, set(mine))], features=None)  # fmt: skip
+    request = RankRequest(int(data.user_ids[7]), mine, 5, set(mine))
+    (scored, _), = ranker.rank_many([request], features=None)  # fmt: skip
     parts = {k: s[7:8] for k, s in valid_scores.items()}
     expected = fuse(parts, {"ease": 0.5, "sequential": 0.5})[0]
     expected[history.indices[history.indptr[7] : history.indptr[8]]] = float("-inf")
