@@ -37,7 +37,7 @@ def split(data: inter.Interactions) -> inter.Split:
 
 @pytest.fixture(scope="module")
 def run(split: inter.Split) -> Trained:
-    options = TrainOptions(epochs=2, lr=5e-3, batch_size=256, max_batches=4, patience=2, quiet=True)
+    options = TrainOptions(epochs=2, lr=1e-2, batch_size=256, max_batches=6, patience=2, quiet=True)
     return train_sequential(split, options, horizon=3, **SMALL)
 
 
