@@ -13,7 +13,8 @@ One file per model kind (``<models_dir>/<kind>.pt``), written atomically (temp f
                       "" for models that read no feature frame (and checkpoints older than it)
     data_snapshot     max event time and row count of the data it was trained on
     split, metrics    the split it used and what it measured on valid/test
-    extras            id maps, the two-tower's precomputed movie vectors, encoder vocabularies
+    extras            id maps, the two-tower's precomputed movie vectors, encoder vocabularies,
+                      the versions of the retrievers a fusion checkpoint weighs
 
 ``load_checkpoint(path, expected_features)`` refuses a checkpoint whose feature list no longer
 matches the feature service (``FeatureMismatch``): serving would otherwise feed columns in the
@@ -36,6 +37,8 @@ from torch import Tensor
 from model.networks.baselines import BPRMF, MostPopular
 from model.networks.ease import EaseConfig, RecencyEASE
 from model.networks.engagement import EngagementNetConfig, MultimodalEngagementNet
+from model.networks.fusion import FusionConfig
+from model.networks.sequential import SequentialConfig, SequentialRetriever
 from model.networks.two_tower import TwoTowerConfig, TwoTowerRetriever
 from sources.errors import MarqueeError
 
@@ -155,6 +158,12 @@ def from_checkpoint(checkpoint: Checkpoint) -> Any:
         tt = TwoTowerRetriever(TwoTowerConfig.from_dict(checkpoint.config))
         tt.load_state_dict(checkpoint.state)
         return tt.eval()
+    if kind == "sequential":
+        seq = SequentialRetriever(SequentialConfig.from_dict(checkpoint.config))
+        seq.load_state_dict(checkpoint.state)
+        return seq.eval()
+    if kind == "fusion":  # weights only: the fused retrievers are their own checkpoints
+        return FusionConfig.from_dict(checkpoint.config)
     if kind == "engagement":
         net = MultimodalEngagementNet(EngagementNetConfig.from_dict(checkpoint.config))
         net.load_state_dict(checkpoint.state)

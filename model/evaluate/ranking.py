@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.checkpoint import Checkpoint, from_checkpoint
 from model.data.interactions import Interactions
 from model.evaluate.metrics import catalog_coverage, ranking_metrics, top_k_items
 from model.networks.ease import RecencyEASE
+from model.networks.sequential import SequentialRetriever
 from model.networks.two_tower import TwoTowerRetriever, UserHistory
 
 
@@ -151,3 +153,31 @@ class EaseScorer:
         indptr, indices = self.history.indptr.cpu(), self.history.indices.cpu()
         rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in user_ids.tolist()]
         return self.model.score(self.model.history_inputs(rows)).cpu()
+
+
+class SequentialScorer:
+    """The sequential retriever plus the histories it reads (each user's movies, oldest first)."""
+
+    def __init__(self, model: SequentialRetriever, history: HistoryIndex) -> None:
+        self.model = model
+        self.history = history
+
+    @torch.no_grad()
+    def score_all(self, user_ids: Tensor) -> Tensor:
+        """``(B,) -> (B, n_movies)`` scores on CPU: what comes after each user's whole history."""
+        indptr, indices = self.history.indptr.cpu(), self.history.indices.cpu()
+        rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in user_ids.tolist()]
+        device = self.model.items.weight.device
+        return self.model.score_last(self.model.tokens(rows).to(device)).float().cpu()
+
+
+def retriever_scorer(checkpoint: Checkpoint, history: HistoryIndex) -> Scorer:
+    """The scorer of a retriever checkpoint (``ease``, ``two_tower`` or ``sequential``) reading ``history``."""
+    net = from_checkpoint(checkpoint)
+    if checkpoint.kind == "ease":
+        return EaseScorer(net, history)
+    if checkpoint.kind == "two_tower":
+        return TwoTowerScorer(net, history, checkpoint.extras["movie_vectors"])
+    if checkpoint.kind == "sequential":
+        return SequentialScorer(net, history)
+    raise ValueError(f"{checkpoint.kind} is not a catalogue retriever")

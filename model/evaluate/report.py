@@ -48,9 +48,18 @@ from model.data.interactions import SPLITS, Interactions, Split, from_stores, ma
 from model.evaluate.metrics import mae, rmse
 from model.evaluate.peers import check_protocol, load_peers, paired_bootstrap, peer_scores, per_user_ndcg, self_reported
 from model.evaluate.prior import choose_prior, prior_scores
-from model.evaluate.ranking import EaseScorer, HistoryIndex, TwoTowerScorer, full_ranking, masks, score_matrix
+from model.evaluate.ranking import (
+    EaseScorer,
+    HistoryIndex,
+    SequentialScorer,
+    TwoTowerScorer,
+    full_ranking,
+    masks,
+    score_matrix,
+)
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
-from model.serve.ranker import best_retriever
+from model.networks.fusion import fuse
+from model.serve.ranker import best_retriever, fusion_parts
 from model.train.engagement import split_frame
 from model.train.loop import OnCpu
 from model.train.options import MODELS, TrainOptions
@@ -150,6 +159,8 @@ def _load_or_train(
         if ckpt.feature_engine and engine and ckpt.feature_engine != engine:  # same features, other engine
             console.print(f"{kind}: trained on {ckpt.feature_engine} frames, the frame is now {engine}'s")
             missing.append(kind)
+        elif kind == "fusion" and not _fusion_fits(ckpt, loaded, missing):
+            missing.append(kind)  # a fused retriever is (re)trained now: new weights
         elif _current(ckpt, data, split):
             loaded[kind] = ckpt
         else:
@@ -161,6 +172,15 @@ def _load_or_train(
                                engagement_input=engagement_input)  # fmt: skip
         loaded.update({k: v[1] for k, v in trained.items()})
     return loaded
+
+
+def _fusion_fits(fusion: Checkpoint, loaded: dict[str, Checkpoint], missing: list[str]) -> bool:
+    """Whether the fusion's weights were chosen for the retriever checkpoints loaded here."""
+    try:
+        parts = fusion_parts(fusion, loaded)
+    except CheckpointError:
+        return False
+    return not set(parts) & set(missing)
 
 
 def _training_figures(ckpt: Checkpoint) -> dict[str, Any]:
@@ -297,6 +317,17 @@ def evaluate(
         served_view = TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train, split.valid]), vectors)
         _rank_all("two_tower, history incl. valid", score_matrix(served_view, data.n_users), split, report, {})
         retrievers["two_tower"] = tt_scores
+    if "sequential" in nets:
+        sequential = SequentialScorer(nets["sequential"], HistoryIndex([split.train]))
+        retrievers["sequential"] = score_matrix(sequential, data.n_users)
+        _rank_all("sequential", retrievers["sequential"], split, report, _training_figures(ckpts["sequential"]))
+    if "fusion" in nets and all(k in retrievers for k in nets["fusion"].used):
+        # the fused retrievers' test scores above (history = training part), weights chosen on valid
+        weights = nets["fusion"].weights
+        retrievers["fusion"] = fuse(retrievers, weights)
+        _rank_all("fusion", retrievers["fusion"], split, report, {})
+        shown = ", ".join(f"{k} {w:g}" for k, w in weights.items())
+        report.notes.append(f"fusion of z-scored retriever scores, weights chosen on valid NDCG@10: {shown}")
     served_kind = best_retriever({k: ckpts[k] for k in retrievers}) if retrievers else None
     served: tuple[str, Tensor] | None = (served_kind, retrievers[served_kind]) if served_kind else None
     retrieved: Retrieved | None = None

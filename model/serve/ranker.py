@@ -2,7 +2,7 @@
 
 ``Ranker`` loads the checkpoints once (``<models_dir>/<split>/<retriever>.pt`` and
 ``engagement.pt``). The retriever is the one of ``RETRIEVERS`` (recency-weighted EASE, the
-two-tower) with a checkpoint and the best validation NDCG@10 recorded in it
+two-tower, the sequential model, or a fusion of them) with a checkpoint and the best validation NDCG@10 recorded in it
 (``best_retriever``): the served ranking is the model that wins the evaluation. EASE reads
 the user's movies oldest first and multiplies one (n_movies,) row by its item-item matrix
 (1,682² floats, ~11 MB, in the checkpoint). For the two-tower, candidate generation needs no
@@ -11,7 +11,11 @@ two-tower checkpoint (1,682 x 64 floats for ML-100K, ~430 KB), so a batch of use
 user-tower pass and one (users, 64) x (64, n_movies) product in memory; a catalogue in the
 millions would move them into a pgvector HNSW table instead. Both retrievers read each user's
 history (movies rated, oldest first), which the caller reads from the graph and the API's
-mutation log, so a rating made a moment ago already counts.
+mutation log, so a rating made a moment ago already counts. The sequential retriever reads
+the last ``max_len`` of them in order through its self-attention layers. A fusion
+(``fusion.pt``: weights only) loads the checkpoints it weighs, runs each and sums their
+z-scored scores (model/networks/fusion.py); it is served only when those are the very
+checkpoints its weights were chosen for (their versions are recorded in it).
 
 Re-ranking reads the encoded online features of the (user, candidate) pairs through
 ``PairFeatures`` (model/serve/pair_features.py: Feast's ``engagement_serving_v1``, movie side
@@ -65,6 +69,8 @@ from model.checkpoint import (
 from model.data.engagement_frame import FrameEncoder
 from model.networks.ease import RecencyEASE
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
+from model.networks.fusion import FusionConfig, fuse
+from model.networks.sequential import SequentialRetriever
 from model.networks.two_tower import TwoTowerRetriever, UserHistory
 from model.serve.pair_features import PairFeatures
 from model.serve.trend import TrendPrior, new_mask, recent_lift, with_prior
@@ -72,8 +78,8 @@ from sources.feature_store.names import TRAINING_SERVICE
 
 log = logging.getLogger(__name__)
 
-#: models that can generate the served candidates, each with a checkpoint of that kind
-RETRIEVERS = ("ease", "two_tower")
+#: models that can generate the served candidates, each with a checkpoint of that kind (ties: the first)
+RETRIEVERS = ("ease", "two_tower", "sequential", "fusion")
 
 
 def best_retriever(checkpoints: Mapping[str, Checkpoint]) -> str:
@@ -83,6 +89,23 @@ def best_retriever(checkpoints: Mapping[str, Checkpoint]) -> str:
         raise CheckpointError(f"no retriever checkpoint ({', '.join(RETRIEVERS)}): run `marquee train` first")
     return max(found, key=lambda k: (float(checkpoints[k].metrics.get("valid", {}).get("ndcg@10", 0.0)),
                                      -RETRIEVERS.index(k)))  # fmt: skip
+
+
+def fusion_parts(fusion: Checkpoint, found: Mapping[str, Checkpoint]) -> dict[str, Checkpoint]:
+    """The checkpoints ``fusion`` weighs, from ``found``; each must be the version its weights
+    were chosen for (a retrained retriever has other scores), else ``CheckpointError``."""
+    versions: dict[str, str] = fusion.extras.get("components", {})
+    parts = {}
+    for kind, version in versions.items():
+        ckpt = found.get(kind)
+        if ckpt is None or ckpt.version != version:
+            now = ckpt.version if ckpt is not None else "none"
+            raise CheckpointError(f"fusion was fitted on {kind} {version}, found {now}: "
+                                  "run `marquee train --model fusion`")  # fmt: skip
+        parts[kind] = ckpt
+    if not parts:
+        raise CheckpointError("fusion checkpoint names no retrievers")
+    return parts
 
 
 def service_features(store: Any, service: str = TRAINING_SERVICE) -> list[str]:
@@ -122,18 +145,33 @@ class Ranker:
     """Checkpoints loaded once; ``rank_many`` answers several users in one pass, ``rank`` one."""
 
     def __init__(
-        self, retriever: Checkpoint, engagement: Checkpoint | None = None, *, beta: float | None = None
+        self,
+        retriever: Checkpoint,
+        engagement: Checkpoint | None = None,
+        *,
+        beta: float | None = None,
+        components: Mapping[str, Checkpoint] | None = None,
     ) -> None:
+        """``components``: the checkpoints a ``fusion`` retriever weighs (by kind)."""
         if retriever.kind not in RETRIEVERS:
             raise CheckpointError(f"{retriever.kind} cannot retrieve; use one of {', '.join(RETRIEVERS)}")
         self.retriever_kind = retriever.kind
         self.ease: RecencyEASE | None = None
         self.two_tower: TwoTowerRetriever | None = None
-        if retriever.kind == "ease":
-            self.ease = from_checkpoint(retriever)
-        else:
-            self.two_tower = from_checkpoint(retriever)
-            self.movie_vectors: Tensor = retriever.extras["movie_vectors"].float()
+        self.sequential: SequentialRetriever | None = None
+        self.fusion: FusionConfig | None = None
+        parts = {retriever.kind: retriever}
+        if retriever.kind == "fusion":
+            self.fusion = from_checkpoint(retriever)
+            parts = fusion_parts(retriever, components or {})
+        for kind, ckpt in parts.items():
+            if kind == "ease":
+                self.ease = from_checkpoint(ckpt)
+            elif kind == "sequential":
+                self.sequential = from_checkpoint(ckpt)
+            else:
+                self.two_tower = from_checkpoint(ckpt)
+                self.movie_vectors: Tensor = ckpt.extras["movie_vectors"].float()
         self.movie_ids = np.asarray(retriever.extras["movie_ids"])
         self.user_ids = [int(u) for u in np.asarray(retriever.extras["user_ids"]).tolist()]
         self.user_index = {u: i for i, u in enumerate(self.user_ids)}
@@ -175,6 +213,12 @@ class Ranker:
                 log.info("retriever %s not available (%s)", kind, exc)
         if not found:
             found["two_tower"] = load_checkpoint(checkpoint_path(folder, "two_tower"))  # raises the usual error
+        if "fusion" in found:
+            try:
+                fusion_parts(found["fusion"], found)
+            except CheckpointError as exc:  # a fused retriever was retrained since: its weights no longer fit
+                log.warning("fusion not served (%s)", exc)
+                del found["fusion"]
         retriever = found[best_retriever(found)]
         try:
             engagement = load_checkpoint(checkpoint_path(folder, "engagement"), expected_features)
@@ -183,7 +227,7 @@ class Ranker:
                 raise
             log.warning("no engagement re-ranker (%s); serving retriever order", exc)
             engagement = None
-        return cls(retriever, engagement)
+        return cls(retriever, engagement, components=found)
 
     @property
     def content_path(self) -> bool:
@@ -275,27 +319,47 @@ class Ranker:
         return self._candidates([RankRequest(user_id, history, n, exclude)], n)[0]
 
     @torch.no_grad()
-    def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
-        """Each (known) user's top ``n``: one user-tower pass and one product for all of them."""
-        movie_ids, index = self.movie_ids, self.movie_index
-        trained = self.trained_movies
-        if self.ease is not None:
-            histories = [[index[m] for m in r.history if index.get(m, trained) < trained] for r in requests]
-            logits = self.ease.score(self.ease.history_inputs(histories))
-            if len(movie_ids) > trained:  # titles added since: no EASE column; only the prior can place them
-                fill = logits.mean(dim=1, keepdim=True) if self.prior else torch.full((len(logits), 1), float("-inf"))
-                logits = torch.cat([logits, fill.expand(-1, len(movie_ids) - trained)], dim=1)
-        else:
-            vectors = self.movie_vectors
+    def _scores(self, kind: str, requests: Sequence[RankRequest], width: int) -> Tensor:
+        """``(len(requests), width)`` scores of one retriever; movies it cannot score get -inf."""
+        index, trained = self.movie_index, self.trained_movies
+        histories = [[index[m] for m in r.history if index.get(m, trained) < trained] for r in requests]
+        if kind == "two_tower":
             users = self.user_vectors([r.user_id for r in requests], [r.history for r in requests])
-            logits = users @ vectors[: len(movie_ids)].T / self.tower.config.temperature
+            out: Tensor = users @ self.movie_vectors[:width].T / self.tower.config.temperature
+            return out
+        if kind == "ease" and self.ease is not None:
+            logits = self.ease.score(self.ease.history_inputs(histories))
+        elif kind == "sequential" and self.sequential is not None:
+            logits = self.sequential.score_last(self.sequential.tokens(histories))
+        else:
+            raise CheckpointError(f"no {kind} retriever loaded")
+        return self._widened(logits, width)
+
+    def _widened(self, logits: Tensor, width: int) -> Tensor:
+        """``logits`` with a column for each movie added since training: the row's mean under the
+        trend prior (which then places them by their recent ratings), else -inf (never candidates)."""
+        if width <= logits.shape[1]:
+            return logits
+        fill = logits.mean(dim=1, keepdim=True) if self.prior else torch.full((len(logits), 1), float("-inf"))
+        return torch.cat([logits, fill.expand(-1, width - logits.shape[1])], dim=1)
+
+    @torch.no_grad()
+    def _candidates(self, requests: Sequence[RankRequest], n: int) -> list[tuple[np.ndarray, Tensor]]:
+        """Each (known) user's top ``n``: one pass of the retriever (or of each fused one) for all of them."""
+        movie_ids, index = self.movie_ids, self.movie_index
+        if self.fusion is not None:
+            trained = self.trained_movies  # a fusion ranks the movies every fused retriever knows
+            parts = {k: self._scores(k, requests, trained) for k in self.fusion.used}
+            logits = self._widened(fuse(parts, self.fusion.weights), len(movie_ids))
+        else:
+            logits = self._scores(self.retriever_kind, requests, len(movie_ids))
         if self.prior is not None:
             logits = with_prior(logits, *self._prior_terms(len(movie_ids)), self.prior)
         out = []
         for row, r in zip(logits, requests, strict=True):
             blocked = [index[m] for m in r.exclude if index.get(m, len(movie_ids)) < len(movie_ids)]
             row[blocked] = float("-inf")
-            top = row.topk(min(n, len(row) - len(blocked)))
+            top = row.topk(min(n, int(torch.isfinite(row).sum())))
             out.append((movie_ids[top.indices.numpy()], top.values))
         return out
 

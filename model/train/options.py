@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-MODELS = ("pop", "bpr", "ease", "two_tower", "engagement")
+#: fusion comes after the retrievers it weighs (it reads their checkpoints)
+MODELS = ("pop", "bpr", "ease", "two_tower", "sequential", "fusion", "engagement")
 
 
 # Per-model settings that converged well on ML-100K (BPR: RecBole's defaults). Fields the
@@ -18,6 +19,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "bpr": {"lr": 1e-3, "batch_size": 2048, "patience": 10, "epochs": 300},  # RecBole: 300, stop after 10
     "ease": {"lr": 0.0, "batch_size": 1},  # closed form: a grid on valid, no epochs
     "two_tower": {"lr": 3e-3, "batch_size": 1024, "patience": 3},
+    "sequential": {"lr": 2e-3, "batch_size": 256, "patience": 4, "epochs": 40},
+    "fusion": {"lr": 0.0, "batch_size": 1},  # a grid on valid, no epochs
     "engagement": {"lr": 2e-3, "batch_size": 1024, "patience": 3},
 }
 

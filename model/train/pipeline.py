@@ -13,18 +13,23 @@ from typing import Any
 import pandas as pd
 import torch
 
-from model.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
+from model.checkpoint import Checkpoint, CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from model.data.catalog import load_catalog
 from model.data.engagement_frame import FrameEncoder, base_column, load_side_info, local_frame
 from model.data.interactions import Interactions, Split, from_stores, make_split, window_start
+from model.evaluate.ranking import HistoryIndex, retriever_scorer, score_matrix
 from model.networks.baselines import BPRMF, MostPopular
 from model.networks.ease import RecencyEASE
 from model.networks.engagement import MultimodalEngagementNet
+from model.networks.fusion import FusionConfig
+from model.networks.sequential import SequentialRetriever
 from model.networks.two_tower import TwoTowerRetriever
 from model.train.baselines import train_bpr, train_pop
 from model.train.ease import train_ease
 from model.train.engagement import split_frame, train_engagement
+from model.train.fusion import train_fusion
 from model.train.options import MODELS, Trained, TrainOptions
+from model.train.sequential import train_sequential
 from model.train.two_tower import train_two_tower
 from sources.errors import MarqueeError
 from sources.feature_store.names import TRAINING_SERVICE
@@ -34,6 +39,10 @@ from sources.stores.clients import Stores
 #: what EASE reads: each user's rated movies in time order (the recency weights need the order)
 EASE_FEATURES = ["reviews.history_sequence"]
 TWO_TOWER_FEATURES = ["reviews.history_bag", "movie_embeddings.embedding", "movie_genres.genre_id"]
+#: the sequential retriever reads the same ordered history as EASE
+SEQUENTIAL_FEATURES = ["reviews.history_sequence"]
+#: the retrievers a fusion may weigh (each its own checkpoint)
+FUSED = ("ease", "two_tower", "sequential")
 
 
 LOCAL_SERVICE = "local:engagement_frame_v1"
@@ -80,6 +89,15 @@ def to_checkpoint(
         extras = {**ids, "movie_vectors": vectors}
         return Checkpoint("two_tower", model.config.to_dict(), model.state_dict(), "marquee:two_tower_inputs",
                           list(TWO_TOWER_FEATURES), extras=extras, **common)  # fmt: skip
+    if isinstance(model, SequentialRetriever):
+        return Checkpoint("sequential", model.config.to_dict(), model.state_dict(), "marquee:sequential_inputs",
+                          list(SEQUENTIAL_FEATURES), extras=ids, **common)  # fmt: skip
+    if isinstance(model, FusionConfig):
+        components: dict[str, Checkpoint] = trained.extras["components"]
+        features = list(dict.fromkeys(f for k in model.used for f in components[k].features))
+        versions = {k: components[k].version for k in model.used}
+        return Checkpoint("fusion", model.to_dict(), {}, "marquee:fusion_inputs", features,
+                          extras={**ids, "components": versions}, **common)  # fmt: skip
     if isinstance(model, MultimodalEngagementNet):
         encoder: FrameEncoder = trained.extras["encoder"]
         columns = list(dict.fromkeys(base_column(f) for f in encoder.features))  # "genres[3]" -> "genres"
@@ -152,6 +170,10 @@ def train_models(
             trained = train_ease(split, opts)
         elif kind == "two_tower":
             trained = train_two_tower(split, load_catalog(stores, data), opts)
+        elif kind == "sequential":
+            trained = train_sequential(split, opts)
+        elif kind == "fusion":
+            trained = fit_fusion(models_dir, data, split, opts, {k: v[1] for k, v in out.items()})
         else:
             frame, service = engagement_input or engagement_frame(stores, data, source=feature_source)
             engine = frame_engine(stores, service)
@@ -169,3 +191,26 @@ def train_models(
         path = save_checkpoint(checkpoint, checkpoint_path(models_dir / split_name, kind))
         out[kind] = (trained, checkpoint, path)
     return out
+
+
+def fit_fusion(
+    models_dir: Path, data: Interactions, split: Split, options: TrainOptions, fresh: dict[str, Checkpoint]
+) -> Trained:
+    """Fusion weights over the current retriever checkpoints (``fresh``: trained in this run,
+    else read from ``models_dir``); at least two must fit this data and split."""
+    components: dict[str, Checkpoint] = {}
+    for kind in FUSED:
+        try:
+            ckpt = fresh.get(kind) or load_checkpoint(checkpoint_path(models_dir / split.name, kind))
+        except CheckpointError:
+            continue
+        if ckpt.data_snapshot == snapshot(data) and ckpt.split == split.describe():
+            components[kind] = ckpt
+    if len(components) < 2:
+        raise MarqueeError(f"fusion needs two current retrievers of {', '.join(FUSED)} on the {split.name} "
+                           f"split (found {', '.join(components) or 'none'}); train them first")  # fmt: skip
+    history = HistoryIndex([split.train])
+    scores = {k: score_matrix(retriever_scorer(c, history), data.n_users) for k, c in components.items()}
+    trained = train_fusion(split, scores, options)
+    trained.extras["components"] = components
+    return trained
