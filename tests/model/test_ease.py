@@ -26,12 +26,6 @@ from model.serve.ranker import Ranker, RankRequest, best_retriever
 from model.train.ease import train_ease
 from model.train.options import Trained, TrainOptions
 from model.train.pipeline import to_checkpoint
-from sources.datasets.movielens import movielens_100k
-
-
-@pytest.fixture(scope="module")
-def data() -> inter.Interactions:
-    return inter.from_dataset(movielens_100k())
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,9 @@ from model.train.fusion import simplex, train_fusion
 from model.train.options import Trained, TrainOptions
 from model.train.pipeline import to_checkpoint
 from model.train.sequential import train_sequential, windows
-from sources.datasets.movielens import movielens_100k
 from sources.errors import MarqueeError
 
 SMALL = {"dim": 16, "layers": 1, "heads": 1, "max_len": 20, "dropout": 0.0}
-
-
-@pytest.fixture(scope="module")
-def data() -> inter.Interactions:
-    return inter.from_dataset(movielens_100k())
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,8 @@ from model.serve.trend import TrendPrior, new_mask, recent_lift, standardize, wi
 from model.train.ease import train_ease
 from model.train.options import Trained, TrainOptions
 from model.train.pipeline import to_checkpoint
-from sources.datasets.movielens import movielens_100k
 
 DAY = 86_400
-
-
-@pytest.fixture(scope="module")
-def data() -> inter.Interactions:
-    return inter.from_dataset(movielens_100k())
 
 
 @pytest.fixture(scope="module")
