@@ -160,23 +160,28 @@ def scale_bench(
     models: Annotated[list[str] | None, typer.Option("--model", help="Models to train (repeat the option).")] = None,
     log: Annotated[str, typer.Option(help="Where the jobs' own output goes.")] = "bench-scale.log",
 ) -> None:
-    """Every job (ingest via synth, export, apply, materialize, train each model, evaluate) at
-    each size, each as its own process: wall time, peak RSS, rows/s and the growth exponent
-    against the first size. Use a data dir of its own (MARQUEE_DATA_DIR): it is overwritten."""
+    """Every job (ingest via synth, export, apply, materialize, train each model, evaluate, serve
+    start-up, warm-up, recommend --all, bench serve) at each size, each as its own process: wall
+    time, peak RSS, rows/s and the growth exponent against the first size. Use a data dir of its
+    own (MARQUEE_DATA_DIR): it is overwritten."""
     from pathlib import Path
 
-    from bench.scale import JobRun, exponent, jobs, run_job
+    from bench.scale import AFTER_SERVE, JobRun, exponent, jobs, run_job, run_serve
+
+    def done(n: int, run: JobRun) -> bool:
+        runs[n].append(run)
+        sys.stderr.write(f"{n:,} ratings, {run.job}: {run.seconds:.1f}s, peak RSS {run.peak_rss_mb:,.0f} MB\n")
+        if run.exit_code:
+            sys.stderr.write(f"{run.job} failed (exit {run.exit_code}); see {log}\n")
+        return not run.exit_code
 
     runs: dict[int, list[JobRun]] = {}
     for n in ratings:
         runs[n] = []
-        for name, args in jobs(n, tuple(models or ("pop", "bpr", "two_tower", "engagement"))):
-            run = run_job(name, args, n, Path(log))
-            runs[n].append(run)
-            sys.stderr.write(f"{n:,} ratings, {name}: {run.seconds:.1f}s, peak RSS {run.peak_rss_mb:,.0f} MB\n")
-            if run.exit_code:
-                sys.stderr.write(f"{name} failed (exit {run.exit_code}); see {log}\n")
-                break
+        ok = all(done(n, run_job(name, args, n, Path(log))) for name, args in
+                 jobs(n, tuple(models or ("pop", "bpr", "two_tower", "engagement"))))  # fmt: skip
+        ok = ok and all(done(n, run) for run in run_serve(n, Path(log)))
+        ok = ok and all(done(n, run_job(name, args, n, Path(log))) for name, args in AFTER_SERVE)
     first = runs[ratings[0]]
     table = [
         {
