@@ -343,7 +343,7 @@ def evaluate(
             retrieved = _trend(models_dir, data, split, report, ckpts[served_kind], retrieved, new_title_boost)
             served = (f"{served_kind} + trend", retrieved.test)
     if "bpmf" in nets:
-        _bpmf(split, report, nets["bpmf"], ckpts["bpmf"])
+        bpmf_rows(split, report, nets["bpmf"], ckpts["bpmf"])
     if "engagement" in nets and frame is not None:
         served = _engagement(stores, models_dir, data, split, report, nets["engagement"], ckpts["engagement"],
                              frame, service, retrieved, candidates) or served  # fmt: skip
@@ -415,7 +415,7 @@ def _trend(
     return Retrieved(retrieved.kind, valid, test, trend=True)
 
 
-def _bpmf(split: Split, report: Report, model: BayesianPMF, ckpt: Checkpoint) -> None:
+def bpmf_rows(split: Split, report: Report, model: BayesianPMF, ckpt: Checkpoint) -> None:
     """Bayesian PMF's rating error on the test rows, all of them and the cold slices."""
     test = split.test
     pred = model.predict(torch.as_tensor(test.users), torch.as_tensor(test.items))
