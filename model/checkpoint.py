@@ -14,7 +14,8 @@ One file per model kind (``<models_dir>/<kind>.pt``), written atomically (temp f
     data_snapshot     max event time and row count of the data it was trained on
     split, metrics    the split it used and what it measured on valid/test
     extras            id maps, the two-tower's precomputed movie vectors, encoder vocabularies,
-                      the versions of the retrievers a fusion checkpoint weighs
+                      the versions of the retrievers a fusion checkpoint weighs, the parts a
+                      BPMF was sampled on (``fitted_on``: train or train+valid)
 
 ``load_checkpoint(path, expected_features)`` refuses a checkpoint whose feature list no longer
 matches the feature service (``FeatureMismatch``): serving would otherwise feed columns in the
@@ -35,6 +36,7 @@ import torch
 from torch import Tensor
 
 from model.networks.baselines import BPRMF, MostPopular
+from model.networks.bpmf import BayesianPMF, BpmfConfig
 from model.networks.ease import EaseConfig, RecencyEASE
 from model.networks.engagement import EngagementNetConfig, MultimodalEngagementNet
 from model.networks.fusion import FusionConfig
@@ -150,6 +152,10 @@ def from_checkpoint(checkpoint: Checkpoint) -> Any:
         bpr = BPRMF(int(c["n_users"]), int(c["n_items"]), int(c["dim"]))
         bpr.load_state_dict(checkpoint.state)
         return bpr.eval()
+    if kind == "bpmf":
+        bpmf = BayesianPMF(BpmfConfig.from_dict(checkpoint.config))
+        bpmf.load_state_dict(checkpoint.state)
+        return bpmf.eval()
     if kind == "ease":
         ease = RecencyEASE(EaseConfig.from_dict(checkpoint.config))
         ease.load_state_dict(checkpoint.state)

@@ -16,7 +16,7 @@ movies that were rated, so a model scores every movie; ``user_ids``/``movie_ids`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -169,6 +169,21 @@ def from_stores(stores: Stores, *, batch_size: int = 10_000, since: datetime | N
         movie_ids = [int(m) for m in conn.execute(text("SELECT id FROM movies")).scalars()]
     where = "the stores" if since is None else f"the stores since {since:%Y-%m-%d}"
     return _build(arr, user_ids, movie_ids, where)
+
+
+def combined(parts: Sequence[Interactions]) -> Interactions:
+    """The events of ``parts`` (same id maps) in one set, e.g. a split's train and valid parts."""
+    if not parts:
+        raise ValueError("nothing to combine")
+    first = parts[0]
+    if any(p.user_ids is not first.user_ids and not np.array_equal(p.user_ids, first.user_ids) for p in parts) or any(
+        p.movie_ids is not first.movie_ids and not np.array_equal(p.movie_ids, first.movie_ids) for p in parts
+    ):
+        raise ValueError("interactions with different id maps cannot be combined")
+    users, items, ratings, ts = (
+        np.concatenate([getattr(p, f) for p in parts]) for f in ("users", "items", "ratings", "ts")
+    )
+    return Interactions(users, items, ratings, ts, first.user_ids, first.movie_ids)
 
 
 # splits ----------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ models join the table, scored by the same code from their top-10 lists, and a pa
 over users gives the 95% interval of the NDCG@10 difference between the served ranking and
 the best peer (``model.evaluate.peers``).
 
+Rating error (RMSE, MAE) is reported for the engagement net (its predicted rating) and for
+Bayesian PMF (``model.networks.bpmf``, a rating predictor only: it ranks nothing and is not
+served), on the test part's rows and its cold slices.
+
 Cold-start slices: users with fewer than 5 training interactions (their test rows), and test
 movies with fewer than 5 (only those movies count as relevant in that slice).
 """
@@ -57,6 +61,7 @@ from model.evaluate.ranking import (
     masks,
     score_matrix,
 )
+from model.networks.bpmf import BayesianPMF
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
 from model.networks.fusion import fuse
 from model.serve.ranker import best_retriever, fusion_parts
@@ -337,6 +342,8 @@ def evaluate(
         if protocol == "time":
             retrieved = _trend(models_dir, data, split, report, ckpts[served_kind], retrieved, new_title_boost)
             served = (f"{served_kind} + trend", retrieved.test)
+    if "bpmf" in nets:
+        bpmf_rows(split, report, nets["bpmf"], ckpts["bpmf"])
     if "engagement" in nets and frame is not None:
         served = _engagement(stores, models_dir, data, split, report, nets["engagement"], ckpts["engagement"],
                              frame, service, retrieved, candidates) or served  # fmt: skip
@@ -406,6 +413,25 @@ def _trend(
     ckpt.metrics["trend_prior"] = prior.to_dict()
     save_checkpoint(ckpt, checkpoint_path(models_dir / split.name, retrieved.kind))
     return Retrieved(retrieved.kind, valid, test, trend=True)
+
+
+def bpmf_rows(split: Split, report: Report, model: BayesianPMF, ckpt: Checkpoint) -> None:
+    """Bayesian PMF's rating error on the test rows, all of them and the cold slices."""
+    test = split.test
+    pred = model.predict(torch.as_tensor(test.users), torch.as_tensor(test.items))
+    target = torch.as_tensor(test.ratings)
+    report.rows["bpmf (rating)"] = {"rmse": rmse(pred, target), "mae": mae(pred, target), **_training_figures(ckpt)}
+    cold_users, cold_movies = _slices(split)
+    for label, rows in (
+        ("cold users", np.isin(test.users, cold_users)),
+        ("cold movies", np.isin(test.items, cold_movies)),
+    ):
+        if rows.any():
+            picked = torch.as_tensor(rows)
+            report.cold[f"bpmf / {label}"] = {"rmse": rmse(pred[picked], target[picked]), "rows": int(rows.sum())}
+    c = model.config
+    report.notes.append(f"bpmf: {c.dim} factors (chosen on valid RMSE), {c.kept} posterior draws of {c.sweeps} "
+                        f"Gibbs sweeps, sampled on {ckpt.extras.get('fitted_on', 'train')}")  # fmt: skip
 
 
 def _engagement(

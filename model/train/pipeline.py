@@ -19,12 +19,14 @@ from model.data.engagement_frame import FrameEncoder, base_column, load_side_inf
 from model.data.interactions import Interactions, Split, from_stores, make_split, window_start
 from model.evaluate.ranking import HistoryIndex, retriever_scorer, score_matrix
 from model.networks.baselines import BPRMF, MostPopular
+from model.networks.bpmf import BayesianPMF
 from model.networks.ease import RecencyEASE
 from model.networks.engagement import MultimodalEngagementNet
 from model.networks.fusion import FusionConfig
 from model.networks.sequential import SequentialRetriever
 from model.networks.two_tower import TwoTowerRetriever
 from model.train.baselines import train_bpr, train_pop
+from model.train.bpmf import train_bpmf
 from model.train.ease import train_ease
 from model.train.engagement import split_frame, train_engagement
 from model.train.fusion import train_fusion
@@ -81,6 +83,9 @@ def to_checkpoint(
     if isinstance(model, BPRMF):
         config = {"n_users": data.n_users, "n_items": data.n_movies, "dim": trained.extras["dim"]}
         return Checkpoint("bpr", config, model.state_dict(), "", [], extras=ids, **common)
+    if isinstance(model, BayesianPMF):  # ratings only: the factors are the whole input
+        extras = {**ids, "fitted_on": trained.extras.get("fitted_on", "train")}
+        return Checkpoint("bpmf", model.config.to_dict(), model.state_dict(), "", [], extras=extras, **common)
     if isinstance(model, RecencyEASE):
         return Checkpoint("ease", model.config.to_dict(), model.state_dict(), "marquee:ease_inputs",
                           list(EASE_FEATURES), extras=ids, **common)  # fmt: skip
@@ -172,6 +177,8 @@ def train_models(
             trained = train_two_tower(split, load_catalog(stores, data), opts)
         elif kind == "sequential":
             trained = train_sequential(split, opts)
+        elif kind == "bpmf":
+            trained = train_bpmf(split, opts)
         elif kind == "fusion":
             trained = fit_fusion(models_dir, data, split, opts, {k: v[1] for k, v in out.items()})
         else:
