@@ -1,27 +1,34 @@
-"""The background half of a mutation: events written, features recomputed and pushed, in groups.
+"""The background half of a mutation: features pushed, then events written, in groups.
 
 A mutation is acknowledged once its record is in the mutation log (api/queries/writes.py,
 ``accept_rating``/``accept_playback``: one Mongo insert, durable). ``WritePusher.submit`` then
-queues it, and one thread takes whatever is queued (up to ``batch``) as a group:
+queues it, and two threads work through the queue in groups:
 
-1. the group's events are written to Mongo (``writes.write_events``: one ``insert_many`` of
-   reviews, one append per user's playback document);
-2. the feature store gets them at once (``push_many``: raw rows landed, one SQL recompute per
-   feature table for all the group's users and movies, one online write per view);
-3. the records are marked done and pushed (one ``bulk_write``), and each user is announced
-   changed (``on_pushed``: their kept lists are forgotten again, since a list ranked between
-   the acknowledgement and the push read the old features).
+1. the **push thread** takes whatever is queued (up to ``batch``) and gives it to the feature
+   store at once (``push_many``: raw rows landed, one SQL statement per feature table for all
+   the group's users and movies, one online write per view), then announces each user changed
+   (``on_pushed``: their kept lists are forgotten again, since a list ranked between the
+   acknowledgement and the push read the old features), and hands the group on;
+2. the **log thread** takes every pushed group waiting and writes their events to Mongo
+   (``writes.write_events``: one ``insert_many`` of reviews, one read and one ``bulk_write`` of
+   the users' playback documents), then marks the records done and pushed (one ``bulk_write``).
 
-While a group is being pushed the next one gathers, so the groups grow with the rate and no
-timer is needed. Nothing is lost when the process stops at any point: a record not marked
-pushed is finished by ``writes.repair`` at the next start (api/serving.py) and its event is
-read by ``marquee export`` meanwhile. A group that fails is tried again a second later, twice;
-then it is marked done when its events were written, and left to that repair.
+The push needs nothing from step 2: the record already holds the event, so the user's
+features follow the acknowledgement by one group's push, while the Mongo writes of the groups
+before run beside it. While a group is being pushed the next one gathers, so the groups grow
+with the rate and no timer is needed. Nothing is lost when the process stops at any point: a
+record not marked pushed is finished by ``writes.repair`` at the next start (api/serving.py:
+its event written if missing, the push redone, both idempotent) and its event is read by
+``marquee export`` meanwhile. A step that fails is tried again a second later, twice; then the
+group goes on unpushed (its events are still written), or, when its events cannot be written,
+is left to that repair.
 
-``submit`` returns a future resolved with whether the features were pushed, for callers that
-answer only after the push (``MARQUEE_WRITE_ACK=pushed``). ``delays`` keeps the last
-acknowledgement-to-push delays in seconds, and ``stages`` the seconds spent in each step of
-the groups (``marquee bench writes`` prints both, to show where a group's time goes).
+``submit`` returns a future resolved with whether the features were pushed, once the events are
+written too, for callers that answer only then (``MARQUEE_WRITE_ACK=pushed``). ``delays`` keeps
+the last acknowledgement-to-push delays in seconds (features online, lists forgotten),
+``done_delays`` the acknowledgement-to-written ones (events in Mongo, record marked), and
+``stages`` the seconds spent in each step (``marquee bench writes`` prints them, to show where
+a group's time goes).
 """
 
 from __future__ import annotations
@@ -71,79 +78,146 @@ def push_group(pusher: FeaturePusher, events: Sequence[FeatureEvent]) -> bool:
 
 
 class WritePusher:
-    """Writes and pushes acknowledged mutations in groups on a thread; see the module docstring."""
+    """Pushes acknowledged mutations and writes their events in groups, on two threads; see the
+    module docstring. ``run_once`` does one group's both steps in the calling thread."""
 
     def __init__(self, stores: Stores, pusher: Callable[[], FeaturePusher], *,
                  on_pushed: Callable[[int], None] = lambda user_id: None, batch: int = 256) -> None:  # fmt: skip
         self.stores, self.pusher, self.on_pushed, self.batch = stores, pusher, on_pushed, batch
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[_Queued] = deque()  # acknowledged, to push
+        self._pushed: deque[tuple[list[_Queued], bool]] = deque()  # pushed (or given up), to write
+        self._unfinished = 0  # submitted and not yet written (or left to the repair)
         self._wake = threading.Condition()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="write-pusher", daemon=True)
-        self.groups = 0  # groups written since start
+        self._threads = [threading.Thread(target=self._run_push, name="write-pusher", daemon=True),
+                         threading.Thread(target=self._run_log, name="write-logger", daemon=True)]  # fmt: skip
+        self.groups = 0  # groups pushed since start
         self.written = 0  # mutations written since start
         self.delays: deque[float] = deque(maxlen=DELAYS_KEPT)
-        self.failing: str | None = None  # why the last group failed, while it does
-        #: seconds spent since start: "events" (Mongo writes), "push" (feature store), "mark" (log)
-        self.stages: dict[str, float] = {"events": 0.0, "push": 0.0, "mark": 0.0}
+        self.done_delays: deque[float] = deque(maxlen=DELAYS_KEPT)
+        self._push_failing: str | None = None
+        self._log_failing: str | None = None
+        #: seconds spent since start: "push" (feature store), "events" (Mongo writes), "mark" (log)
+        self.stages: dict[str, float] = {"push": 0.0, "events": 0.0, "mark": 0.0}
+
+    @property
+    def failing(self) -> str | None:
+        """Why the last push or the last write failed, while it does."""
+        return self._push_failing or self._log_failing
 
     def start(self) -> WritePusher:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Write what is queued, then stop (what is left after ``timeout_s`` waits for the repair)."""
+        """Push and write what is queued, then stop (what is left after ``timeout_s`` waits for the repair)."""
         with self._wake:
             self._stop = True
-            self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout=timeout_s)
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def submit(self, accepted: writes.Accepted) -> Future[bool]:
         queued = _Queued(accepted, time.monotonic())
         with self._wake:
             self._queue.append(queued)
-            self._wake.notify()
+            self._unfinished += 1
+            self._wake.notify_all()
         return queued.done
 
     @property
     def pending(self) -> int:
+        """Mutations submitted whose events are not written yet."""
         with self._wake:
-            return len(self._queue)
+            return self._unfinished
 
     def run_once(self) -> int:
-        """Write and push one group now, in this thread: how many mutations it held. A group
-        that fails is queued again at the front (tried ``ATTEMPTS`` times, ``RETRY_S`` apart);
-        then it is left to ``writes.repair`` at the next start, and to ``marquee export``."""
+        """Push one group and write the events of every pushed group now, in this thread: how
+        many mutations the pushed group held (see ``push_once`` and ``write_once``)."""
+        pushed = self.push_once()
+        self.write_once()
+        return pushed
+
+    def push_once(self) -> int:
+        """Push one group to the feature store: how many mutations it held. A group that fails
+        is queued again at the front (tried ``ATTEMPTS`` times, ``RETRY_S`` apart); then it goes
+        on to be written unpushed, and its push is left to ``writes.repair`` at the next start."""
         with self._wake:
             group = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
         if not group:
             return 0
         accepted = [q.accepted for q in group]
-        db, pushed, written = self.stores.mongo, False, False
         try:
             started = time.perf_counter()
-            writes.write_events(db, accepted)
-            written = True
-            events_done = time.perf_counter()
             pushed = push_group(self.pusher(), [event_of(a) for a in accepted])
-            push_done = time.perf_counter()
-            writes.mark_done(db, [a.record for a in accepted], pushed=pushed)
-            self.stages["events"] += events_done - started
-            self.stages["push"] += push_done - events_done
-            self.stages["mark"] += time.perf_counter() - push_done
-            if self.failing is not None:
-                log.info("grouped writes work again")
-            self.failing = None
+            self.stages["push"] += time.perf_counter() - started
+            if self._push_failing is not None:
+                log.info("grouped pushes work again")
+            self._push_failing = None
         except Exception as exc:
-            if self.failing is None:
-                log.warning("%d grouped writes failed (%s); trying again", len(group), first_line(exc))
-            self.failing = first_line(exc)
+            if self._push_failing is None:
+                log.warning("%d grouped pushes failed (%s); trying again", len(group), first_line(exc))
+            self._push_failing = first_line(exc)
             if group[0].attempts + 1 < ATTEMPTS:
                 with self._wake:
                     for q in reversed(group):
                         q.attempts += 1
                         self._queue.appendleft(q)
+                return len(group)
+            log.warning("%d grouped pushes left to the repair at the next start", len(group))
+            pushed = False
+        for user_id in dict.fromkeys(a.written.user_id for a in accepted):
+            self.on_pushed(user_id)
+        now = time.monotonic()
+        self.delays.extend(now - q.at for q in group)
+        self.groups += 1
+        for q in group:
+            q.attempts = 0
+        with self._wake:
+            self._pushed.append((group, pushed))
+            self._wake.notify_all()
+        return len(group)
+
+    def write_once(self) -> int:
+        """Write the events of every pushed group waiting, and mark their records: how many
+        mutations. A failure puts them back (tried ``ATTEMPTS`` times, ``RETRY_S`` apart); then
+        they are left to ``writes.repair`` at the next start, and to ``marquee export``."""
+        with self._wake:
+            batches = list(self._pushed)
+            self._pushed.clear()
+        if not batches:
+            return 0
+        group = [q for queued, _ in batches for q in queued]
+        pushed_ids = {id(q) for queued, pushed in batches if pushed for q in queued}
+        accepted = [q.accepted for q in group]
+        db, written = self.stores.mongo, False
+        try:
+            started = time.perf_counter()
+            writes.write_events(db, accepted)
+            written = True
+            events_done = time.perf_counter()
+            marked_pushed = [q.accepted.record for q in group if id(q) in pushed_ids]
+            marked_only = [q.accepted.record for q in group if id(q) not in pushed_ids]
+            writes.mark_done(db, marked_pushed, pushed=True)
+            writes.mark_done(db, marked_only, pushed=False)
+            self.stages["events"] += events_done - started
+            self.stages["mark"] += time.perf_counter() - events_done
+            if self._log_failing is not None:
+                log.info("grouped writes work again")
+            self._log_failing = None
+        except Exception as exc:
+            if self._log_failing is None:
+                log.warning("%d grouped writes failed (%s); trying again", len(group), first_line(exc))
+            self._log_failing = first_line(exc)
+            if group[0].attempts + 1 < ATTEMPTS:
+                with self._wake:
+                    for q in group:
+                        q.attempts += 1
+                    for batch in reversed(batches):
+                        self._pushed.appendleft(batch)
                 return len(group)
             log.warning("%d grouped writes left to the repair at the next start", len(group))
             if written:
@@ -151,24 +225,37 @@ class WritePusher:
                     writes.mark_done(db, [a.record for a in accepted], pushed=False)
                 except Exception:
                     log.exception("could not mark a failed group done")
+            pushed_ids = set()
         now = time.monotonic()
-        for user_id in dict.fromkeys(a.written.user_id for a in accepted):
-            self.on_pushed(user_id)
         for q in group:
-            self.delays.append(now - q.at)
-            q.done.set_result(pushed)
-        self.groups += 1
+            self.done_delays.append(now - q.at)
+            q.done.set_result(id(q) in pushed_ids)
         self.written += len(group)
+        with self._wake:
+            self._unfinished -= len(group)
         return len(group)
 
-    def _run(self) -> None:
+    def _run_push(self) -> None:
         while True:
             with self._wake:
                 while not self._stop and not self._queue:
                     self._wake.wait()
                 if self._stop and not self._queue:
+                    self._wake.notify_all()  # the log thread may stop once it has written the rest
                     return
-            self.run_once()
-            if self.failing is not None:
+            self.push_once()
+            if self._push_failing is not None:
                 with self._wake:
                     self._wake.wait(RETRY_S)  # a store away: do not spin on it
+
+    def _run_log(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pushed and not (self._stop and not self._threads[0].is_alive()):
+                    self._wake.wait(0.5)
+                if not self._pushed and self._stop and not self._threads[0].is_alive():
+                    return
+            self.write_once()
+            if self._log_failing is not None:
+                with self._wake:
+                    self._wake.wait(RETRY_S)

@@ -137,21 +137,24 @@ async def batch_sizes(request: Request) -> JSONResponse:
 
 async def pusher_report(request: Request) -> JSONResponse:
     """The write pusher (api/write_pusher.py): queued mutations, groups and mutations written, and
-    the acknowledgement-to-push delays p50/p99 and the milliseconds spent in each step of the
+    the acknowledgement-to-push delays p50/p99 (features online, lists forgotten), the
+    acknowledgement-to-written ones (events in Mongo, record marked), and the milliseconds spent in each step of the
     groups since the last call (then reset; ``?peek=1`` keeps them)."""
     pusher = request.app.state.services.write_pusher
-    delays = sorted(pusher.delays)
+    delays, done_delays = sorted(pusher.delays), sorted(pusher.done_delays)
 
-    def pct(q: float) -> float | None:
+    def pct(q: float, delays: list[float] = delays) -> float | None:
         return round(delays[min(len(delays) - 1, int(q * len(delays)))] * 1000, 1) if delays else None
 
     feature_timings = getattr(request.app.state.services.feature_pusher, "timings", {})
     stages = {**pusher.stages, **{f"push: {k}": v for k, v in feature_timings.items()}}
     out = {"pending": pusher.pending, "groups": pusher.groups, "written": pusher.written,
            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "failing": pusher.failing,
+           "written_p50_ms": pct(0.5, done_delays), "written_p99_ms": pct(0.99, done_delays),
            "stage_ms": {k: round(v * 1000, 1) for k, v in stages.items()}}  # fmt: skip
     if not request.query_params.get("peek"):
         pusher.delays.clear()
+        pusher.done_delays.clear()
         pusher.groups = pusher.written = 0
         for timings in (pusher.stages, feature_timings):
             for key in timings:

@@ -135,20 +135,37 @@ def abuse_bench(
 @bench_app.command("search")
 def search_bench(
     vectors: Annotated[
-        int, typer.Option(min=100, help="Vectors in the scratch index (ML-25M: 62,423 movies).")
+        str, typer.Option(help="titles: real title embeddings of synth-named movies (cached); synthetic: clusters.")
+    ] = "titles",
+    n: Annotated[
+        int, typer.Option("--n", min=100, help="Vectors in the scratch index (ML-25M: 62,423 movies).")
     ] = 62_423,
-    queries: Annotated[int, typer.Option(min=10, help="Queries timed per ef_search value.")] = 200,
+    queries: Annotated[int, typer.Option(min=10, help="Queries timed per shape, build and ef_search.")] = 200,
+    m: Annotated[list[int] | None, typer.Option("--m", help="HNSW m values (repeat the option).")] = None,
+    ef_construction: Annotated[
+        list[int] | None, typer.Option(help="HNSW ef_construction values (repeat the option).")
+    ] = None,
     ef_search: Annotated[list[int] | None, typer.Option(help="ef_search values (repeat the option).")] = None,
-    m: Annotated[int, typer.Option(min=2, help="HNSW m of the scratch index.")] = 16,
 ) -> None:
-    """p50/p99 and recall@10 of pgvector HNSW per ef_search, on a scratch table of clustered
-    384-d vectors (dropped after), against exact search."""
+    """p50/p99 and recall@10 of `similar` and `searchMovies`' queries per HNSW build (m ×
+    ef_construction, build time printed) and ef_search, in-process on a scratch copy of
+    movie_embeddings (dropped after), against exact search."""
     from bench.search import bench_search
     from sources.stores.clients import Stores
 
+    if vectors not in ("titles", "synthetic"):
+        raise typer.BadParameter("--vectors must be titles or synthetic")
     with Stores.open(load_settings()) as stores:
         _print(
-            bench_search(stores.pg, n=vectors, queries=queries, ef_values=tuple(ef_search or (40, 64, 100, 160)), m=m)
+            bench_search(
+                stores,
+                vectors="titles" if vectors == "titles" else "synthetic",
+                n=n,
+                queries=queries,
+                m_values=tuple(m or (16, 32)),
+                ef_construction_values=tuple(ef_construction or (64, 128)),
+                ef_values=tuple(ef_search or (40, 64, 100, 200)),
+            )
         )
 
 

@@ -173,11 +173,22 @@ def evaluate(
             "only; adds a paired bootstrap of the served ranking against the best of them.",
         ),
     ] = None,
+    sample_users: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Compute the ranking metrics on a seeded sample of N held-out users (MARQUEE_SEED), said so in "
+            "the report; for catalogues where ranking every held-out user costs too much.",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Evaluate every model on the protocol's test part: one table (markdown + JSON) and a PNG chart."""
     if peers is not None and protocol != "recbole":
         raise typer.BadParameter("peers ran RecBole's protocol: use --protocol recbole", param_hint="--peers")
+    if peers is not None and sample_users is not None:
+        raise typer.BadParameter("peers ranked every held-out user: drop --sample-users", param_hint="--peers")
     from model.evaluate.report import evaluate as run_evaluate
     from sources.stores.clients import Stores
 
@@ -186,13 +197,14 @@ def evaluate(
     started = runs.now()
     params = {"protocol": protocol, "feature_source": features, "retrain": retrain, "models": models,
               "peers": str(peers or ""), "new_title_boost": settings.new_title_boost,
-              **runs.option_params(options)}  # fmt: skip
+              "sample_users": sample_users or 0, **runs.option_params(options)}  # fmt: skip
     try:
         with Stores.open(settings) as stores:
             report, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports",
                                          protocol=protocol, options=options, feature_source=features,
                                          retrain=retrain, models=model_list(models), explicit=explicit,
-                                         peers=peers, new_title_boost=settings.new_title_boost)  # fmt: skip
+                                         peers=peers, new_title_boost=settings.new_title_boost,
+                                         sample_users=sample_users)  # fmt: skip
     except Exception as exc:
         runs.record_failed(settings, "evaluate", models, started, params, exc)
         raise

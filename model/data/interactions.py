@@ -209,6 +209,21 @@ class Split:
         }
 
 
+def sample_test_users(split: Split, n: int, seed: int) -> tuple[Split, int]:
+    """``split`` with its test part cut to a seeded sample of ``n`` of its held-out users (all of
+    each chosen user's test events kept; train and valid untouched), and how many held-out users
+    there were. With ``n`` at least that many, ``split`` itself."""
+    if n < 1:
+        raise ValueError(f"a sample needs at least one user, got {n}")
+    held_out = np.unique(split.test.users)
+    if n >= len(held_out):
+        return split, len(held_out)
+    chosen = np.random.default_rng([seed, 29]).choice(held_out, size=n, replace=False)
+    return Split(split.name, split.train, split.valid, split.test.take(np.isin(split.test.users, chosen))), len(
+        held_out
+    )
+
+
 def recbole_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> list[int]:
     """RecBole 1.2.1's ``Dataset._calcu_split_ids`` as counts: how many of a user's events go where."""
     counts = [int(r * total) for r in ratios]

@@ -48,7 +48,15 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.data.engagement_frame import FrameEncoder, feature_columns, load_side_info, pair_frame
-from model.data.interactions import SPLITS, Interactions, Split, from_stores, make_split, window_start
+from model.data.interactions import (
+    SPLITS,
+    Interactions,
+    Split,
+    from_stores,
+    make_split,
+    sample_test_users,
+    window_start,
+)
 from model.evaluate.metrics import mae, rmse
 from model.evaluate.peers import check_protocol, load_peers, paired_bootstrap, peer_scores, per_user_ndcg, self_reported
 from model.evaluate.prior import choose_prior, prior_scores
@@ -280,8 +288,13 @@ def evaluate(
     explicit: set[str] = frozenset(),  # type: ignore[assignment]
     peers: Path | None = None,
     new_title_boost: float = 0.0,
+    sample_users: int | None = None,
 ) -> tuple[Report, dict[str, Path]]:
     """Evaluate ``models`` (default: all) on the protocol's test part; write the report files.
+
+    ``sample_users``: the test metrics are computed on a seeded sample of that many held-out
+    users (``sample_test_users``, seed ``options.seed``), and the report says so; models are
+    trained and chosen exactly as without it.
 
     On the time protocol the served retriever gets its trend prior (``_trend``), new titles
     lifted by ``new_title_boost`` (``MARQUEE_NEW_TITLE_BOOST``, passed by the CLI)."""
@@ -289,6 +302,8 @@ def evaluate(
         raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(SPLITS)}")
     if peers is not None and protocol != "recbole":
         raise ValueError("peers are RecBole's runs: use them with --protocol recbole")
+    if peers is not None and sample_users is not None:
+        raise ValueError("peers were ranked on every held-out user: evaluate them without a sample of users")
     peer_runs = load_peers(peers) if peers is not None else {}
     options = options or TrainOptions()
     data = from_stores(stores, since=window_start(stores, options.window_days))
@@ -297,7 +312,16 @@ def evaluate(
     frame, service = engagement_frame(stores, data, source=feature_source) if "engagement" in kinds else (None, "")
     ckpts = _load_or_train(stores, models_dir, kinds, data, split, options, feature_source, retrain, explicit,
                            (frame, service) if frame is not None else None)  # fmt: skip
+    sampled = None
+    if sample_users is not None:  # after the checkpoints: they record the whole split
+        split, held_out = sample_test_users(split, sample_users, options.seed)
+        sampled = (
+            f"test metrics on a seeded sample of {min(sample_users, held_out):,} of the {held_out:,} held-out "
+            f"users (seed {options.seed}), not on every held-out user"
+        )
     report = Report(protocol, split.describe(), complete=set(kinds) >= set(MODELS), models=kinds)
+    if sampled is not None:
+        report.notes.append(sampled)
     nets = {k: from_checkpoint(c) for k, c in ckpts.items()}
     if "pop" in nets:
         _rank_all("pop", score_matrix(nets["pop"], data.n_users), split, report, _training_figures(ckpts["pop"]))

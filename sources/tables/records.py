@@ -111,6 +111,8 @@ class MovieEmbedding(Base):
             "embedding",
             postgresql_using="hnsw",
             postgresql_ops={"embedding": "vector_cosine_ops"},
+            # chosen by `marquee bench search` on real title embeddings (docs/scale.md)
+            postgresql_with={"m": 16, "ef_construction": 128},
         ),
     )
 

@@ -54,3 +54,12 @@ def test_alembic_cli_from_repo_root(stores: Stores) -> None:
     for args in (["upgrade", "head"], ["check"], ["current"]):
         result = subprocess.run(alembic + args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
+
+
+def test_the_title_index_is_built_with_the_measured_parameters(scratch_db: Engine) -> None:
+    migrations.upgrade(scratch_db)
+    with scratch_db.connect() as conn:
+        options = conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'ix_movie_embeddings_hnsw'")
+        ).scalar_one()
+    assert sorted(options) == ["ef_construction=128", "m=16"]
