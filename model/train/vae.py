@@ -25,7 +25,7 @@ from model.train.loop import batch_loader, fit, seed_everything
 from model.train.options import Trained, TrainOptions
 
 #: rows per user: the whole history reconstructed (0), and all but the last h movies -> those h
-HOLDOUTS = (0, 5, 10, 20)
+HOLDOUTS = (0, 2, 5, 10, 15, 20, 30, 40)
 
 
 def user_rows(
