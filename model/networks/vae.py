@@ -79,7 +79,7 @@ class MultVAE(nn.Module):
     @torch.no_grad()
     def score(self, inputs: Tensor) -> Tensor:
         """``(B, n_items)`` inputs -> ``(B, n_items)`` logits of the posterior mean (no dropout, no sampling)."""
-        x = F.normalize(inputs.to(self.decoder[0].weight.device), dim=1)
+        x = F.normalize(inputs.to(next(self.parameters()).device), dim=1)
         mu, _ = self.encoder(x).chunk(2, dim=1)
         logits: Tensor = self.decoder(mu)
         return logits
