@@ -42,6 +42,7 @@ from model.networks.engagement import EngagementNetConfig, MultimodalEngagementN
 from model.networks.fusion import FusionConfig
 from model.networks.sequential import SequentialConfig, SequentialRetriever
 from model.networks.two_tower import TwoTowerConfig, TwoTowerRetriever
+from model.networks.vae import MultVAE, VaeConfig
 from sources.errors import MarqueeError
 
 FORMAT = 1
@@ -168,6 +169,10 @@ def from_checkpoint(checkpoint: Checkpoint) -> Any:
         seq = SequentialRetriever(SequentialConfig.from_dict(checkpoint.config))
         seq.load_state_dict(checkpoint.state)
         return seq.eval()
+    if kind == "vae":
+        vae = MultVAE(VaeConfig.from_dict(checkpoint.config))
+        vae.load_state_dict(checkpoint.state)
+        return vae.eval()
     if kind == "fusion":  # weights only: the fused retrievers are their own checkpoints
         return FusionConfig.from_dict(checkpoint.config)
     if kind == "engagement":

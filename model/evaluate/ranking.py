@@ -18,6 +18,7 @@ from model.evaluate.metrics import catalog_coverage, ranking_metrics, top_k_item
 from model.networks.ease import RecencyEASE
 from model.networks.sequential import SequentialRetriever
 from model.networks.two_tower import TwoTowerRetriever, UserHistory
+from model.networks.vae import MultVAE
 
 
 class Scorer(Protocol):
@@ -171,8 +172,23 @@ class SequentialScorer:
         return self.model.score_last(self.model.tokens(rows).to(device)).float().cpu()
 
 
+class VaeScorer:
+    """The VAE retriever plus the histories it reads (each user's movies, oldest first)."""
+
+    def __init__(self, model: MultVAE, history: HistoryIndex) -> None:
+        self.model = model
+        self.history = history
+
+    @torch.no_grad()
+    def score_all(self, user_ids: Tensor) -> Tensor:
+        """``(B,) -> (B, n_movies)`` logits on CPU."""
+        indptr, indices = self.history.indptr.cpu(), self.history.indices.cpu()
+        rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in user_ids.tolist()]
+        return self.model.score(self.model.history_inputs(rows)).float().cpu()
+
+
 def retriever_scorer(checkpoint: Checkpoint, history: HistoryIndex) -> Scorer:
-    """The scorer of a retriever checkpoint (``ease``, ``two_tower`` or ``sequential``) reading ``history``."""
+    """The scorer of a retriever checkpoint (``ease``, ``two_tower``, ``sequential`` or ``vae``) reading ``history``."""
     net = from_checkpoint(checkpoint)
     if checkpoint.kind == "ease":
         return EaseScorer(net, history)
@@ -180,4 +196,6 @@ def retriever_scorer(checkpoint: Checkpoint, history: HistoryIndex) -> Scorer:
         return TwoTowerScorer(net, history, checkpoint.extras["movie_vectors"])
     if checkpoint.kind == "sequential":
         return SequentialScorer(net, history)
+    if checkpoint.kind == "vae":
+        return VaeScorer(net, history)
     raise ValueError(f"{checkpoint.kind} is not a catalogue retriever")

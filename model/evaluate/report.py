@@ -8,7 +8,7 @@ beside Surprise's). Models come from ``<models_dir>/<protocol>/*.pt``; a missing
 Ranking is full ranking: every movie is scored for every test user, the movies the user met
 in train and valid are excluded, the test movies are the relevant ones (``model.evaluate.metrics``).
 The served ranking is the best retriever's top ``candidates`` (``model.serve.ranker.best_retriever``:
-recency-weighted EASE or the two-tower, whichever recorded the better valid NDCG@10) re-ranked by
+the retriever or fusion that recorded the best valid NDCG@10) re-ranked by
 ``retriever score + beta * engagement logit``; beta is picked on the valid part (0 allowed,
 so the re-ranker is only used where it helps) and the choice is reported.
 
@@ -65,6 +65,7 @@ from model.evaluate.ranking import (
     HistoryIndex,
     SequentialScorer,
     TwoTowerScorer,
+    VaeScorer,
     full_ranking,
     masks,
     score_matrix,
@@ -350,6 +351,12 @@ def evaluate(
         sequential = SequentialScorer(nets["sequential"], HistoryIndex([split.train]))
         retrievers["sequential"] = score_matrix(sequential, data.n_users)
         _rank_all("sequential", retrievers["sequential"], split, report, _training_figures(ckpts["sequential"]))
+    if "vae" in nets:
+        retrievers["vae"] = score_matrix(VaeScorer(nets["vae"], HistoryIndex([split.train])), data.n_users)
+        _rank_all("vae", retrievers["vae"], split, report, _training_figures(ckpts["vae"]))
+        config = nets["vae"].config
+        report.notes.append(f"vae: hidden {config.hidden}, latent {config.latent}, beta {config.beta:g}, "
+                            f"recency {config.recency:g} events")  # fmt: skip
     if "fusion" in nets and all(k in retrievers for k in nets["fusion"].used):
         # the fused retrievers' test scores above (history = training part), weights chosen on valid
         weights = nets["fusion"].weights

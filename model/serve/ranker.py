@@ -2,17 +2,18 @@
 
 ``Ranker`` loads the checkpoints once (``<models_dir>/<split>/<retriever>.pt`` and
 ``engagement.pt``). The retriever is the one of ``RETRIEVERS`` (recency-weighted EASE, the
-two-tower, the sequential model, or a fusion of them) with a checkpoint and the best validation NDCG@10 recorded in it
-(``best_retriever``): the served ranking is the model that wins the evaluation. EASE reads
-the user's movies oldest first and multiplies one (n_movies,) row by its item-item matrix
-(1,682² floats, ~11 MB, in the checkpoint). For the two-tower, candidate generation needs no
+two-tower, the sequential model, the VAE, or a fusion of them) with a checkpoint and the best
+validation NDCG@10 recorded in it (``best_retriever``): the served ranking is the model that
+wins the evaluation. EASE reads the user's movies oldest first and multiplies one (n_movies,)
+row by its item-item matrix (1,682² floats, ~11 MB, in the checkpoint). For the two-tower, candidate generation needs no
 feature store: the movie vectors were precomputed at training time and travel in the
 two-tower checkpoint (1,682 x 64 floats for ML-100K, ~430 KB), so a batch of users is one
 user-tower pass and one (users, 64) x (64, n_movies) product in memory; a catalogue in the
 millions would move them into a pgvector HNSW table instead. Both retrievers read each user's
 history (movies rated, oldest first), which the caller reads from the graph and the API's
 mutation log, so a rating made a moment ago already counts. The sequential retriever reads
-the last ``max_len`` of them in order through its self-attention layers. A fusion
+the last ``max_len`` of them in order through its self-attention layers; the VAE reads them
+as one recency-weighted row, like EASE, and decodes its posterior mean over the catalogue. A fusion
 (``fusion.pt``: weights only) loads the checkpoints it weighs, runs each and sums their
 z-scored scores (model/networks/fusion.py); it is served only when those are the very
 checkpoints its weights were chosen for (their versions are recorded in it).
@@ -72,6 +73,7 @@ from model.networks.engagement import MultimodalEngagementNet, predict_ratings, 
 from model.networks.fusion import FusionConfig, fuse
 from model.networks.sequential import SequentialRetriever
 from model.networks.two_tower import TwoTowerRetriever, UserHistory
+from model.networks.vae import MultVAE
 from model.serve.pair_features import PairFeatures
 from model.serve.trend import TrendPrior, new_mask, recent_lift, with_prior
 from sources.feature_store.names import TRAINING_SERVICE
@@ -79,7 +81,7 @@ from sources.feature_store.names import TRAINING_SERVICE
 log = logging.getLogger(__name__)
 
 #: models that can generate the served candidates, each with a checkpoint of that kind (ties: the first)
-RETRIEVERS = ("ease", "two_tower", "sequential", "fusion")
+RETRIEVERS = ("ease", "two_tower", "sequential", "vae", "fusion")
 
 
 def best_retriever(checkpoints: Mapping[str, Checkpoint]) -> str:
@@ -159,6 +161,7 @@ class Ranker:
         self.ease: RecencyEASE | None = None
         self.two_tower: TwoTowerRetriever | None = None
         self.sequential: SequentialRetriever | None = None
+        self.vae: MultVAE | None = None
         self.fusion: FusionConfig | None = None
         parts = {retriever.kind: retriever}
         if retriever.kind == "fusion":
@@ -169,6 +172,8 @@ class Ranker:
                 self.ease = from_checkpoint(ckpt)
             elif kind == "sequential":
                 self.sequential = from_checkpoint(ckpt)
+            elif kind == "vae":
+                self.vae = from_checkpoint(ckpt)
             else:
                 self.two_tower = from_checkpoint(ckpt)
                 self.movie_vectors: Tensor = ckpt.extras["movie_vectors"].float()
@@ -331,6 +336,8 @@ class Ranker:
             logits = self.ease.score(self.ease.history_inputs(histories))
         elif kind == "sequential" and self.sequential is not None:
             logits = self.sequential.score_last(self.sequential.tokens(histories))
+        elif kind == "vae" and self.vae is not None:
+            logits = self.vae.score(self.vae.history_inputs(histories))
         else:
             raise CheckpointError(f"no {kind} retriever loaded")
         return self._widened(logits, width)

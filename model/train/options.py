@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 #: fusion comes after the retrievers it weighs (it reads their checkpoints); bpmf predicts ratings only
-MODELS = ("pop", "bpr", "ease", "two_tower", "sequential", "fusion", "engagement", "bpmf")
+MODELS = ("pop", "bpr", "ease", "two_tower", "sequential", "vae", "fusion", "engagement", "bpmf")
 
 
 # Per-model settings that converged well on ML-100K (BPR: RecBole's defaults). Fields the
@@ -20,6 +20,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "ease": {"lr": 0.0, "batch_size": 1},  # closed form: a grid on valid, no epochs
     "two_tower": {"lr": 3e-3, "batch_size": 1024, "patience": 3},
     "sequential": {"lr": 2e-3, "batch_size": 256, "patience": 4, "epochs": 40},
+    "vae": {"lr": 1e-3, "batch_size": 128, "patience": 10, "epochs": 150},
     "fusion": {"lr": 0.0, "batch_size": 1},  # a grid on valid, no epochs
     "engagement": {"lr": 2e-3, "batch_size": 1024, "patience": 3},
     "bpmf": {"lr": 0.0, "batch_size": 1},  # Gibbs sampling: a grid on valid RMSE, no epochs

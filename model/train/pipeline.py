@@ -25,6 +25,7 @@ from model.networks.engagement import MultimodalEngagementNet
 from model.networks.fusion import FusionConfig
 from model.networks.sequential import SequentialRetriever
 from model.networks.two_tower import TwoTowerRetriever
+from model.networks.vae import MultVAE
 from model.train.baselines import train_bpr, train_pop
 from model.train.bpmf import train_bpmf
 from model.train.ease import train_ease
@@ -33,6 +34,7 @@ from model.train.fusion import train_fusion
 from model.train.options import MODELS, Trained, TrainOptions
 from model.train.sequential import train_sequential
 from model.train.two_tower import train_two_tower
+from model.train.vae import train_vae
 from sources.errors import MarqueeError
 from sources.feature_store.names import TRAINING_SERVICE
 from sources.progress import console
@@ -43,8 +45,10 @@ EASE_FEATURES = ["reviews.history_sequence"]
 TWO_TOWER_FEATURES = ["reviews.history_bag", "movie_embeddings.embedding", "movie_genres.genre_id"]
 #: the sequential retriever reads the same ordered history as EASE
 SEQUENTIAL_FEATURES = ["reviews.history_sequence"]
+#: the VAE reads it too (the recency weights of its input row need the order)
+VAE_FEATURES = ["reviews.history_sequence"]
 #: the retrievers a fusion may weigh (each its own checkpoint)
-FUSED = ("ease", "two_tower", "sequential")
+FUSED = ("ease", "two_tower", "sequential", "vae")
 
 
 LOCAL_SERVICE = "local:engagement_frame_v1"
@@ -97,6 +101,9 @@ def to_checkpoint(
     if isinstance(model, SequentialRetriever):
         return Checkpoint("sequential", model.config.to_dict(), model.state_dict(), "marquee:sequential_inputs",
                           list(SEQUENTIAL_FEATURES), extras=ids, **common)  # fmt: skip
+    if isinstance(model, MultVAE):
+        return Checkpoint("vae", model.config.to_dict(), model.state_dict(), "marquee:vae_inputs",
+                          list(VAE_FEATURES), extras=ids, **common)  # fmt: skip
     if isinstance(model, FusionConfig):
         components: dict[str, Checkpoint] = trained.extras["components"]
         features = list(dict.fromkeys(f for k in model.used for f in components[k].features))
@@ -179,6 +186,8 @@ def train_models(
             trained = train_sequential(split, opts)
         elif kind == "bpmf":
             trained = train_bpmf(split, opts)
+        elif kind == "vae":
+            trained = train_vae(split, opts)
         elif kind == "fusion":
             trained = fit_fusion(models_dir, data, split, opts, {k: v[1] for k, v in out.items()})
         else:
