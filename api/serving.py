@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from api.context import Services
@@ -57,6 +58,15 @@ def plug_serving(services: Services) -> None:
         plug_reload(services, ranker, cached, shared)
 
 
+def watched_checkpoints(folder: Path) -> list[Path]:
+    """Every checkpoint whose change may change what is served: each retriever the Ranker may
+    choose (a newly trained VAE or fusion can win validation) and the engagement re-ranker."""
+    from model.checkpoint import checkpoint_path
+    from model.serve.ranker import RETRIEVERS
+
+    return [checkpoint_path(folder, kind) for kind in (*RETRIEVERS, "engagement")]
+
+
 def plug_reload(
     services: Services,
     primary: RankerRecommender,
@@ -68,7 +78,6 @@ def plug_reload(
     poll_s = services.settings.model_reload_s if poll_s is None else poll_s
     if poll_s <= 0 or not isinstance(services.online_features, FeastUserFeatures):
         return None
-    from model.checkpoint import checkpoint_path
     from model.serve.ranker import Ranker, service_features
 
     store: Any = services.online_features.store
@@ -90,8 +99,7 @@ def plug_reload(
             services.catalogue_changed()
         primary.refresh_trend_if_due()
 
-    paths = [checkpoint_path(folder, kind) for kind in ("ease", "two_tower", "engagement")]
-    watcher = CheckpointWatcher(paths, load, swap, poll_s=poll_s, tick=tick).start()
+    watcher = CheckpointWatcher(watched_checkpoints(folder), load, swap, poll_s=poll_s, tick=tick).start()
     services.closing.callback(watcher.close)
     services.reports["model_reload"] = lambda: {"ok": watcher.failing is None, "error": watcher.failing,
                                                 "serving": primary.ranker.version, "swaps": watcher.swaps}  # fmt: skip

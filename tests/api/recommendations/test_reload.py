@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import httpx
 
 from api.app import create_app
-from api.serving import plug_serving
+from api.serving import plug_serving, watched_checkpoints
 from model.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from model.serve.ranker import RETRIEVERS
 from sources.settings import Settings
 from sources.stores.clients import Stores
 from tests.api.conftest import ServeInThread
@@ -80,3 +81,10 @@ def test_a_new_checkpoint_is_swapped_in_under_load_with_no_failed_request(
     assert not failures, failures[:3]
     assert set(versions) == {old, new}, set(versions)
     assert versions[-CLIENTS:] == [new] * CLIENTS
+
+
+def test_every_retriever_the_ranker_may_choose_is_watched(tmp_path: Path) -> None:
+    """A VAE or fusion trained after start can win validation: its checkpoint must be watched too."""
+    watched = {path.name for path in watched_checkpoints(tmp_path)}
+    assert watched == {f"{kind}.pt" for kind in RETRIEVERS} | {"engagement.pt"}
+    assert {"vae.pt", "fusion.pt", "sequential.pt"} <= watched
