@@ -57,6 +57,7 @@ from model.data.interactions import (
     sample_test_users,
     window_start,
 )
+from model.evaluate.cost import request_cost
 from model.evaluate.metrics import mae, rmse
 from model.evaluate.peers import check_protocol, load_peers, paired_bootstrap, peer_scores, per_user_ndcg, self_reported
 from model.evaluate.prior import choose_prior, prior_scores
@@ -98,13 +99,16 @@ class Report:
     complete: bool = True  # every model evaluated (False: a --models subset)
     models: list[str] = field(default_factory=list)  # the models asked for (names the files of a subset)
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired bootstraps (served vs best peer)
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)  # retriever -> ms per request (cost.py)
+    served: str = ""  # the served retriever's kind
 
     def to_dict(self) -> dict[str, Any]:
         def counted(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             return {name: {k: _count(v) if k in COUNTS else v for k, v in row.items()} for name, row in table.items()}
 
         return {"protocol": self.protocol, "split": self.split, "models": counted(self.rows),
-                "cold_start": counted(self.cold), "comparisons": self.comparisons, "notes": self.notes}  # fmt: skip
+                "cold_start": counted(self.cold), "comparisons": self.comparisons,
+                "cost_per_request": self.costs, "served": self.served, "notes": self.notes}  # fmt: skip
 
     def markdown(self) -> str:
         cols = [*RANK_COLUMNS, "rmse", "mae", "epochs", "s/epoch", "samples/s"]
@@ -128,6 +132,15 @@ class Report:
             for c in self.comparisons:
                 interval, users = f"[{c['low']:+.4f}, {c['high']:+.4f}]", _count(c["users"])
                 lines.append(f"| {c['model']} | {c['against']} | {c['diff']:+.4f} | {interval} | {users} |")
+        if self.costs:
+            cheapest = min(c["median_ms"] for c in self.costs.values())
+            lines += ["", "## Cost per request (retrieval of one user, top 100, no features; this machine, now)", "",
+                      "| retriever | median ms | p90 ms | median vs the cheapest | users |",
+                      "| --- | --- | --- | --- | --- |"]  # fmt: skip
+            for kind, c in self.costs.items():
+                name = f"{kind} (served)" if kind == self.served else kind
+                ratio = c["median_ms"] / cheapest if cheapest > 0 else float("nan")
+                lines.append(f"| {name} | {c['median_ms']:.2f} | {c['p90_ms']:.2f} | {ratio:.1f}x | {c['users']:.0f} |")
         lines += ["", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
 
@@ -369,6 +382,8 @@ def evaluate(
     retrieved: Retrieved | None = None
     if served_kind:
         report.notes.append(f"served retriever: {served_kind} (best valid NDCG@10 of {', '.join(retrievers)})")
+        report.served = served_kind
+        report.costs = request_cost(list(retrievers), {k: ckpts[k] for k in retrievers}, split)
         retrieved = Retrieved(served_kind, retrievers[served_kind], retrievers[served_kind])
         if protocol == "time":
             retrieved = _trend(models_dir, data, split, report, ckpts[served_kind], retrieved, new_title_boost)
