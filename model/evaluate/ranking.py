@@ -142,18 +142,41 @@ def full_ranking(
     return metrics
 
 
-class EaseScorer:
-    """Recency-weighted EASE plus the histories it reads (each user's movies, oldest first)."""
+class RowModel(Protocol):
+    """A retriever that scores one input row per user built from their history (EASE, the VAE)."""
 
-    def __init__(self, model: RecencyEASE, history: HistoryIndex) -> None:
+    def history_inputs(self, histories: Sequence[Sequence[int]]) -> Tensor: ...
+
+    def score(self, inputs: Tensor) -> Tensor: ...
+
+
+class HistoryRowScorer:
+    """A ``RowModel`` plus the histories it reads (each user's movies, oldest first)."""
+
+    def __init__(self, model: RowModel, history: HistoryIndex) -> None:
         self.model = model
         self.history = history
 
+    @torch.no_grad()
     def score_all(self, user_ids: Tensor) -> Tensor:
         """``(B,) -> (B, n_movies)`` scores on CPU."""
         indptr, indices = self.history.indptr.cpu(), self.history.indices.cpu()
         rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in user_ids.tolist()]
-        return self.model.score(self.model.history_inputs(rows)).cpu()
+        return self.model.score(self.model.history_inputs(rows)).float().cpu()
+
+
+class EaseScorer(HistoryRowScorer):
+    """Recency-weighted EASE plus the histories it reads."""
+
+    def __init__(self, model: RecencyEASE, history: HistoryIndex) -> None:
+        super().__init__(model, history)
+
+
+class VaeScorer(HistoryRowScorer):
+    """The VAE retriever plus the histories it reads."""
+
+    def __init__(self, model: MultVAE, history: HistoryIndex) -> None:
+        super().__init__(model, history)
 
 
 class SequentialScorer:
@@ -170,21 +193,6 @@ class SequentialScorer:
         rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in user_ids.tolist()]
         device = self.model.items.weight.device
         return self.model.score_last(self.model.tokens(rows).to(device)).float().cpu()
-
-
-class VaeScorer:
-    """The VAE retriever plus the histories it reads (each user's movies, oldest first)."""
-
-    def __init__(self, model: MultVAE, history: HistoryIndex) -> None:
-        self.model = model
-        self.history = history
-
-    @torch.no_grad()
-    def score_all(self, user_ids: Tensor) -> Tensor:
-        """``(B,) -> (B, n_movies)`` logits on CPU."""
-        indptr, indices = self.history.indptr.cpu(), self.history.indices.cpu()
-        rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in user_ids.tolist()]
-        return self.model.score(self.model.history_inputs(rows)).float().cpu()
 
 
 def retriever_scorer(checkpoint: Checkpoint, history: HistoryIndex) -> Scorer:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from model.networks.config import DictConfig
+from model.networks.recency import recency_rows
 
 
 @dataclass
@@ -58,19 +59,9 @@ class RecencyEASE(nn.Module):
         return self
 
     def history_inputs(self, histories: Sequence[Sequence[int]]) -> Tensor:
-        """``(B, n_items)`` input rows from each user's movies, oldest first."""
-        rows = torch.zeros(len(histories), self.config.n_items)
-        for row, items in enumerate(histories):
-            back: dict[int, int] = {}
-            for steps, movie in enumerate(reversed(list(items))):
-                back.setdefault(int(movie), steps)  # a movie met twice: its latest event counts
-            if not back:
-                continue
-            steps_back = torch.tensor(list(back.values()), dtype=torch.float32)
-            recency = self.config.recency
-            weight = torch.exp(-steps_back / recency) if recency > 0 else torch.ones(len(steps_back))
-            rows[row, torch.tensor(list(back), dtype=torch.long)] = weight
-        return rows
+        """``(B, n_items)`` recency-weighted input rows from each user's movies, oldest first
+        (``model.networks.recency``)."""
+        return recency_rows(histories, self.config.n_items, self.config.recency)
 
     @torch.no_grad()
     def score(self, inputs: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.networks.config import DictConfig
+from model.networks.recency import recency_rows
 
 
 @dataclass
@@ -61,20 +62,9 @@ class MultVAE(nn.Module):
         return self.decoder(z), mu, logvar
 
     def history_inputs(self, histories: Sequence[Sequence[int]]) -> Tensor:
-        """``(B, n_items)`` input rows from each user's movies, oldest first (a movie met twice:
-        its latest event counts)."""
-        rows = torch.zeros(len(histories), self.config.n_items)
-        for row, items in enumerate(histories):
-            back: dict[int, int] = {}
-            for steps, movie in enumerate(reversed(list(items))):
-                back.setdefault(int(movie), steps)
-            if not back:
-                continue
-            steps_back = torch.tensor(list(back.values()), dtype=torch.float32)
-            recency = self.config.recency
-            weight = torch.exp(-steps_back / recency) if recency > 0 else torch.ones(len(steps_back))
-            rows[row, torch.tensor(list(back), dtype=torch.long)] = weight
-        return rows
+        """``(B, n_items)`` recency-weighted input rows from each user's movies, oldest first
+        (``model.networks.recency``)."""
+        return recency_rows(histories, self.config.n_items, self.config.recency)
 
     @torch.no_grad()
     def score(self, inputs: Tensor) -> Tensor:
