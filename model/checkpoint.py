@@ -141,6 +141,17 @@ def check_features(checkpoint: Checkpoint, expected: Sequence[str], path: Path |
     )
 
 
+#: The checkpoint kinds that are one network built from its config dataclass, by kind.
+NETWORKS: dict[str, tuple[Any, Any]] = {
+    "bpmf": (BayesianPMF, BpmfConfig),
+    "ease": (RecencyEASE, EaseConfig),
+    "two_tower": (TwoTowerRetriever, TwoTowerConfig),
+    "sequential": (SequentialRetriever, SequentialConfig),
+    "vae": (MultVAE, VaeConfig),
+    "engagement": (MultimodalEngagementNet, EngagementNetConfig),
+}
+
+
 def from_checkpoint(checkpoint: Checkpoint) -> Any:
     """The model a checkpoint holds, in eval mode on the CPU."""
     kind = checkpoint.kind
@@ -153,30 +164,11 @@ def from_checkpoint(checkpoint: Checkpoint) -> Any:
         bpr = BPRMF(int(c["n_users"]), int(c["n_items"]), int(c["dim"]))
         bpr.load_state_dict(checkpoint.state)
         return bpr.eval()
-    if kind == "bpmf":
-        bpmf = BayesianPMF(BpmfConfig.from_dict(checkpoint.config))
-        bpmf.load_state_dict(checkpoint.state)
-        return bpmf.eval()
-    if kind == "ease":
-        ease = RecencyEASE(EaseConfig.from_dict(checkpoint.config))
-        ease.load_state_dict(checkpoint.state)
-        return ease.eval()
-    if kind == "two_tower":
-        tt = TwoTowerRetriever(TwoTowerConfig.from_dict(checkpoint.config))
-        tt.load_state_dict(checkpoint.state)
-        return tt.eval()
-    if kind == "sequential":
-        seq = SequentialRetriever(SequentialConfig.from_dict(checkpoint.config))
-        seq.load_state_dict(checkpoint.state)
-        return seq.eval()
-    if kind == "vae":
-        vae = MultVAE(VaeConfig.from_dict(checkpoint.config))
-        vae.load_state_dict(checkpoint.state)
-        return vae.eval()
     if kind == "fusion":  # weights only: the fused retrievers are their own checkpoints
         return FusionConfig.from_dict(checkpoint.config)
-    if kind == "engagement":
-        net = MultimodalEngagementNet(EngagementNetConfig.from_dict(checkpoint.config))
+    if kind in NETWORKS:
+        network, config = NETWORKS[kind]
+        net = network(config.from_dict(checkpoint.config))
         net.load_state_dict(checkpoint.state)
         return net.eval()
     raise CheckpointError(f"unknown checkpoint kind {kind!r}")
