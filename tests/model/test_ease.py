@@ -22,10 +22,11 @@ from model.evaluate.peers import (
 )
 from model.evaluate.ranking import EaseScorer, HistoryIndex, full_ranking, score_matrix
 from model.networks.ease import EaseConfig, RecencyEASE
-from model.serve.ranker import Ranker, RankRequest, best_retriever
+from model.serve.ranker import best_retriever
 from model.train.ease import train_ease
 from model.train.options import Trained, TrainOptions
 from model.train.pipeline import to_checkpoint
+from tests.model.ranker_check import served_and_expected
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +83,11 @@ def test_checkpoint_round_trip_and_serving(
     history = HistoryIndex([split.train])
     assert torch.equal(EaseScorer(again, history).score_all(users), EaseScorer(trained, history).score_all(users))
     # serving ranks with the same scores: a user's top movie is the scorer's best unseen one
-    ranker = Ranker(loaded)
     order = np.lexsort((split.train.items, split.train.ts, split.train.users))
-    mine = split.train.items[order][split.train.users[order] == 0]
-    seen = {int(data.movie_ids[i]) for i in mine}
-    request = RankRequest(int(data.user_ids[0]), [int(data.movie_ids[i]) for i in mine], 5, seen)
-    (scored, degraded), = ranker.rank_many([request], features=None)  # fmt: skip
+    mine = split.train.items[order][split.train.users[order] == 0].tolist()
     expected = EaseScorer(trained, history).score_all(torch.tensor([0]))[0]
-    expected[torch.as_tensor(mine)] = float("-inf")
-    assert not degraded and [s.movie_id for s in scored] == data.movie_ids[expected.topk(5).indices].tolist()
+    served, ranked, degraded = served_and_expected(loaded, data, 0, mine, expected)
+    assert not degraded and served == ranked
     # the retriever with the better validation NDCG@10 is the one served
     two_tower_like = load_checkpoint(path)
     two_tower_like.kind, two_tower_like.metrics = "two_tower", {"valid": {"ndcg@10": 0.1}}

@@ -20,6 +20,7 @@ from model.train.options import Trained, TrainOptions
 from model.train.pipeline import to_checkpoint
 from model.train.sequential import train_sequential, windows
 from sources.errors import MarqueeError
+from tests.model.ranker_check import served_and_expected
 
 SMALL = {"dim": 16, "layers": 1, "heads": 1, "max_len": 20, "dropout": 0.0}
 
@@ -81,13 +82,9 @@ def test_checkpoint_round_trip_and_serving(
     assert torch.allclose(SequentialScorer(again, history).score_all(users), expected, atol=1e-5)
     # serving ranks with the same scores, reading the history oldest first
     order = np.lexsort((split.train.items, split.train.ts, split.train.users))
-    mine = split.train.items[order][split.train.users[order] == 3]
-    seen = {int(data.movie_ids[i]) for i in mine}
-    request = RankRequest(int(data.user_ids[3]), [int(data.movie_ids[i]) for i in mine], 5, seen)
-    (scored, _), = Ranker(loaded).rank_many([request], features=None)  # fmt: skip
-    row = expected[3].clone()
-    row[torch.as_tensor(mine)] = float("-inf")
-    assert [s.movie_id for s in scored] == data.movie_ids[row.topk(5).indices].tolist()
+    mine = split.train.items[order][split.train.users[order] == 3].tolist()
+    served, ranked, _ = served_and_expected(loaded, data, 3, mine, expected[3])
+    assert served == ranked
 
 
 def test_fusion_weights_checkpoint_and_serving(

@@ -12,12 +12,13 @@ from model.checkpoint import from_checkpoint, load_checkpoint, save_checkpoint
 from model.data import interactions as inter
 from model.evaluate.ranking import HistoryIndex, VaeScorer, retriever_scorer, score_matrix
 from model.networks.vae import MultVAE, VaeConfig, vae_loss
-from model.serve.ranker import Ranker, RankRequest, best_retriever
+from model.serve.ranker import best_retriever
 from model.train.ease import train_ease
 from model.train.fusion import train_fusion
 from model.train.options import Trained, TrainOptions
 from model.train.pipeline import FUSED, to_checkpoint
 from model.train.vae import train_vae, user_rows
+from tests.model.ranker_check import served_and_expected
 
 SMALL = {"hidden": 64, "latent": 16}
 
@@ -83,12 +84,8 @@ def test_checkpoint_round_trip_serving_and_fusion(
     assert torch.allclose(VaeScorer(from_checkpoint(loaded), history).score_all(users), expected, atol=1e-5)
     # serving: the user's history oldest first, seen movies excluded, the same order as the scorer
     mine = history.indices[history.indptr[3] : history.indptr[4]].tolist()
-    seen = {int(data.movie_ids[i]) for i in mine}
-    request = RankRequest(int(data.user_ids[3]), [int(data.movie_ids[i]) for i in mine], 5, seen)
-    (scored, _), = Ranker(loaded).rank_many([request], features=None)  # fmt: skip
-    row = expected[3].clone()
-    row[torch.as_tensor(mine)] = float("-inf")
-    assert [s.movie_id for s in scored] == data.movie_ids[row.topk(5).indices].tolist()
+    served, ranked, _ = served_and_expected(loaded, data, 3, mine, expected[3])
+    assert served == ranked
     # the fusion weighs it beside EASE, and the served retriever is the better on valid
     ease_run = train_ease(split, TrainOptions(quiet=True), l2_grid=(700.0,), recency_grid=(10.0,))
     ease = load_checkpoint(save_checkpoint(to_checkpoint(ease_run, data, split), folder / "ease.pt"))
