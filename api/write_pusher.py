@@ -89,6 +89,7 @@ class WritePusher:
         self._unfinished = 0  # submitted and not yet written (or left to the repair)
         self._wake = threading.Condition()
         self._stop = False
+        self._push_stopped = False  # the push thread has drained the queue and stopped
         self._threads = [threading.Thread(target=self._run_push, name="write-pusher", daemon=True),
                          threading.Thread(target=self._run_log, name="write-logger", daemon=True)]  # fmt: skip
         self.groups = 0  # groups pushed since start
@@ -241,6 +242,7 @@ class WritePusher:
                 while not self._stop and not self._queue:
                     self._wake.wait()
                 if self._stop and not self._queue:
+                    self._push_stopped = True
                     self._wake.notify_all()  # the log thread may stop once it has written the rest
                     return
             self.push_once()
@@ -248,12 +250,16 @@ class WritePusher:
                 with self._wake:
                     self._wake.wait(RETRY_S)  # a store away: do not spin on it
 
+    def _pushes_over(self) -> bool:
+        """Nothing more will be pushed: the push thread stopped (or died)."""
+        return self._stop and (self._push_stopped or not self._threads[0].is_alive())
+
     def _run_log(self) -> None:
         while True:
             with self._wake:
-                while not self._pushed and not (self._stop and not self._threads[0].is_alive()):
-                    self._wake.wait(0.5)
-                if not self._pushed and self._stop and not self._threads[0].is_alive():
+                while not self._pushed and not self._pushes_over():
+                    self._wake.wait(0.5)  # woken by each pushed group; the timeout covers a dead push thread
+                if not self._pushed and self._pushes_over():
                     return
             self.write_once()
             if self._log_failing is not None:
