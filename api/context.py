@@ -27,6 +27,7 @@ from starlette.websockets import WebSocket
 from api.fairness import CostBudgets
 from api.lane import HeavyLane
 from api.loaders import Loaders
+from api.mutation_batcher import MutationBatcher
 from api.queries.features import FeaturePusher, NoFeaturePusher, OnlineFeatureReader
 from api.recommendations.batcher import RecommendationBatcher
 from api.recommendations.contract import Recommender
@@ -91,6 +92,8 @@ class Services:
     reports: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     #: concurrent ``recommendations`` requests are ranked together (api/recommendations/batcher.py)
     batcher: RecommendationBatcher = field(init=False)
+    #: concurrent mutations are checked and logged together (api/mutation_batcher.py)
+    mutations: MutationBatcher = field(init=False)
     #: each client's query-cost budget (api/fairness.py); None when turned off
     cost_budgets: CostBudgets | None = field(init=False)
     #: held by the one expensive operation running in this process (api/fairness.py)
@@ -104,6 +107,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.batcher = RecommendationBatcher(self.stores, lambda: self.recommender)
+        self.mutations = MutationBatcher(self.stores)
         rate = self.settings.client_cost_per_s
         self.cost_budgets = CostBudgets(rate, self.settings.query_max_cost) if rate > 0 else None
 

@@ -1,9 +1,10 @@
 """Mutations: record a rating or a playback in Mongo, then push the event to the feature store.
 
-A mutation is acknowledged once its record is in the mutation log (one Mongo insert, durable
-and idempotent per clientMutationId: api/queries/writes.py). Its user's kept lists are
-forgotten and its rating counts for their recommendations at once; its event, raw rows,
-features and online row follow within about a second, written in groups by the background
+A mutation is acknowledged once its record is in the mutation log (durable and idempotent per
+clientMutationId: api/queries/writes.py), logged together with the mutations arriving at the
+same moment (api/mutation_batcher.py: one check of their users and movies, one insert). Its
+user's kept lists are forgotten and its rating counts for their recommendations at once; its
+event, raw rows, features and online row follow within about a second, written in groups by the background
 pusher (api/write_pusher.py). With ``MARQUEE_WRITE_ACK=pushed`` the answer waits for that
 group's push instead (``featuresPushed`` then says whether it happened).
 
@@ -24,6 +25,7 @@ from typing import Annotated
 import strawberry
 
 from api.context import Info
+from api.mutation_batcher import UnknownSubject
 from api.permissions import HasApiKey
 from api.queries import writes
 from api.threads import in_thread
@@ -113,15 +115,23 @@ RecordPlaybackResult = Annotated[
 ]
 
 
-async def _subjects(info: Info, user_id: int, movie_id: int) -> tuple[User, Movie] | UserNotFound | MovieNotFound:
-    """The user and the movie a mutation is about, or the typed error for the one missing."""
-    user_row = await info.context.loaders.user.load(user_id)
-    if user_row is None:
-        return UserNotFound(message=f"no user with id {user_id}", user_id=user_id)
-    movie_row = await info.context.loaders.movie.load(movie_id)
-    if movie_row is None:
-        return MovieNotFound(message=f"no movie with id {movie_id}", movie_id=movie_id)
-    return User.from_row(user_row), Movie.from_row(movie_row)
+async def _log(
+    info: Info, mutation: writes.MutationInput
+) -> tuple[writes.Accepted, User, Movie] | UserNotFound | MovieNotFound | InvalidClientMutationId:
+    """Log the mutation with the others arriving now (api/mutation_batcher.py): what was logged
+    with its user and movie, or the typed error saying why nothing was."""
+    try:
+        logged = await info.context.services.mutations.log(mutation)
+    except UnknownSubject as exc:
+        if exc.kind == "user":
+            return UserNotFound(message=str(exc), user_id=exc.subject_id)
+        return MovieNotFound(message=str(exc), movie_id=exc.subject_id)
+    except writes.MutationIdConflict as exc:
+        return InvalidClientMutationId(message=str(exc), client_mutation_id=mutation.client_id or "")
+    loaders = info.context.loaders
+    loaders.user.prime(mutation.user_id, logged.user)
+    loaders.movie.prime(mutation.movie_id, logged.movie)
+    return logged.accepted, User.from_row(logged.user), Movie.from_row(logged.movie)
 
 
 def _check_client_id(client_mutation_id: str | None) -> InvalidClientMutationId | None:
@@ -166,22 +176,10 @@ class Mutation:
             return bad_id
         if not 1 <= rating <= 5:
             return InvalidRating(message=f"rating must be a whole number from 1 to 5, got {rating}", rating=rating)
-        subjects = await _subjects(info, user_id, movie_id)
-        if not isinstance(subjects, tuple):
-            return subjects
-        user, movie = subjects
-        stores = info.context.stores
-
-        def write_rating() -> writes.Accepted:
-            with stores.call("mongo"):  # fails at once while Mongo's breaker is open
-                return writes.accept_rating(
-                    stores.mongo, user_id=user_id, movie_id=movie_id, rating=rating, client_id=client_mutation_id
-                )
-
-        try:
-            accepted = await in_thread(write_rating)
-        except writes.MutationIdConflict as exc:
-            return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
+        logged = await _log(info, writes.RatingInput(user_id, movie_id, rating, client_mutation_id))
+        if not isinstance(logged, tuple):
+            return logged
+        accepted, user, movie = logged
         written, replayed = accepted.written, accepted.replayed
         assert isinstance(written, writes.RatingWritten)
         pushed = False if replayed else await _acknowledged(info, accepted)
@@ -215,27 +213,11 @@ class Mutation:
                 message=f"durationSeconds must be from 1 to {MAX_DURATION_S}, got {duration_seconds}",
                 duration_seconds=duration_seconds,
             )
-        subjects = await _subjects(info, user_id, movie_id)
-        if not isinstance(subjects, tuple):
-            return subjects
-        user, movie = subjects
-        stores = info.context.stores
-
-        def write_playback() -> writes.Accepted:
-            with stores.call("mongo"):  # fails at once while Mongo's breaker is open
-                return writes.accept_playback(
-                    stores.mongo,
-                    user_id=user_id,
-                    movie_id=movie_id,
-                    duration_seconds=duration_seconds,
-                    device=device.value,
-                    client_id=client_mutation_id,
-                )
-
-        try:
-            accepted = await in_thread(write_playback)
-        except writes.MutationIdConflict as exc:
-            return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
+        mutation = writes.PlaybackInput(user_id, movie_id, duration_seconds, device.value, client_mutation_id)
+        logged = await _log(info, mutation)
+        if not isinstance(logged, tuple):
+            return logged
+        accepted, user, movie = logged
         written, replayed = accepted.written, accepted.replayed
         assert isinstance(written, writes.PlaybackWritten)
         pushed = False if replayed else await _acknowledged(info, accepted)

@@ -1,7 +1,7 @@
 """The background half of a mutation: features pushed, then events written, in groups.
 
 A mutation is acknowledged once its record is in the mutation log (api/queries/writes.py,
-``accept_rating``/``accept_playback``: one Mongo insert, durable). ``WritePusher.submit`` then
+``accept_many``: one Mongo insert for the mutations that arrived together, durable). ``WritePusher.submit`` then
 queues it, and two threads work through the queue in groups:
 
 1. the **push thread** takes whatever is queued (up to ``batch``) and gives it to the feature

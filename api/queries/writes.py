@@ -15,15 +15,16 @@ dotted path, an ``$in``, an ``$or`` or a datetime range (measured: docs/performa
 user's API ratings (``api_ratings``) and the records since a moment (``changes_since``) cost
 what they return, not what the log holds.
 
-The API acknowledges a mutation once its record is in the log (``accept_rating``,
-``accept_playback``: one insert), and a background pusher (api/write_pusher.py) writes the
-events of a whole group of records at once (``complete``) and pushes them. A finished record
-gets ``pushed: true`` once the event reached the feature store (``complete`` or
-``mark_pushed``). What a crash (or a failed push) leaves behind, a record still pending or
-done but not pushed, is finished by ``repair`` when the app starts (api/serving.py): the
-event is written if it is missing, the push is redone (it is idempotent), and the record is
-marked. ``marquee export`` also re-reads the events of records not pushed, whatever their
-time (sources/export/extract.py), so they reach the offline tables even before a restart.
+The API acknowledges a mutation once its record is in the log (``accept_many``: one
+``insert_many`` for all the mutations that arrived together, a group commit), and a
+background pusher (api/write_pusher.py) pushes a whole group of records and writes their
+events at once (``write_events``). A finished record gets ``pushed: true`` once the event
+reached the feature store (``mark_done`` or ``mark_pushed``). What a crash (or a failed push)
+leaves behind, a record still pending or done but not pushed, is finished by ``repair`` when
+the app starts (api/serving.py): the event is written if it is missing, the push is redone
+(it is idempotent), and the record is marked. ``marquee export`` also re-reads the events of
+records not pushed, whatever their time (sources/export/extract.py), so they reach the offline
+tables even before a restart.
 
 Only whole-document writes (``insert_one``/``replace_one``) are used: the embedded Mongo
 server (nx-27017 0.8.1) stores a ``$set`` of a top-level datetime as a string and a
@@ -51,6 +52,7 @@ from sources.stores.failures import StoreDown, store_call
 from sources.stores.mongo import MUTATION_LOG as MUTATIONS
 
 CAS_ATTEMPTS = 8
+DUPLICATE_KEY = 11000  # Mongo's error code for an _id already taken
 # Deterministic session ids for mutations that carry a client id (a replay makes the same id).
 PLAYBACK_NAMESPACE = uuid.UUID("0c6f3c55-3f7e-4a5e-a7a8-7d7f0f5e9b21")
 
@@ -168,26 +170,6 @@ def log_record(
             "status": status, "at": at, "at_ms": epoch_ms(at)}  # fmt: skip
 
 
-def _claim(
-    db: MongoDb, client_id: str, kind: str, inputs: dict[str, Any], result: dict[str, Any]
-) -> tuple[dict[str, Any], bool]:
-    """(the record for ``client_id``, whether this call wrote it); an existing one must match the input."""
-    record = log_record(client_id, kind, inputs, result, _now())
-    try:
-        db[MUTATIONS].insert_one(record)
-        return record, True
-    except DuplicateKeyError:
-        existing = db[MUTATIONS].find_one({"_id": client_id})
-        if existing is None:  # removed in between: try once more
-            db[MUTATIONS].insert_one(record)
-            return record, True
-    if existing.get("kind") != kind or existing.get("input") != inputs:
-        raise MutationIdConflict(
-            f"clientMutationId {client_id!r} was already used for {existing.get('kind')} with different input"
-        )
-    return existing, False
-
-
 def _finish(db: MongoDb, record: dict[str, Any]) -> None:
     if record.get("status") != "done":
         db[MUTATIONS].replace_one({"_id": record["_id"]}, {**record, "status": "done"})
@@ -236,27 +218,95 @@ class Accepted:
     replayed: bool
 
 
-def accept_rating(db: MongoDb, *, user_id: int, movie_id: int, rating: int, client_id: str | None) -> Accepted:
-    """Log a rating (one insert): durable from here on, its review written by ``write_events``."""
-    with store_call("mongo"):
-        at = _now()
-        fresh = RatingWritten(f"{user_id}:{movie_id}:{int(at.timestamp())}", user_id, movie_id, rating, at)
-        inputs = {"user_id": user_id, "movie_id": movie_id, "rating": rating}
-        record, _ = _claim(db, client_id or _auto_id(), "rateMovie", inputs, _result(fresh))
-        return Accepted(_rating(record), record, record.get("status") == "done")
+@dataclass(frozen=True)
+class RatingInput:
+    """A ``rateMovie`` as the log takes it (validated by the API before)."""
+
+    user_id: int
+    movie_id: int
+    rating: int
+    client_id: str | None = None
 
 
-def accept_playback(
-    db: MongoDb, *, user_id: int, movie_id: int, duration_seconds: int, device: str, client_id: str | None
-) -> Accepted:
-    """Log a playback session (one insert): durable from here on, appended by ``write_events``."""
+@dataclass(frozen=True)
+class PlaybackInput:
+    """A ``recordPlayback`` as the log takes it."""
+
+    user_id: int
+    movie_id: int
+    duration_seconds: int
+    device: str
+    client_id: str | None = None
+
+
+MutationInput = RatingInput | PlaybackInput
+
+
+def _fresh_record(mutation: MutationInput, at: datetime) -> dict[str, Any]:
+    """The log record a mutation makes when its client id is new, with its event's final id and time."""
+    client_id = mutation.client_id or _auto_id()
+    if isinstance(mutation, RatingInput):
+        user_id, movie_id = mutation.user_id, mutation.movie_id
+        rating = RatingWritten(f"{user_id}:{movie_id}:{int(at.timestamp())}", user_id, movie_id, mutation.rating, at)
+        inputs = {"user_id": user_id, "movie_id": movie_id, "rating": mutation.rating}
+        return log_record(client_id, "rateMovie", inputs, _result(rating), at)
+    session_id = str(uuid.uuid5(PLAYBACK_NAMESPACE, mutation.client_id)) if mutation.client_id else str(uuid.uuid4())
+    playback = PlaybackWritten(session_id, mutation.user_id, mutation.movie_id, mutation.duration_seconds,
+                               mutation.device, at)  # fmt: skip
+    played: dict[str, Any] = {"user_id": mutation.user_id, "movie_id": mutation.movie_id,
+              "duration_seconds": mutation.duration_seconds, "device": mutation.device}  # fmt: skip
+    return log_record(client_id, "recordPlayback", played, _result(playback), at)
+
+
+def _accepted(record: dict[str, Any]) -> Accepted:
+    written = _rating(record) if record["kind"] == "rateMovie" else _playback(record)
+    return Accepted(written, record, record.get("status") == "done")
+
+
+def accept_many(db: MongoDb, mutations: Sequence[MutationInput]) -> list[Accepted | MutationIdConflict]:
+    """Log a group of mutations with one ``insert_many`` (a group commit): each is durable from
+    here on, its event written later by ``write_events``. One outcome per mutation, in order: the
+    record it wrote, or the earlier record of its client id (a replay when that one is done), or
+    ``MutationIdConflict`` when that id was used for another mutation or input. The insert is
+    unordered, so a duplicate id fails only its own document; two mutations of one group with
+    the same id get the same record. One round trip for the whole group is what lets the API
+    acknowledge at a service's rate (docs/performance.md): a request's insert was most of its cost.
+    """
+    if not mutations:
+        return []
     with store_call("mongo"):
         at = _now()
-        session_id = str(uuid.uuid5(PLAYBACK_NAMESPACE, client_id)) if client_id else str(uuid.uuid4())
-        fresh = PlaybackWritten(session_id, user_id, movie_id, duration_seconds, device, at)
-        inputs = {"user_id": user_id, "movie_id": movie_id, "duration_seconds": duration_seconds, "device": device}
-        record, _ = _claim(db, client_id or _auto_id(), "recordPlayback", inputs, _result(fresh))
-        return Accepted(_playback(record), record, record.get("status") == "done")
+        records = [_fresh_record(m, at) for m in mutations]
+        duplicates: set[int] = set()
+        try:
+            db[MUTATIONS].insert_many(records, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise StoreDown("mongo", f"the mutation log refused a write: {errors[0].get('errmsg')}") from exc
+            duplicates = {int(e["index"]) for e in errors}
+        return [_existing(db, record) if i in duplicates else _accepted(record) for i, record in enumerate(records)]
+
+
+def _existing(db: MongoDb, record: dict[str, Any]) -> Accepted | MutationIdConflict:
+    """The outcome of a record whose id was taken: the record there, when it is the same mutation."""
+    existing = db[MUTATIONS].find_one({"_id": record["_id"]})
+    if existing is None:  # removed in between: write this one after all
+        db[MUTATIONS].insert_one(record)
+        return _accepted(record)
+    if existing.get("kind") != record["kind"] or existing.get("input") != record["input"]:
+        return MutationIdConflict(
+            f"clientMutationId {record['_id']!r} was already used for {existing.get('kind')} with different input"
+        )
+    return _accepted(existing)
+
+
+def accept_one(db: MongoDb, mutation: MutationInput) -> Accepted:
+    """``accept_many`` of one mutation; its ``MutationIdConflict`` is raised."""
+    outcome = accept_many(db, [mutation])[0]
+    if isinstance(outcome, MutationIdConflict):
+        raise outcome
+    return outcome
 
 
 def write_events(db: MongoDb, accepted: Sequence[Accepted]) -> None:
@@ -291,7 +341,7 @@ def rate_movie(
     db: MongoDb, *, user_id: int, movie_id: int, rating: int, client_id: str | None
 ) -> tuple[RatingWritten, bool]:
     """Log and write a rating at once (no pusher); returns (what was written, whether a replay)."""
-    accepted = accept_rating(db, user_id=user_id, movie_id=movie_id, rating=rating, client_id=client_id)
+    accepted = accept_one(db, RatingInput(user_id, movie_id, rating, client_id))
     if not accepted.replayed:
         write_events(db, [accepted])
         with store_call("mongo"):
@@ -303,8 +353,7 @@ def record_playback(
     db: MongoDb, *, user_id: int, movie_id: int, duration_seconds: int, device: str, client_id: str | None
 ) -> tuple[PlaybackWritten, bool]:
     """Log and append a playback session at once (no pusher); (what was written, replay?)."""
-    accepted = accept_playback(db, user_id=user_id, movie_id=movie_id, duration_seconds=duration_seconds,
-                               device=device, client_id=client_id)  # fmt: skip
+    accepted = accept_one(db, PlaybackInput(user_id, movie_id, duration_seconds, device, client_id))
     if not accepted.replayed:
         write_events(db, [accepted])
         with store_call("mongo"):

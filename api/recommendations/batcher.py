@@ -1,4 +1,4 @@
-"""Concurrent recommendation requests of one process, ranked together (dynamic batching).
+"""Concurrent recommendation requests of one process, ranked together (dynamic batching, api/batching.py).
 
 ``await RecommendationBatcher.recommend(request) -> Answer``. Most of a ranking's cost is per
 call, not per user (docs/performance.md), so the first request starts a batch at once (a lone
@@ -13,17 +13,12 @@ Each request gets its own outcome: one unknown user or one failure does not fail
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from anyio.to_thread import run_sync
-
+from api.batching import Batcher
 from api.queries import reads
 from api.recommendations.contract import RecommendationRequest, RecommendationResult, Recommender, UnknownUser
-from sources.stores import deadline
 from sources.stores.clients import Stores
 
 MAX_BATCH = 32
@@ -38,53 +33,16 @@ class Answer:
     movies: dict[int, reads.MovieRow]  # the recommended movies that exist
 
 
-@dataclass
-class _Queue:
-    """One event loop's waiting requests and the task ranking them."""
-
-    pending: list[tuple[RecommendationRequest, asyncio.Future[Answer]]] = field(default_factory=list)
-    draining: asyncio.Task[None] | None = None
-
-
-class RecommendationBatcher:
+class RecommendationBatcher(Batcher[RecommendationRequest, Answer]):
     """``await recommend(request)``; see the module docstring. ``recommender`` gives the
     recommender plugged in now (plug-ins swap it after the batcher is built)."""
 
     def __init__(self, stores: Stores, recommender: Callable[[], Recommender], max_batch: int = MAX_BATCH) -> None:
-        self.stores, self.recommender, self.max_batch = stores, recommender, max_batch
-        #: batch size → how many batches had it (what ``marquee bench serve`` reports)
-        self.batch_sizes: Counter[int] = Counter()
-        # Futures belong to one event loop; a process normally has one, tests may have several.
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+        super().__init__(self._answer, max_batch)
+        self.stores, self.recommender = stores, recommender
 
     async def recommend(self, request: RecommendationRequest) -> Answer:
-        loop = asyncio.get_running_loop()
-        queue = self._queues.setdefault(loop, _Queue())
-        future: asyncio.Future[Answer] = loop.create_future()
-        queue.pending.append((request, future))
-        if queue.draining is None or queue.draining.done():
-            queue.draining = loop.create_task(self._drain(queue))
-        return await future
-
-    async def _drain(self, queue: _Queue) -> None:
-        with deadline.unbounded():  # a batch serves many requests: no one request's budget bounds it
-            await self._drain_budgetless(queue)
-
-    async def _drain_budgetless(self, queue: _Queue) -> None:
-        while queue.pending:
-            batch, queue.pending = queue.pending[: self.max_batch], queue.pending[self.max_batch :]
-            self.batch_sizes[len(batch)] += 1
-            try:
-                answers = await run_sync(self._answer, [request for request, _ in batch])
-            except Exception as exc:  # the whole batch failed: every request says why
-                answers = [exc] * len(batch)
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if future.done():  # its request was cancelled (client went away)
-                    continue
-                if isinstance(answer, Exception):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
+        return await self.submit(request)
 
     def _answer(self, requests: list[RecommendationRequest]) -> list[Answer | Exception]:
         """In a worker thread: the users checked, the known ones ranked, the movies read."""

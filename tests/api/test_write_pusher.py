@@ -1,7 +1,8 @@
-"""The write path at a service's rate (api/write_pusher.py, api/queries/writes.py): mutations
-logged by one insert, their events written and pushed in groups (one SQL recompute for the
-group), none lost when the process stops in the middle of a group, and the per-request and
-per-poll reads of the mutation log going through its indexes.
+"""The write path at a service's rate (api/mutation_batcher.py, api/write_pusher.py,
+api/queries/writes.py): mutations arriving together logged by one insert, their events
+written and pushed in groups (one SQL recompute for the group), none lost when the process
+stops in the middle of a group, and the per-request and per-poll reads of the mutation log
+going through its indexes.
 
 Real stores and the real Feast online store; users 905-906 are ones no other test asserts on,
 and everything written is undone at the end.
@@ -9,14 +10,18 @@ and everything written is undone at the end.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pymongo
 import pytest
+from pymongo import monitoring
 from sqlalchemy import text
 
+from api.mutation_batcher import Logged, MutationBatcher, UnknownSubject
 from api.queries import writes
 from api.queries.feast_features import VIEW_OF_TABLE, FeastUserFeatures
 from api.queries.features import FeatureEvent
@@ -76,7 +81,7 @@ def undo(stores: Stores, feature_store: FeatureStore) -> Iterator[datetime]:
 
 def _accept_all(stores: Stores) -> list[writes.Accepted]:
     return [
-        writes.accept_rating(stores.mongo, user_id=u, movie_id=m, rating=1 + m % 5, client_id=f"pusher-{u}-{m}")
+        writes.accept_one(stores.mongo, writes.RatingInput(u, m, 1 + m % 5, f"pusher-{u}-{m}"))
         for u in USERS
         for m in MOVIES
     ]
@@ -111,8 +116,9 @@ def test_pushes_are_grouped_one_recompute_per_group(
         assert len(_in_mongo(stores, user_id)) == n_mongo + len(MOVIES)
         assert _online_reviews(feature_store, user_id) == n_online + len(MOVIES)
     # A replay of a finished mutation is answered from its record: nothing to write again.
-    again = writes.accept_rating(stores.mongo, user_id=USERS[0], movie_id=MOVIES[0], rating=1 + MOVIES[0] % 5,
-                                 client_id=f"pusher-{USERS[0]}-{MOVIES[0]}")  # fmt: skip
+    again = writes.accept_one(
+        stores.mongo, writes.RatingInput(USERS[0], MOVIES[0], 1 + MOVIES[0] % 5, f"pusher-{USERS[0]}-{MOVIES[0]}")
+    )
     assert again.replayed and again.written == accepted[0].written
 
 
@@ -191,14 +197,7 @@ def test_a_groups_sessions_are_appended_once_per_user_in_one_bulk_write(stores: 
     playback.delete_one({"_id": USERS[1]})  # a user who never played anything yet
     try:
         accepted = [
-            writes.accept_playback(
-                stores.mongo,
-                user_id=u,
-                movie_id=m,
-                duration_seconds=60 + m,
-                device="tv",
-                client_id=f"pusher-play-{u}-{m}",
-            )
+            writes.accept_one(stores.mongo, writes.PlaybackInput(u, m, 60 + m, "tv", f"pusher-play-{u}-{m}"))
             for u in USERS
             for m in MOVIES[:3]
         ]
@@ -219,3 +218,78 @@ def test_a_groups_sessions_are_appended_once_per_user_in_one_bulk_write(stores: 
                 playback.delete_one({"_id": user_id})
             else:
                 playback.replace_one({"_id": user_id}, doc, upsert=True)
+
+
+class InsertCounter(monitoring.CommandListener):
+    """Counts the ``insert`` commands a client sends (pymongo's command monitoring)."""
+
+    def __init__(self) -> None:
+        self.inserts: list[int] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "insert":
+            self.inserts.append(len(event.command.get("documents", [])))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_group_is_logged_by_one_insert_each_mutation_with_its_own_outcome(stores: Stores, undo: datetime) -> None:
+    """``accept_many``: one insert for the group; a new id is logged, a done one replays, an id
+    reused for another input is refused, two of one id in the group share one record."""
+    u0, u1 = USERS
+    first = writes.accept_one(stores.mongo, writes.RatingInput(u0, MOVIES[0], 4, "group-done"))
+    writes.mark_done(stores.mongo, [first.record], pushed=True)
+    group: list[writes.MutationInput] = [
+        writes.RatingInput(u0, MOVIES[1], 3, "group-new"),
+        writes.RatingInput(u0, MOVIES[0], 4, "group-done"),  # a retry of a finished mutation
+        writes.RatingInput(u1, MOVIES[2], 5, "group-done"),  # the same id, another input
+        writes.PlaybackInput(u1, MOVIES[3], 90, "tv", "group-twice"),
+        writes.PlaybackInput(u1, MOVIES[3], 90, "tv", "group-twice"),  # sent twice at once
+        writes.RatingInput(u1, MOVIES[4], 2),  # no client id: logged under an id of its own
+    ]
+    counter = InsertCounter()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        stores.endpoints.mongo_uri, tz_aware=True, event_listeners=[counter]
+    )
+    try:
+        outcomes = writes.accept_many(client[stores.mongo.name], group)
+    finally:
+        client.close()
+    assert counter.inserts == [len(group)], "one insert command carrying the whole group"
+    new, replay, conflict, twice_a, twice_b, auto = outcomes
+    assert isinstance(new, writes.Accepted) and not new.replayed and new.record["status"] == "pending"
+    assert isinstance(replay, writes.Accepted) and replay.replayed and replay.written == first.written
+    assert isinstance(conflict, writes.MutationIdConflict)
+    assert isinstance(twice_a, writes.Accepted) and isinstance(twice_b, writes.Accepted)
+    assert twice_a.written == twice_b.written and twice_a.record["_id"] == twice_b.record["_id"] == "group-twice"
+    assert isinstance(auto, writes.Accepted) and str(auto.record["_id"]).startswith("auto:")
+    logged = {d["_id"] for d in stores.mongo[writes.MUTATIONS].find({"user_id": {"$in": list(USERS)}}, {"_id": 1})}
+    assert logged == {"group-done", "group-new", "group-twice", auto.record["_id"]}
+
+
+def test_concurrent_mutations_are_checked_and_logged_together(stores: Stores, undo: datetime) -> None:
+    """``MutationBatcher``: mutations arriving together share one group; an unknown user or
+    movie fails only its own mutation, and nothing is logged for it."""
+    batcher = MutationBatcher(stores)
+    mutations: list[writes.MutationInput] = [
+        writes.RatingInput(u, m, 1 + m % 5, f"together-{u}-{m}") for u in USERS for m in MOVIES
+    ]
+    mutations += [writes.RatingInput(999_999, MOVIES[0], 3, "together-no-user"),
+                  writes.PlaybackInput(USERS[0], 999_999, 60, "tv", "together-no-movie")]  # fmt: skip
+
+    async def log_all() -> list[Logged | BaseException]:
+        return await asyncio.gather(*(batcher.log(m) for m in mutations), return_exceptions=True)
+
+    outcomes = asyncio.run(log_all())
+    *known, no_user, no_movie = outcomes
+    assert isinstance(no_user, UnknownSubject) and (no_user.kind, no_user.subject_id) == ("user", 999_999)
+    assert isinstance(no_movie, UnknownSubject) and (no_movie.kind, no_movie.subject_id) == ("movie", 999_999)
+    assert all(isinstance(o, Logged) and o.user.id == o.accepted.written.user_id for o in known)
+    assert sum(size * n for size, n in batcher.batch_sizes.items()) == len(mutations)
+    assert max(batcher.batch_sizes) > 1, f"mutations arriving together were not grouped: {batcher.batch_sizes}"
+    logged = list(stores.mongo[writes.MUTATIONS].find({"_id": {"$regex": "^together-"}}, {"_id": 1}))
+    assert len(logged) == len(known)
