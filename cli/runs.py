@@ -97,6 +97,10 @@ def runs(
         _compare(tracker.run(compare[0]), tracker.run(compare[1]), every_metric)
 
 
+#: columns the run list is printed in at least (whole run ids, which --compare and `mlflow ui` take)
+LIST_WIDTH = 150
+
+
 def _list(tracker: Tracker, last: int) -> None:
     found = tracker.runs(last)
     if not found:
@@ -109,7 +113,8 @@ def _list(tracker: Tracker, last: int) -> None:
     for r in found:
         table.add_row(r.run_id, r.kind, r.model, r.started.strftime("%Y-%m-%d %H:%M:%S"), r.status,
                       r.data_snapshot, r.key_metrics)  # fmt: skip
-    console.print(table)
+    # Narrower than this, rich would cut the run ids to "…"; a narrow terminal wraps the lines instead.
+    console.print(table, width=max(console.width, LIST_WIDTH))
 
 
 def _compare(a: RunSummary, b: RunSummary, every_metric: bool) -> None:

@@ -26,11 +26,12 @@ from sources.stores.clients import Stores
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh data dir per session; MARQUEE_TEST_DATA_DIR reuses a kept one (its servers keep
-    running and a loaded dataset is not loaded again), which makes local re-runs fast."""
+    """A fresh data dir per session (per worker process); MARQUEE_TEST_DATA_DIR reuses kept ones
+    (their servers keep running and a loaded dataset is not loaded again), which makes local
+    re-runs fast."""
     kept = os.environ.get("MARQUEE_TEST_DATA_DIR")
-    if kept:
-        yield Path(kept).resolve()
+    if kept:  # one folder per worker process (pytest-xdist), each with its own servers
+        yield (Path(kept) / os.environ.get("PYTEST_XDIST_WORKER", "main")).resolve()
         return
     path = tmp_path_factory.mktemp("marquee")
     yield path
