@@ -82,7 +82,7 @@ def test_the_lane_runs_at_a_lower_priority(front: TestClient, settings: Settings
 
 
 def test_an_error_in_the_lane_comes_back_with_its_code(front: TestClient) -> None:
-    answer = _post(front, HEAVY.replace("movies(first: 20)", "movies(first: 20, after: \"bm90LWEtY3Vyc29y\")"))
+    answer = _post(front, HEAVY.replace("movies(first: 20)", 'movies(first: 20, after: "bm90LWEtY3Vyc29y")'))
     assert answer["data"] is None or answer["data"]["movies"] is None
     assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
@@ -102,14 +102,18 @@ def test_a_dead_lane_costs_nothing_but_the_lane(front: TestClient, gql: Query) -
 
 def test_the_lane_dies_with_its_parent_even_on_sigkill(settings: Settings, stores: Stores) -> None:
     parent = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent("""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
             import sys, time
             from api.lane import HeavyLane
             from sources.settings import Settings
             lane = HeavyLane.start(Settings())
             print(lane.process.pid, flush=True)
             time.sleep(600)
-        """)],
+        """),
+        ],
         stdout=subprocess.PIPE,
         env=dict(os.environ),
     )
