@@ -278,7 +278,9 @@ def free_port() -> int:
 
 def start_server(app: str, port: int, *, workers: int = 1, env: dict[str, str] | None = None,
                  ready_path: str = "/readyz", timeout_s: float = 180.0) -> subprocess.Popen[bytes]:  # fmt: skip
-    """Uvicorn serving the factory ``app`` on ``port``, once ``ready_path`` answers 200."""
+    """Uvicorn serving the factory ``app`` on ``port``, once ``ready_path`` answers 200 and its
+    heavy lane (api/lane.py), when it has one, has started: the lane's start-up (its own stores
+    and model, in a second process) would otherwise take CPU from the first cells measured."""
     command = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
     process = subprocess.Popen(command, env=env if env is not None else dict(os.environ))
@@ -286,6 +288,7 @@ def start_server(app: str, port: int, *, workers: int = 1, env: dict[str, str] |
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
+                _wait_for_lane(f"http://127.0.0.1:{port}", deadline)
                 return process
         except httpx.TransportError:
             pass
@@ -294,6 +297,16 @@ def start_server(app: str, port: int, *, workers: int = 1, env: dict[str, str] |
         time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"the benchmark server did not become ready within {timeout_s:g} s")
+
+
+def _wait_for_lane(base: str, deadline: float) -> None:
+    """Until ``/readyz`` says the heavy lane is ready (or reports none); measuring anyway at ``deadline``."""
+    while time.monotonic() < deadline:
+        lane = httpx.get(f"{base}/readyz", timeout=5).json().get("serving", {}).get("heavy_lane")
+        if lane is None or lane.get("ready") or not lane.get("ok"):
+            return
+        time.sleep(0.5)
+    print("the heavy lane had not started by the start-up deadline; measuring anyway")
 
 
 def _wait_for_warm_up(base: str, timeout_s: float = 300.0) -> None:
