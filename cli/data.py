@@ -49,6 +49,7 @@ def ingest(
     quiet: Quiet = False,
 ) -> None:
     """Load MovieLens-100K and its knowledge graph (or --movielens-dir) into all three stores."""
+    from sources import migrate as migrations
     from sources.datasets import movielens as datasets
     from sources.ingest import ingest as run_ingest
     from sources.stores.clients import Stores
@@ -56,6 +57,7 @@ def ingest(
     settings = load_settings()
     dataset = datasets.movielens_csv(movielens_dir) if movielens_dir else datasets.movielens_100k()
     with Stores.open(settings) as stores:
+        migrations.upgrade(stores.pg)  # a fresh data dir has no schema yet; at head this does nothing
         report = run_ingest(stores, dataset, seed=settings.seed, batch_size=batch_size, force=force, quiet=quiet)
     print_ingest(report)
 
@@ -71,6 +73,7 @@ def synth(
     quiet: Quiet = False,
 ) -> None:
     """Generate a MovieLens-shaped dataset and load it through the same path as `ingest`."""
+    from sources import migrate as migrations
     from sources.datasets.synth import synthetic
     from sources.ingest import ingest as run_ingest
     from sources.stores.clients import Stores
@@ -78,6 +81,7 @@ def synth(
     settings = load_settings()
     dataset = synthetic(users=users, movies=movies, ratings=ratings, seed=seed)
     with Stores.open(settings) as stores:
+        migrations.upgrade(stores.pg)  # a fresh data dir has no schema yet; at head this does nothing
         report = run_ingest(stores, dataset, seed=seed, batch_size=batch_size, force=force, quiet=quiet)
     print_ingest(report)
 

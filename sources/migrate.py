@@ -1,4 +1,4 @@
-"""Alembic from code: `marquee migrate` and `marquee up` bring the schema to head."""
+"""Alembic from code: `marquee migrate`, `up`, `ingest` and `synth` bring the schema to head."""
 
 from __future__ import annotations
 
