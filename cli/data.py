@@ -57,6 +57,7 @@ def ingest(
     settings = load_settings()
     dataset = datasets.movielens_csv(movielens_dir) if movielens_dir else datasets.movielens_100k()
     with Stores.open(settings) as stores:
+        stores.require_all()  # one clear line naming a store that does not answer
         migrations.upgrade(stores.pg)  # a fresh data dir has no schema yet; at head this does nothing
         report = run_ingest(stores, dataset, seed=settings.seed, batch_size=batch_size, force=force, quiet=quiet)
     print_ingest(report)
@@ -81,6 +82,7 @@ def synth(
     settings = load_settings()
     dataset = synthetic(users=users, movies=movies, ratings=ratings, seed=seed)
     with Stores.open(settings) as stores:
+        stores.require_all()  # one clear line naming a store that does not answer
         migrations.upgrade(stores.pg)  # a fresh data dir has no schema yet; at head this does nothing
         report = run_ingest(stores, dataset, seed=seed, batch_size=batch_size, force=force, quiet=quiet)
     print_ingest(report)

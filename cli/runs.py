@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from cli.common import load_settings
@@ -113,8 +114,9 @@ def _list(tracker: Tracker, last: int) -> None:
     for r in found:
         table.add_row(r.run_id, r.kind, r.model, r.started.strftime("%Y-%m-%d %H:%M:%S"), r.status,
                       r.data_snapshot, r.key_metrics)  # fmt: skip
-    # Narrower than this, rich would cut the run ids to "…"; a narrow terminal wraps the lines instead.
-    console.print(table, width=max(console.width, LIST_WIDTH))
+    # Narrower than this, rich may cut the run ids; a narrow terminal wraps the lines instead.
+    # (A console of its own: Console.print(width=…) never renders wider than the console.)
+    Console(stderr=True, width=max(console.width, LIST_WIDTH)).print(table)
 
 
 def _compare(a: RunSummary, b: RunSummary, every_metric: bool) -> None:
