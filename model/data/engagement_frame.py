@@ -141,20 +141,20 @@ class FrameEncoder:
 
     def encode(self, frame: pd.DataFrame) -> dict[str, Tensor]:
         """``frame`` (rows with every feature column) -> batch dict of CPU tensors."""
+        return self.encode_rows(frame).take(slice(None))
+
+    def encode_rows(self, frame: pd.DataFrame) -> EncodedRows:
+        """``frame`` as the net reads it, each distinct title embedding stored once (see ``EncodedRows``)."""
         c = self.config
         missing = [f for f in self.features if base_column(f) not in frame.columns]
         if missing:
             raise KeyError(f"frame lacks feature columns {missing}")
-        # A movie not yet in the catalogue at the row's time has no embedding: a zero vector, as
-        # other missing features become their neutral value.
-        zero = np.zeros(c.embedding_dim, dtype=np.float32)
-        embedding = np.stack(
-            [zero if v is None else np.asarray(v, dtype=np.float32) for v in frame[c.embedding_feature].tolist()]
-        )
-        batch = {
+        table, index = shared_rows(frame[c.embedding_feature].tolist(), c.embedding_dim)
+        columns = {
             "numeric": torch.tensor(numeric_matrix(frame, c.numeric_features)),
-            "sequence": torch.tensor(np.stack(frame[c.sequence_feature].map(fixed_list).to_numpy())),
-            "embedding": torch.tensor(embedding),
+            "sequence": torch.tensor(np.stack(frame[c.sequence_feature].map(fixed_list).to_numpy()))
+            if len(frame)
+            else torch.zeros(0, SEQUENCE_LENGTH),
             "graph": torch.tensor(numeric_matrix(frame, c.graph_features)),
         }
         if c.categorical_features:
@@ -162,11 +162,55 @@ class FrameEncoder:
             for name in c.categorical_features:
                 lookup = {v: i + 1 for i, v in enumerate(self.vocab[name])}  # 0: unseen or missing
                 cols.append(frame[name].map(lambda v, lk=lookup: lk.get(str(v), 0)).to_numpy(np.int64))
-            batch["categorical"] = torch.tensor(np.stack(cols, axis=1))
+            columns["categorical"] = torch.tensor(np.stack(cols, axis=1))
         if c.factor_dim:
-            batch["user"] = torch.tensor(frame["user_id"].map(self.user_index).to_numpy(np.int64))
-            batch["movie"] = torch.tensor(frame["movie_id"].map(self.movie_index).to_numpy(np.int64))
+            columns["user"] = torch.tensor(frame["user_id"].map(self.user_index).to_numpy(np.int64))
+            columns["movie"] = torch.tensor(frame["movie_id"].map(self.movie_index).to_numpy(np.int64))
+        return EncodedRows(columns, torch.from_numpy(table), torch.from_numpy(index))
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """Rows as the net reads them, with the embedding column stored as a table and an index.
+
+    ``columns`` holds one tensor per batch key (one row per frame row) except ``"embedding"``;
+    row i's embedding is ``embedding_table[embedding_index[i]]``. A title's embedding repeats
+    for every rating of the title, so a frame of 1M ratings of 3,706 titles keeps 3,707
+    vectors (row 0: zeros, for a movie without one yet), not 1M; ``take`` gathers a batch.
+    """
+
+    columns: dict[str, Tensor]
+    embedding_table: Tensor  # (distinct, dim) float32
+    embedding_index: Tensor  # (rows,) int64
+
+    def __len__(self) -> int:
+        return len(self.embedding_index)
+
+    def take(self, rows: slice | Tensor) -> dict[str, Tensor]:
+        """The batch dict (every key, ``"embedding"`` gathered) of ``rows`` (a slice or indices)."""
+        batch = {k: v[rows] for k, v in self.columns.items()}
+        batch["embedding"] = self.embedding_table[self.embedding_index[rows]]
         return batch
+
+
+def shared_rows(values: list[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors (or None) -> ``(table, index)``: each distinct object once, row 0 zeros.
+
+    Objects are told apart by identity, which ``point_in_time.SharedValues`` and the local frame
+    make equal to value for repeated titles; a frame of unshared vectors gets one table row per
+    row, as before."""
+    slots: dict[int, int] = {}
+    table: list[np.ndarray] = [np.zeros(dim, dtype=np.float32)]
+    index = np.zeros(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        slot = slots.get(id(value))
+        if slot is None:
+            slot = slots[id(value)] = len(table)
+            table.append(np.asarray(value, dtype=np.float32))
+        index[i] = slot
+    return np.stack(table), index
 
 
 def fixed_list(value: Any) -> np.ndarray:

@@ -15,8 +15,9 @@ The frame keeps the label's true time in ``event_timestamp``.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ ENTITY_COLUMNS = ("user_id", "movie_id")
 LABEL_COLUMNS = ("user_id", "movie_id", "event_timestamp")
 LEAKAGE_GUARD = timedelta(microseconds=1)
 ROW = "__label_row"  # carries each label's position through Feast (it does not keep row order)
+LABEL_CHUNK = 100_000  # reviews per typed chunk in label_events
 
 
 class LabelFrameError(MarqueeError):
@@ -45,23 +47,46 @@ def engagement(rating: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
     return (rating - 1.0) / 4.0
 
 
-def label_events(stores: Stores, *, batch_size: int = 10_000) -> pd.DataFrame:
+def label_events(stores: Stores, *, batch_size: int = 10_000, since: datetime | None = None) -> pd.DataFrame:
     """Every rating of movie m by user u at time t, from the MongoDB reviews (the system of record).
 
     Columns: user_id int64, movie_id int64, event_timestamp datetime64[ns, UTC], rating float64,
     engagement float64 = (rating - 1) / 4. Sorted by (event_timestamp, user_id, movie_id).
-    Read with find(): the embedded server's aggregation engine is not trusted
-    (docs/embedded-stores.md).
+    ``since`` keeps the reviews at or after it (the training window, as ``from_stores``).
+    Read with find() (the embedded server's aggregation engine is not trusted,
+    docs/embedded-stores.md) into typed arrays ``LABEL_CHUNK`` reviews at a time: no Python
+    object per review outlives its chunk.
     """
+    query: dict[str, Any] = {} if since is None else {"ts": {"$gte": since}}
     cursor = mongo.live(stores.mongo, "reviews").find(
-        {}, {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}, batch_size=batch_size
+        query, {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}, batch_size=batch_size
     )
-    rows = [(d["user_id"], d["movie_id"], d["ts"], d["rating"]) for d in cursor]
-    frame = pd.DataFrame(rows, columns=["user_id", "movie_id", "event_timestamp", "rating"])
-    frame = frame.astype({"user_id": "int64", "movie_id": "int64", "rating": "float64"})
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    parts = [_label_chunk(docs) for docs in _chunks(cursor, LABEL_CHUNK)]
+    frame = pd.concat(parts, ignore_index=True) if parts else _label_chunk([])
     frame["engagement"] = engagement(frame["rating"])
     return frame.sort_values(["event_timestamp", "user_id", "movie_id"], ignore_index=True)
+
+
+def _chunks(docs: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _label_chunk(docs: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": np.fromiter((d["user_id"] for d in docs), dtype=np.int64, count=len(docs)),
+            "movie_id": np.fromiter((d["movie_id"] for d in docs), dtype=np.int64, count=len(docs)),
+            "event_timestamp": pd.to_datetime([d["ts"] for d in docs], utc=True),
+            "rating": np.fromiter((d["rating"] for d in docs), dtype=np.float64, count=len(docs)),
+        }
+    )
 
 
 def validate_labels(labels: pd.DataFrame) -> None:
@@ -106,19 +131,26 @@ def training_frame(
     its columns unchanged; features a label has no value for yet (or unknown ids) are null.
     Labels are joined ``chunk_rows`` at a time: Feast's Spark store collects a whole result in
     the driver (100,000 ML-100K labels with their 384-float embeddings overflowed a 4 GB heap).
+    Each chunk is made compact as it arrives (``SharedValues``): list features become read-only
+    float32 arrays and a value that repeats (a title's embedding, for every rating of the
+    title) is kept once, so the frame holds a pointer per row, not 384 floats.
     """
     validate_labels(labels)
     feature_service = store.get_feature_service(service)
     entity_df = labels[list(LABEL_COLUMNS)].reset_index(drop=True)  # only what the join needs travels
     entity_df[ROW] = np.arange(len(entity_df), dtype=np.int64)
     entity_df["event_timestamp"] = entity_df["event_timestamp"].dt.tz_convert("UTC") - LEAKAGE_GUARD
-    parts = [
-        store.get_historical_features(
+    shared: dict[str, SharedValues] = {}
+    parts = []
+    for start in range(0, max(len(entity_df), 1), chunk_rows):
+        part = store.get_historical_features(
             entity_df=entity_df.iloc[start : start + chunk_rows], features=feature_service, full_feature_names=True
         ).to_df()
-        for start in range(0, max(len(entity_df), 1), chunk_rows)
-    ]
+        for column in [c for c in part.columns if "__" in c and c != ROW and part[c].dtype == object]:
+            part[column] = shared.setdefault(column, SharedValues()).column(part[column].tolist())
+        parts.append(part)
     joined = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    del parts
     joined = joined.sort_values(ROW, ignore_index=True)
     if len(joined) != len(labels):  # Feast's join must be one row per label
         raise MarqueeError(f"point-in-time join returned {len(joined)} rows for {len(labels)} labels")
@@ -127,6 +159,43 @@ def training_frame(
     for column in features:
         frame[column] = joined[column].to_numpy()
     return frame
+
+
+class SharedValues:
+    """One column's object values, each distinct one kept once while values keep repeating.
+
+    A list becomes a read-only float32 array (what the encoder reads), a string stays a string;
+    equal values (same bytes) share one object. A column whose values mostly differ (a user's
+    last five session lengths) stops being pooled after a chunk shows it: a pool of unique
+    values would only cost memory.
+    """
+
+    def __init__(self) -> None:
+        self.pool: dict[bytes | str, Any] = {}
+        self.rows = 0
+        self.pooling = True
+
+    def column(self, values: list[Any]) -> list[Any]:
+        """``values`` with lists as float32 arrays and repeats replaced by the kept copy."""
+        out = [self.value(v) for v in values]
+        self.rows += len(values)
+        if self.pooling and len(self.pool) > self.rows // 2:
+            self.pooling = False
+            self.pool.clear()
+        return out
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, list | tuple | np.ndarray):
+            array = np.asarray(value, dtype=np.float32)
+            if not self.pooling:
+                array.flags.writeable = False
+                return array
+            kept = self.pool.setdefault(array.tobytes(), array)
+            kept.flags.writeable = False
+            return kept
+        if isinstance(value, str) and self.pooling:
+            return self.pool.setdefault(value, value)
+        return value
 
 
 def time_split(

@@ -87,6 +87,7 @@ COLD = 5  # fewer training interactions than this = cold start
 BETAS = (0.0, 0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0)  # EASE scores are ~10x smaller than two-tower logits
 RANK_COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "coverage")
 COUNTS = ("users", "rows")  # metrics that are counts (carried as floats; printed as integers)
+PAIR_CHUNK = 200_000  # candidate pairs whose point-in-time frame is built at once (EngagementScorer)
 
 
 @dataclass
@@ -247,15 +248,19 @@ class EngagementScorer:
         ext_u, ext_m = history.user_ids[users], history.movie_ids[movies]
         if self._side is not None:
             frame = pair_frame(self._side, history, ext_u, ext_m, at_ts)
-        else:
-            from model.data.point_in_time import training_frame
-            from sources.feature_store.env import open_feature_store
+            return rating_to_logit(predict_ratings(self.net, self.encoder.encode_rows(frame)))
+        from model.data.point_in_time import training_frame
+        from sources.feature_store.env import open_feature_store
 
-            labels = pd.DataFrame({"user_id": ext_u.astype(np.int64), "movie_id": ext_m.astype(np.int64),
-                                   "event_timestamp": pd.to_datetime(at_ts, unit="s", utc=True)})  # fmt: skip
-            frame = training_frame(open_feature_store(self.stores.endpoints), labels, TRAINING_SERVICE)
-        batch = self.encoder.encode(frame)
-        return rating_to_logit(predict_ratings(self.net, batch))
+        store = open_feature_store(self.stores.endpoints)
+        out = []
+        for s in range(0, len(users), PAIR_CHUNK):  # one chunk's frame at a time: 162K users x 100 is 16M pairs
+            rows = slice(s, s + PAIR_CHUNK)
+            labels = pd.DataFrame({"user_id": ext_u[rows].astype(np.int64), "movie_id": ext_m[rows].astype(np.int64),
+                                   "event_timestamp": pd.to_datetime(at_ts[rows], unit="s", utc=True)})  # fmt: skip
+            frame = training_frame(store, labels, TRAINING_SERVICE)
+            out.append(rating_to_logit(predict_ratings(self.net, self.encoder.encode_rows(frame))))
+        return torch.cat(out) if out else torch.zeros(0)
 
 
 @dataclass
@@ -320,10 +325,13 @@ def evaluate(
         raise ValueError("peers were ranked on every held-out user: evaluate them without a sample of users")
     peer_runs = load_peers(peers) if peers is not None else {}
     options = options or TrainOptions()
-    data = from_stores(stores, since=window_start(stores, options.window_days))
+    since = window_start(stores, options.window_days)
+    data = from_stores(stores, since=since)
     split = make_split(data, protocol, seed=options.seed)
     kinds = list(models or MODELS)
-    frame, service = engagement_frame(stores, data, source=feature_source) if "engagement" in kinds else (None, "")
+    frame, service = (
+        engagement_frame(stores, data, source=feature_source, since=since) if "engagement" in kinds else (None, "")
+    )
     ckpts = _load_or_train(stores, models_dir, kinds, data, split, options, feature_source, retrain, explicit,
                            (frame, service) if frame is not None else None)  # fmt: skip
     sampled = None
@@ -487,7 +495,7 @@ def _engagement(
     """Rating error on the test rows, then (with a retriever) the served re-ranking and its scores."""
     encoder = FrameEncoder.from_dict(eng.extras["encoder"])
     parts = split_frame(frame, split)
-    pred = predict_ratings(net, encoder.encode(parts["test"]))
+    pred = predict_ratings(net, encoder.encode_rows(parts["test"]))
     target = torch.tensor(parts["test"]["rating"].to_numpy(np.float32))
     report.rows["engagement (rating)"] = {"rmse": rmse(pred, target), "mae": mae(pred, target),
                                           **_training_figures(eng)}  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -273,15 +273,27 @@ def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Te
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+class Rows(Protocol):
+    """Rows that hand out batch dicts by slice (``model.data.engagement_frame.EncodedRows``)."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, rows: slice) -> dict[str, Tensor]: ...
+
+
 @torch.no_grad()
-def predict_ratings(model: MultimodalEngagementNet, batch: Mapping[str, Tensor], chunk: int = 8192) -> Tensor:
-    """``(rows,)`` predicted ratings in [1, 5] on the model's device, returned on CPU."""
+def predict_ratings(model: MultimodalEngagementNet, batch: Mapping[str, Tensor] | Rows, chunk: int = 8192) -> Tensor:
+    """``(rows,)`` predicted ratings in [1, 5] on the model's device, returned on CPU.
+
+    ``batch``: a batch dict, or ``Rows`` gathered ``chunk`` rows at a time (a large validation
+    or candidate set never exists as one dict of full tensors)."""
     device = next(model.parameters()).device
-    n = len(batch["embedding"])
+    n = len(batch["embedding"]) if isinstance(batch, Mapping) else len(batch)
     model.eval()
     out = []
     for s in range(0, n, chunk):
-        part = to_device({k: v[s : s + chunk] for k, v in batch.items()}, device)
+        rows = slice(s, s + chunk)
+        part = {k: v[rows] for k, v in batch.items()} if isinstance(batch, Mapping) else batch.take(rows)
         with autocast_context(device):
-            out.append(logit_to_rating(model.logits(part)).cpu())
+            out.append(logit_to_rating(model.logits(to_device(part, device))).cpu())
     return torch.cat(out) if out else torch.zeros(0)

@@ -18,22 +18,28 @@ from model.data.engagement_frame import schema_config
 from model.data.interactions import Interactions, Split
 from model.device import pick_device
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_target
-from model.train.loop import batch_loader, data_parallel, fit, seed_everything
+from model.train.loop import GatheredRows, batch_loader, data_parallel, fit, seed_everything
 from model.train.options import Trained, TrainOptions
+
+PARTS = ("train", "valid", "test")
+KEYS = ["user_id", "movie_id", "ts"]
 
 
 def split_frame(frame: pd.DataFrame, split: Split) -> dict[str, pd.DataFrame]:
-    """The frame's rows routed to train/valid/test by (user, movie, event time) key."""
-    part: dict[tuple[int, int, int], str] = {}
-    for name in ("train", "valid", "test"):
+    """The frame's rows routed to train/valid/test by (user, movie, event second) key; a row
+    in no part (outside the training window) is dropped. One vectorized join, no key objects."""
+    keys = []
+    for code, name in enumerate(PARTS):
         data: Interactions = getattr(split, name)
-        keys = zip(data.user_ids[data.users].tolist(), data.movie_ids[data.items].tolist(), data.ts.tolist(),
-                   strict=True)  # fmt: skip
-        part.update(dict.fromkeys(keys, name))
-    ts = frame["event_timestamp"].astype("int64") // 10**9
-    labels = [part.get(k, "") for k in zip(frame.user_id.tolist(), frame.movie_id.tolist(), ts.tolist(), strict=True)]
-    tagged = pd.Series(labels, index=frame.index)
-    return {name: frame[tagged == name] for name in ("train", "valid", "test")}
+        keys.append(pd.DataFrame({"user_id": data.user_ids[data.users].astype(np.int64),
+                                  "movie_id": data.movie_ids[data.items].astype(np.int64),
+                                  "ts": data.ts.astype(np.int64), "part": np.int8(code)}))  # fmt: skip
+    parts = pd.concat(keys, ignore_index=True).drop_duplicates(KEYS, keep="last")  # a later part wins
+    rows = pd.DataFrame({"user_id": frame["user_id"].to_numpy(np.int64),
+                         "movie_id": frame["movie_id"].to_numpy(np.int64),
+                         "ts": frame["event_timestamp"].astype("int64").to_numpy() // 10**9})  # fmt: skip
+    tagged = rows.merge(parts, on=KEYS, how="left")["part"].to_numpy()  # a left merge keeps the frame's order
+    return {name: frame[tagged == code] for code, name in enumerate(PARTS)}
 
 
 def train_engagement(
@@ -56,10 +62,10 @@ def train_engagement(
     device = pick_device(options.device)
     encoder = schema_config(frames["train"], user_ids=user_ids, movie_ids=movie_ids, factor_dim=factor_dim, **sizes)
     model = MultimodalEngagementNet(encoder.config)
-    train_batch = encoder.encode(frames["train"])
-    model.fit_normalization(train_batch)
+    train_rows = encoder.encode_rows(frames["train"])  # each title's embedding once, gathered per batch
+    model.fit_normalization(train_rows.columns)
     model = model.to(device)
-    valid_batch = encoder.encode(frames["valid"])
+    valid_rows = encoder.encode_rows(frames["valid"])
     valid_target = torch.tensor(frames["valid"]["rating"].to_numpy(np.float32))
     factor_params = [p for n, p in model.named_parameters() if n.startswith("factors.")]
     other_params = [p for n, p in model.named_parameters() if not n.startswith("factors.")]
@@ -71,9 +77,9 @@ def train_engagement(
         ],
         lr=options.lr,
     )
-    keys = sorted(train_batch)
+    keys = sorted([*train_rows.columns, "embedding"])
     target = rating_to_target(torch.tensor(frames["train"]["rating"].to_numpy(np.float32)))
-    loader = batch_loader([*(train_batch[k] for k in keys), target], options.batch_size, device, options.seed, shard)
+    loader = batch_loader(GatheredRows(train_rows, keys, [target]), options.batch_size, device, options.seed, shard)
     logits = data_parallel(model, device) if shard is not None and shard[1] > 1 else model.logits
 
     def step(batch: list[Tensor]) -> Tensor:
@@ -81,7 +87,7 @@ def train_engagement(
         return F.binary_cross_entropy_with_logits(logits(named).float(), batch[-1])
 
     def validate() -> dict[str, float]:
-        pred = predict_ratings(model, valid_batch)
+        pred = predict_ratings(model, valid_rows)
         err = pred.double() - valid_target.double()
         return {"rmse": err.pow(2).mean().sqrt().item(), "mae": err.abs().mean().item()}
 

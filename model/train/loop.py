@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch import distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, TensorDataset
 
 from model.data.interactions import Interactions
 from model.device import autocast_context, loader_kwargs, pick_device
@@ -30,17 +30,48 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+class Gatherable(Protocol):
+    """Rows that gather a batch dict by row indices (``model.data.engagement_frame.EncodedRows``)."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, rows: Tensor) -> dict[str, Tensor]: ...
+
+
+class GatheredRows(Dataset[list[Tensor]]):
+    """A batch of ``rows`` by indices: its ``keys`` in order, then each of ``extra`` (e.g. targets).
+
+    For data kept compact (a table and an index) and gathered only per batch, where a
+    ``TensorDataset`` would need every row expanded in memory."""
+
+    def __init__(self, rows: Gatherable, keys: list[str], extra: list[Tensor]) -> None:
+        self.rows, self.keys, self.extra = rows, keys, extra
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: list[int]) -> list[Tensor]:
+        rows = torch.as_tensor(index, dtype=torch.int64)
+        batch = self.rows.take(rows)
+        return [*(batch[k] for k in self.keys), *(t[rows] for t in self.extra)]
+
+
 def batch_loader(
-    tensors: list[Tensor], batch_size: int, device: torch.device, seed: int, shard: tuple[int, int] | None = None
+    data: list[Tensor] | GatheredRows,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    shard: tuple[int, int] | None = None,
 ) -> DataLoader[Any]:
-    """Shuffled whole-batch indexing of in-memory tensors (no per-row collate).
+    """Shuffled whole-batch indexing of in-memory rows (no per-row collate): ``data`` is a
+    list of equally long tensors, or ``GatheredRows``.
 
     ``shard=(rank, world_size)``: a ``DistributedSampler`` deals the rows out (one permutation
     per epoch from ``seed``, rank r takes every world_size-th row from r) and ``batch_size`` is
     the effective batch, split evenly across ranks. Batch k of all ranks together then holds
     exactly the rows batch k holds with ``shard=(0, 1)``: one process and N processes see the
     same batches (``fit`` moves the sampler to each epoch)."""
-    dataset = TensorDataset(*tensors)
+    dataset = TensorDataset(*data) if isinstance(data, list) else data
     if shard is not None:
         rank, size = shard
         dealt: DistributedSampler[Any] = DistributedSampler(
@@ -49,7 +80,7 @@ def batch_loader(
         sampler = BatchSampler(dealt, max(1, batch_size // size), drop_last=False)
     else:
         generator = torch.Generator().manual_seed(seed)
-        sampler = BatchSampler(RandomSampler(range(len(tensors[0])), generator=generator), batch_size, drop_last=False)
+        sampler = BatchSampler(RandomSampler(range(len(dataset)), generator=generator), batch_size, drop_last=False)
     return DataLoader(dataset, sampler=sampler, batch_size=None, **loader_kwargs(device))
 
 

@@ -6,6 +6,7 @@ snapshot, the split and the metrics, so serving can refuse one that no longer fi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,16 @@ def to_checkpoint(
     raise TypeError(f"cannot checkpoint {type(model).__name__}")
 
 
-def engagement_frame(stores: Stores, data: Interactions, *, source: str = "auto") -> tuple[pd.DataFrame, str]:
+def engagement_frame(
+    stores: Stores, data: Interactions, *, source: str = "auto", since: datetime | None = None
+) -> tuple[pd.DataFrame, str]:
     """Training rows for the engagement net and the feature service they came from.
 
-    ``feast``: labels from MongoDB joined point-in-time through ``engagement_training_v1``
-    (model.data.point_in_time); ``local``: the same kind of columns computed from the stores directly;
-    ``auto``: Feast when its repo is applied and exported, else local (said on the console).
+    ``feast``: labels from MongoDB (the reviews at or after ``since``, the training window
+    ``data`` was read with) joined point-in-time through ``engagement_training_v1``
+    (model.data.point_in_time); ``local``: the same kind of columns computed from the stores
+    directly for ``data``; ``auto``: Feast when its repo is applied and exported, else local
+    (said on the console).
     """
     if source not in ("auto", "feast", "local"):
         raise ValueError(f"unknown feature source {source!r}; use auto, feast or local")
@@ -135,7 +140,7 @@ def engagement_frame(stores: Stores, data: Interactions, *, source: str = "auto"
 
             store = open_feature_store(stores.endpoints)
             store.get_feature_service(TRAINING_SERVICE)
-            return training_frame(store, label_events(stores), TRAINING_SERVICE), TRAINING_SERVICE
+            return training_frame(store, label_events(stores, since=since), TRAINING_SERVICE), TRAINING_SERVICE
         except Exception as exc:
             if source == "feast":
                 raise MarqueeError(f"Feast features unavailable ({type(exc).__name__}: {exc}); "
@@ -168,7 +173,8 @@ def train_models(
     unknown = [k for k in kinds if k not in MODELS]
     if unknown:
         raise MarqueeError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)} or all")
-    data = data if data is not None else from_stores(stores, since=window_start(stores, options.window_days))
+    since = window_start(stores, options.window_days)
+    data = data if data is not None else from_stores(stores, since=since)
     split = make_split(data, split_name, seed=options.seed)
     out: dict[str, tuple[Trained, Checkpoint, Path]] = {}
     for kind in kinds:
@@ -191,7 +197,7 @@ def train_models(
         elif kind == "fusion":
             trained = fit_fusion(models_dir, data, split, opts, {k: v[1] for k, v in out.items()})
         else:
-            frame, service = engagement_input or engagement_frame(stores, data, source=feature_source)
+            frame, service = engagement_input or engagement_frame(stores, data, source=feature_source, since=since)
             engine = frame_engine(stores, service)
             if nproc > 1:  # rank 0 of the torchrun workers writes the checkpoint
                 from model.train.distributed import train_distributed

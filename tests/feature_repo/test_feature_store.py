@@ -499,3 +499,23 @@ def test_marquee_feast_passes_commands_through(store: FeatureStore, stores: Stor
     assert result.returncode == 0, result.stderr[-2000:]
     for view in (*USER_VIEWS, *MOVIE_VIEWS, "movie_neighbours", "user_movie_affinity"):
         assert view in result.stdout
+
+
+def test_the_frame_keeps_one_copy_of_each_title_embedding(store: FeatureStore, labels: pd.DataFrame) -> None:
+    """Every rating of a title points at one read-only copy of its embedding, across chunks of
+    the join: at 1M ratings this is a pointer per row instead of 384 floats (docs/scale.md)."""
+    top = labels["movie_id"].value_counts().index[:3]
+    rows = labels[labels["movie_id"].isin(top)].groupby("movie_id").tail(40).reset_index(drop=True)
+    framed = training_frame(store, rows, chunk_rows=50)  # 120 rows: three chunks
+    vectors = framed.dropna(subset=["movie_embedding__title_embedding"])
+    copies = vectors.groupby("movie_id")["movie_embedding__title_embedding"].agg(lambda v: len({id(x) for x in v}))
+    assert len(copies) == 3 and (copies == 1).all()
+    first = vectors["movie_embedding__title_embedding"].iloc[0]
+    assert first.dtype == np.float32 and first.shape == (384,) and not first.flags.writeable
+
+
+def test_labels_since_keep_only_the_window(stores: Stores, labels: pd.DataFrame) -> None:
+    since = labels["event_timestamp"].iloc[len(labels) // 2].to_pydatetime()
+    recent = label_events(stores, since=since)
+    expected = labels[labels["event_timestamp"] >= since].reset_index(drop=True)
+    pd.testing.assert_frame_equal(recent, expected)
