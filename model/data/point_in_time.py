@@ -15,8 +15,8 @@ The frame keeps the label's true time in ``event_timestamp``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,21 +61,12 @@ def label_events(stores: Stores, *, batch_size: int = 10_000, since: datetime | 
     cursor = mongo.live(stores.mongo, "reviews").find(
         query, {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}, batch_size=batch_size
     )
-    parts = [_label_chunk(docs) for docs in _chunks(cursor, LABEL_CHUNK)]
+    parts = []
+    while docs := list(islice(cursor, LABEL_CHUNK)):
+        parts.append(_label_chunk(docs))
     frame = pd.concat(parts, ignore_index=True) if parts else _label_chunk([])
     frame["engagement"] = engagement(frame["rating"])
     return frame.sort_values(["event_timestamp", "user_id", "movie_id"], ignore_index=True)
-
-
-def _chunks(docs: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _label_chunk(docs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -186,7 +177,9 @@ class SharedValues:
 
     def value(self, value: Any) -> Any:
         if isinstance(value, list | tuple | np.ndarray):
-            array = np.asarray(value, dtype=np.float32)
+            # a copy that owns its memory: Feast hands out views into each chunk's Arrow buffer,
+            # and one kept view would keep its whole chunk alive
+            array = np.array(value, dtype=np.float32)
             if not self.pooling:
                 array.flags.writeable = False
                 return array

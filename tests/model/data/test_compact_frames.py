@@ -71,3 +71,10 @@ def test_frame_rows_go_to_their_part_in_order_and_rows_outside_the_split_are_dro
     assert parts["train"]["rating"].tolist() == [3.0, 4.0]
     assert parts["valid"]["rating"].tolist() == [1.0]
     assert parts["test"]["rating"].tolist() == [2.0]
+
+
+def test_a_kept_value_owns_its_memory_not_a_view_of_the_chunk() -> None:
+    chunk = np.arange(12, dtype=np.float32).reshape(3, 4)  # as Feast's rows: views into one buffer
+    out = SharedValues().column([chunk[0], chunk[1], chunk[0].copy()])
+    assert all(v.base is None for v in out)
+    assert out[0] is out[2]
