@@ -274,11 +274,12 @@ def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Te
 
 
 class Rows(Protocol):
-    """Rows that hand out batch dicts by slice (``model.data.engagement_frame.EncodedRows``)."""
+    """Rows that hand out batch dicts by a slice or row indices
+    (``model.data.engagement_frame.EncodedRows``)."""
 
     def __len__(self) -> int: ...
 
-    def take(self, rows: slice) -> dict[str, Tensor]: ...
+    def take(self, rows: slice | Tensor) -> dict[str, Tensor]: ...
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from model.data.interactions import Interactions
 from model.device import autocast_context, loader_kwargs, pick_device
 from model.networks.config import FullRanker
+from model.networks.engagement import Rows
 from model.train.options import TrainOptions
 from sources.progress import console, progress_bar
 
@@ -30,21 +31,13 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-class Gatherable(Protocol):
-    """Rows that gather a batch dict by row indices (``model.data.engagement_frame.EncodedRows``)."""
-
-    def __len__(self) -> int: ...
-
-    def take(self, rows: Tensor) -> dict[str, Tensor]: ...
-
-
 class GatheredRows(Dataset[list[Tensor]]):
     """A batch of ``rows`` by indices: its ``keys`` in order, then each of ``extra`` (e.g. targets).
 
     For data kept compact (a table and an index) and gathered only per batch, where a
     ``TensorDataset`` would need every row expanded in memory."""
 
-    def __init__(self, rows: Gatherable, keys: list[str], extra: list[Tensor]) -> None:
+    def __init__(self, rows: Rows, keys: list[str], extra: list[Tensor]) -> None:
         self.rows, self.keys, self.extra = rows, keys, extra
 
     def __len__(self) -> int:
