@@ -69,6 +69,13 @@ class Interactions:
             self.users[rows], self.items[rows], self.ratings[rows], self.ts[rows], self.user_ids, self.movie_ids
         )
 
+    def of_users(self, users: np.ndarray) -> Interactions:
+        """The events of ``users`` (sorted dense ids) only, renumbered: user ``i`` here is
+        ``users[i]`` there, and ``user_ids`` follow, so external ids still map back."""
+        rows = np.isin(self.users, users)
+        return Interactions(np.searchsorted(users, self.users[rows]).astype(np.int64), self.items[rows],
+                            self.ratings[rows], self.ts[rows], self.user_ids[users], self.movie_ids)  # fmt: skip
+
     def user_index(self) -> dict[int, int]:
         return {int(u): i for i, u in enumerate(self.user_ids)}
 
@@ -209,19 +216,21 @@ class Split:
         }
 
 
-def sample_test_users(split: Split, n: int, seed: int) -> tuple[Split, int]:
-    """``split`` with its test part cut to a seeded sample of ``n`` of its held-out users (all of
-    each chosen user's test events kept; train and valid untouched), and how many held-out users
-    there were. With ``n`` at least that many, ``split`` itself."""
+def sample_test_users(split: Split, n: int, seed: int) -> tuple[np.ndarray, int]:
+    """A seeded sample of ``n`` of the split's held-out users (sorted dense ids; all of them when
+    ``n`` is at least their number) and how many there were."""
     if n < 1:
         raise ValueError(f"a sample needs at least one user, got {n}")
     held_out = np.unique(split.test.users)
     if n >= len(held_out):
-        return split, len(held_out)
-    chosen = np.random.default_rng([seed, 29]).choice(held_out, size=n, replace=False)
-    return Split(split.name, split.train, split.valid, split.test.take(np.isin(split.test.users, chosen))), len(
-        held_out
-    )
+        return held_out, len(held_out)
+    return np.sort(np.random.default_rng([seed, 29]).choice(held_out, size=n, replace=False)), len(held_out)
+
+
+def users_view(split: Split, users: np.ndarray) -> Split:
+    """The split cut to ``users`` (sorted dense ids) and renumbered (``Interactions.of_users``):
+    every part keeps all their events, and a matrix over the view has ``len(users)`` rows."""
+    return Split(split.name, *(getattr(split, part).of_users(users) for part in ("train", "valid", "test")))
 
 
 def recbole_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> list[int]:

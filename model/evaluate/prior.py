@@ -34,16 +34,19 @@ def prior_scores(scores: Tensor, history: Sequence[Interactions], prior: TrendPr
 
 
 def choose_prior(
-    scores: Tensor, split: Split, movie_ids: np.ndarray, new_boost: float
+    scores: Tensor, split: Split, movie_ids: np.ndarray, new_boost: float, *, view: Split | None = None
 ) -> tuple[TrendPrior, dict[tuple[float, float], float]]:
     """The window and weight with the best valid NDCG@10 (ties: the smaller weight, then the
-    shorter window), and every point tried."""
+    shorter window), and every point tried. The window counts every user's events of ``split``;
+    ``scores`` and the ranking are ``view``'s users (a sample, ``model/evaluate/scope.py``), or
+    all of ``split``'s."""
+    view = view or split
     new = frozenset(int(m) for m in movie_ids[split.train.movie_counts() < NEW_BELOW])
     tried: dict[tuple[float, float], float] = {}
     for days in DAYS:
         for weight in WEIGHTS:
             prior = TrendPrior(days, weight, new_boost, new)
             valid = prior_scores(scores, [split.train], prior, movie_ids)
-            tried[(days, weight)] = full_ranking(None, split.valid, [split.train], scores=valid)["ndcg@10"]
+            tried[(days, weight)] = full_ranking(None, view.valid, [view.train], scores=valid)["ndcg@10"]
     days, weight = max(tried, key=lambda k: (tried[k], -k[1], -k[0]))
     return TrendPrior(days, weight, new_boost, new), tried

@@ -107,10 +107,44 @@ def masks(target: Interactions, seen: Sequence[Interactions]) -> tuple[Tensor, T
     return relevant, exclude
 
 
-def score_matrix(scorer: Scorer, n_users: int, batch: int = 1024) -> Tensor:
-    """``(n_users, n_movies)`` float scores on CPU, scored ``batch`` users at a time."""
-    rows = [scorer.score_all(torch.arange(s, min(s + batch, n_users))).float().cpu() for s in range(0, n_users, batch)]
-    return torch.cat(rows)
+def score_matrix(scorer: Scorer, n_users: int, batch: int = 1024, *, users: np.ndarray | None = None) -> Tensor:
+    """``(n_users, n_movies)`` float scores on CPU, scored ``batch`` users at a time; with
+    ``users`` (dense ids), only their rows, in that order: ``(len(users), n_movies)``."""
+    ids = torch.arange(n_users) if users is None else torch.as_tensor(users, dtype=torch.long)
+    return torch.cat([scorer.score_all(ids[s : s + batch]).float().cpu() for s in range(0, len(ids), batch)])
+
+
+class UserItems:
+    """The movies of each user in some parts (CSR by dense user id), turned into a block's mask."""
+
+    def __init__(self, parts: Sequence[Interactions], n_users: int) -> None:
+        users = np.concatenate([p.users for p in parts]) if parts else np.zeros(0, np.int64)
+        items = np.concatenate([p.items for p in parts]) if parts else np.zeros(0, np.int64)
+        order = np.argsort(users, kind="stable")
+        self.items = items[order]
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))])
+
+    def mask(self, users: np.ndarray, n_movies: int) -> Tensor:
+        """``(len(users), n_movies)`` bool: True where the user has the movie."""
+        starts, lens = self.indptr[users], self.indptr[users + 1] - self.indptr[users]
+        row = np.repeat(np.arange(len(users)), lens)
+        flat = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(starts, lens)
+        out = torch.zeros(len(users), n_movies, dtype=torch.bool)
+        out[torch.as_tensor(row), torch.as_tensor(self.items[flat])] = True
+        return out
+
+
+class MatrixScorer:
+    """Scores computed already: row ``u`` of ``scores`` is user ``u``'s."""
+
+    def __init__(self, scores: Tensor) -> None:
+        self.scores = scores
+
+    def score_all(self, user_ids: Tensor) -> Tensor:
+        return self.scores[user_ids]
+
+
+RANKED_CELLS = 1 << 24  # scores ranked at once by full_ranking (64 MB of float32)
 
 
 def full_ranking(
@@ -124,21 +158,41 @@ def full_ranking(
 ) -> dict[str, float]:
     """Recall/NDCG/MRR/Hit@k over the whole catalogue for every user with a held-out item,
     plus catalogue coverage of those users' top-k. ``users`` restricts to a slice; ``scores``
-    (users x movies), when given, stands in for ``scorer``."""
-    relevant, exclude = masks(target, seen)
-    if scores is None:
-        if scorer is None:
-            raise ValueError("full_ranking needs a scorer or the scores")
-        scores = score_matrix(scorer, target.n_users)
+    (users x movies), when given, stands in for ``scorer``.
+
+    Only the users with a held-out item are ranked, a block of them at a time (``RANKED_CELLS``
+    scores): with a scorer, memory stays one block's whatever the number of users, so
+    validation at 162K users x 62K movies never holds the 40 GB matrix. The means over users
+    are the blocks' means weighted by their users: the same figures as one pass."""
+    if scores is not None:
+        scorer = MatrixScorer(scores)
+    elif scorer is None:
+        raise ValueError("full_ranking needs a scorer or the scores")
+    ranked = np.unique(target.users)
     if users is not None:
-        keep = torch.zeros(target.n_users, dtype=torch.bool)
-        keep[torch.as_tensor(users, dtype=torch.long)] = True
-        relevant &= keep[:, None]
-    metrics = ranking_metrics(scores, relevant, k=k, exclude=exclude)
-    rows = (relevant & ~exclude).any(dim=1).nonzero().squeeze(1)
-    top = top_k_items(scores[rows], k, exclude[rows]) if rows.numel() else torch.zeros(0, k, dtype=torch.long)
-    metrics["coverage"] = catalog_coverage(top, target.n_movies)
-    metrics["users"] = float(rows.numel())
+        ranked = np.intersect1d(ranked, np.asarray(users, dtype=np.int64))
+    relevant, exclude = UserItems([target], target.n_users), UserItems(seen, target.n_users)
+    step = max(1, RANKED_CELLS // max(1, target.n_movies))
+    sums: dict[str, float] = {}
+    counted = 0
+    covered = torch.zeros(target.n_movies, dtype=torch.bool)
+    for start in range(0, len(ranked), step):
+        block = ranked[start : start + step]
+        ids = torch.as_tensor(block, dtype=torch.long)
+        block_scores = scorer.score_all(ids).float().cpu()
+        rel, excl = relevant.mask(block, target.n_movies), exclude.mask(block, target.n_movies)
+        left = (rel & ~excl).any(dim=1)
+        n = int(left.sum())
+        if not n:
+            continue
+        for name, value in ranking_metrics(block_scores, rel, k=k, exclude=excl).items():
+            sums[name] = sums.get(name, 0.0) + value * n
+        counted += n
+        covered[top_k_items(block_scores[left], k, excl[left]).reshape(-1)] = True
+    names = (f"recall@{k}", f"ndcg@{k}", f"mrr@{k}", f"hit@{k}")
+    metrics = {name: sums[name] / counted if counted else float("nan") for name in names}
+    metrics["coverage"] = catalog_coverage(covered.nonzero().squeeze(1), target.n_movies)
+    metrics["users"] = float(counted)
     return metrics
 
 

@@ -69,8 +69,8 @@ from model.evaluate.ranking import (
     VaeScorer,
     full_ranking,
     masks,
-    score_matrix,
 )
+from model.evaluate.scope import Scope
 from model.networks.bpmf import BayesianPMF
 from model.networks.engagement import MultimodalEngagementNet, predict_ratings, rating_to_logit
 from model.networks.fusion import fuse
@@ -83,7 +83,6 @@ from sources.feature_store.names import TRAINING_SERVICE
 from sources.progress import console
 from sources.stores.clients import Stores
 
-COLD = 5  # fewer training interactions than this = cold start
 BETAS = (0.0, 0.01, 0.03, 0.1, 0.25, 0.5, 1.0, 2.0)  # EASE scores are ~10x smaller than two-tower logits
 RANK_COLUMNS = ("ndcg@10", "recall@10", "mrr@10", "hit@10", "coverage")
 COUNTS = ("users", "rows")  # metrics that are counts (carried as floats; printed as integers)
@@ -216,34 +215,33 @@ def _training_figures(ckpt: Checkpoint) -> dict[str, Any]:
     return {"epochs": t.get("epochs_run"), "s/epoch": t.get("seconds_per_epoch"), "samples/s": t.get("samples_per_s")}
 
 
-def _slices(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """Dense ids of cold users and cold movies (< COLD training interactions)."""
-    return np.flatnonzero(split.train.user_counts() < COLD), np.flatnonzero(split.train.movie_counts() < COLD)
-
-
-def _rank_all(name: str, scores: Tensor, split: Split, report: Report, extra: dict[str, Any]) -> None:
+def _rank_all(name: str, scores: Tensor, scope: Scope, report: Report, extra: dict[str, Any]) -> None:
+    """``scores`` (one row per view user) ranked on the test part, all users and the cold slices."""
+    split = scope.view
     seen = [split.train, split.valid]
     report.rows[name] = {**full_ranking(None, split.test, seen, scores=scores), **extra}
-    cold_users, cold_movies = _slices(split)
-    if len(cold_users):
-        report.cold[f"{name} / cold users"] = full_ranking(None, split.test, seen, scores=scores, users=cold_users)
-    cold_item_rows = np.isin(split.test.items, cold_movies)
+    if len(scope.cold_users):
+        report.cold[f"{name} / cold users"] = full_ranking(None, split.test, seen, scores=scores,
+                                                           users=scope.cold_users)  # fmt: skip
+    cold_item_rows = np.isin(split.test.items, scope.cold_movies)
     if cold_item_rows.any():
         report.cold[f"{name} / cold movies"] = full_ranking(None, split.test.take(cold_item_rows), seen, scores=scores)
 
 
 class EngagementScorer:
-    """Engagement logits for candidate pairs as of each user's last known event."""
+    """Engagement logits for candidate pairs as of each user's last known event (a user with
+    none: as of ``end_ts``, the history's last event when None)."""
 
-    def __init__(self, net: MultimodalEngagementNet, encoder: FrameEncoder, stores: Stores, source: str) -> None:
-        self.net, self.encoder, self.stores, self.source = net, encoder, stores, source
+    def __init__(self, net: MultimodalEngagementNet, encoder: FrameEncoder, stores: Stores, source: str,
+                 end_ts: int | None = None) -> None:  # fmt: skip
+        self.net, self.encoder, self.stores, self.source, self.end_ts = net, encoder, stores, source, end_ts
         self._side = load_side_info(stores) if source != TRAINING_SERVICE else None
 
     def logits(self, history: Interactions, users: np.ndarray, movies: np.ndarray) -> Tensor:
         """``users``/``movies`` dense ids of candidate pairs -> ``(pairs,)`` logits."""
         last = np.zeros(history.n_users, dtype=np.int64)
         np.maximum.at(last, history.users, history.ts)
-        last = np.where(last > 0, last, history.max_ts)  # a user with no history: the store as of its end
+        last = np.where(last > 0, last, self.end_ts or history.max_ts)  # no history: the store as of its end
         at_ts = last[users] + 1
         ext_u, ext_m = history.user_ids[users], history.movie_ids[movies]
         if self._side is not None:
@@ -311,9 +309,12 @@ def evaluate(
 ) -> tuple[Report, dict[str, Path]]:
     """Evaluate ``models`` (default: all) on the protocol's test part; write the report files.
 
-    ``sample_users``: the test metrics are computed on a seeded sample of that many held-out
-    users (``sample_test_users``, seed ``options.seed``), and the report says so; models are
-    trained and chosen exactly as without it.
+    ``sample_users``: the figures are computed on a seeded sample of that many held-out users
+    (``sample_test_users``, seed ``options.seed``; ``model/evaluate/scope.py``), and the report
+    says so: every score matrix has one row per sampled user, which is what makes an evaluation
+    at the ML-25M shape fit in memory. Models are trained exactly as without it; the choices
+    made on the valid part (the trend prior, the re-rank weight) are made on the sample's
+    valid events.
 
     On the time protocol the served retriever gets its trend prior (``_trend``), new titles
     lifted by ``new_title_boost`` (``MARQUEE_NEW_TITLE_BOOST``, passed by the CLI)."""
@@ -334,47 +335,47 @@ def evaluate(
     )
     ckpts = _load_or_train(stores, models_dir, kinds, data, split, options, feature_source, retrain, explicit,
                            (frame, service) if frame is not None else None)  # fmt: skip
-    sampled = None
-    if sample_users is not None:  # after the checkpoints: they record the whole split
-        split, held_out = sample_test_users(split, sample_users, options.seed)
-        sampled = (
-            f"test metrics on a seeded sample of {min(sample_users, held_out):,} of the {held_out:,} held-out "
-            f"users (seed {options.seed}), not on every held-out user"
-        )
+    scope = Scope.of(split)
     report = Report(protocol, split.describe(), complete=set(kinds) >= set(MODELS), models=kinds)
-    if sampled is not None:
-        report.notes.append(sampled)
+    if sample_users is not None:  # after the checkpoints: they record the whole split
+        chosen, held_out = sample_test_users(split, sample_users, options.seed)
+        scope = Scope.of(split, chosen)
+        report.notes.append(
+            f"figures on a seeded sample of {len(chosen):,} of the {held_out:,} held-out users (seed "
+            f"{options.seed}; the trend prior and the re-rank weight chosen on their valid events), not on every "
+            "held-out user"
+        )
     nets = {k: from_checkpoint(c) for k, c in ckpts.items()}
     if "pop" in nets:
-        _rank_all("pop", score_matrix(nets["pop"], data.n_users), split, report, _training_figures(ckpts["pop"]))
+        _rank_all("pop", scope.scores(nets["pop"]), scope, report, _training_figures(ckpts["pop"]))
     if "bpr" in nets:
-        _rank_all("bpr", score_matrix(OnCpu(nets["bpr"]), data.n_users), split, report, _training_figures(ckpts["bpr"]))
+        _rank_all("bpr", scope.scores(OnCpu(nets["bpr"])), scope, report, _training_figures(ckpts["bpr"]))
     retrievers: dict[str, Tensor] = {}  # test-time scores of each retriever (training part as history)
     if "ease" in nets:
-        retrievers["ease"] = score_matrix(EaseScorer(nets["ease"], HistoryIndex([split.train])), data.n_users)
-        _rank_all("ease", retrievers["ease"], split, report, _training_figures(ckpts["ease"]))
+        retrievers["ease"] = scope.scores(EaseScorer(nets["ease"], HistoryIndex([split.train])))
+        _rank_all("ease", retrievers["ease"], scope, report, _training_figures(ckpts["ease"]))
         ease_view = EaseScorer(nets["ease"], HistoryIndex([split.train, split.valid]))
-        _rank_all("ease, history incl. valid", score_matrix(ease_view, data.n_users), split, report, {})
+        _rank_all("ease, history incl. valid", scope.scores(ease_view), scope, report, {})
         config = nets["ease"].config
         report.notes.append(f"ease: l2 {config.l2:g}, recency {config.recency:g} events (chosen on valid NDCG@10)")
     tt_scores = None
     if "two_tower" in nets:
         # every model reads only the training part at test time (RecBole's convention): no valid events
         vectors = ckpts["two_tower"].extras["movie_vectors"]
-        tt_scores = score_matrix(TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train]), vectors), data.n_users)
-        _rank_all("two_tower", tt_scores, split, report, _training_figures(ckpts["two_tower"]))
+        tt_scores = scope.scores(TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train]), vectors))
+        _rank_all("two_tower", tt_scores, scope, report, _training_figures(ckpts["two_tower"]))
         # what serving does: the user tower reads every known event, valid ones included (they
         # precede the test events); an extra row, not the like-for-like comparison above
         served_view = TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train, split.valid]), vectors)
-        _rank_all("two_tower, history incl. valid", score_matrix(served_view, data.n_users), split, report, {})
+        _rank_all("two_tower, history incl. valid", scope.scores(served_view), scope, report, {})
         retrievers["two_tower"] = tt_scores
     if "sequential" in nets:
         sequential = SequentialScorer(nets["sequential"], HistoryIndex([split.train]))
-        retrievers["sequential"] = score_matrix(sequential, data.n_users)
-        _rank_all("sequential", retrievers["sequential"], split, report, _training_figures(ckpts["sequential"]))
+        retrievers["sequential"] = scope.scores(sequential)
+        _rank_all("sequential", retrievers["sequential"], scope, report, _training_figures(ckpts["sequential"]))
     if "vae" in nets:
-        retrievers["vae"] = score_matrix(VaeScorer(nets["vae"], HistoryIndex([split.train])), data.n_users)
-        _rank_all("vae", retrievers["vae"], split, report, _training_figures(ckpts["vae"]))
+        retrievers["vae"] = scope.scores(VaeScorer(nets["vae"], HistoryIndex([split.train])))
+        _rank_all("vae", retrievers["vae"], scope, report, _training_figures(ckpts["vae"]))
         config = nets["vae"].config
         report.notes.append(f"vae: hidden {config.hidden}, latent {config.latent}, beta {config.beta:g}, "
                             f"recency {config.recency:g} events")  # fmt: skip
@@ -382,7 +383,7 @@ def evaluate(
         # the fused retrievers' test scores above (history = training part), weights chosen on valid
         weights = nets["fusion"].weights
         retrievers["fusion"] = fuse(retrievers, weights)
-        _rank_all("fusion", retrievers["fusion"], split, report, {})
+        _rank_all("fusion", retrievers["fusion"], scope, report, {})
         shown = ", ".join(f"{k} {w:g}" for k, w in weights.items())
         report.notes.append(f"fusion of z-scored retriever scores, weights chosen on valid NDCG@10: {shown}")
     served_kind = best_retriever({k: ckpts[k] for k in retrievers}) if retrievers else None
@@ -394,22 +395,24 @@ def evaluate(
         report.costs = request_cost(list(retrievers), {k: ckpts[k] for k in retrievers}, split)
         retrieved = Retrieved(served_kind, retrievers[served_kind], retrievers[served_kind])
         if protocol == "time":
-            retrieved = _trend(models_dir, data, split, report, ckpts[served_kind], retrieved, new_title_boost)
+            retrieved = _trend(models_dir, data, scope, report, ckpts[served_kind], retrieved, new_title_boost)
             served = (f"{served_kind} + trend", retrieved.test)
     if "bpmf" in nets:
-        bpmf_rows(split, report, nets["bpmf"], ckpts["bpmf"])
+        bpmf_rows(scope, report, nets["bpmf"], ckpts["bpmf"])
     if "engagement" in nets and frame is not None:
-        served = _engagement(stores, models_dir, data, split, report, nets["engagement"], ckpts["engagement"],
+        served = _engagement(stores, models_dir, data, scope, report, nets["engagement"], ckpts["engagement"],
                              frame, service, retrieved, candidates) or served  # fmt: skip
     if peer_runs:
-        _peers(peer_runs, data, split, report, served)
+        _peers(peer_runs, data, scope, report, served)
     return report, write_report(report, reports_dir)
 
 
 def _peers(
-    runs: dict[str, dict[str, Any]], data: Interactions, split: Split, report: Report, served: tuple[str, Tensor] | None
+    runs: dict[str, dict[str, Any]], data: Interactions, scope: Scope, report: Report, served: tuple[str, Tensor] | None
 ) -> None:
-    """RecBole's models as rows (scored from their top-10 lists) and the bootstrap of served vs the best."""
+    """RecBole's models as rows (scored from their top-10 lists) and the bootstrap of served vs the
+    best (every held-out user: ``scope`` has no sample here)."""
+    split = scope.whole
     seen = [split.train, split.valid]
     per_user: dict[str, Tensor] = {}
     for name, run in runs.items():
@@ -420,7 +423,7 @@ def _peers(
                                 "at the split boundary), masked out")  # fmt: skip
         figures = {"epochs": run.get("epochs"), "s/epoch": run.get("seconds_per_epoch"),
                    "samples/s": run.get("samples_per_s")}  # fmt: skip
-        _rank_all(f"RecBole {name}", scores, split, report, figures)
+        _rank_all(f"RecBole {name}", scores, scope, report, figures)
         per_user[name] = per_user_ndcg(scores, split.test, seen)
         ours, theirs = report.rows[f"RecBole {name}"]["ndcg@10"], self_reported(run)
         if abs(ours - theirs) > 5e-4:  # the same lists scored by two codes: they must agree
@@ -447,16 +450,17 @@ class Retrieved:
 
 
 def _trend(
-    models_dir: Path, data: Interactions, split: Split, report: Report, ckpt: Checkpoint, retrieved: Retrieved,
+    models_dir: Path, data: Interactions, scope: Scope, report: Report, ckpt: Checkpoint, retrieved: Retrieved,
     new_boost: float,
 ) -> Retrieved:  # fmt: skip
     """Choose the trend prior on valid, report the served retriever with it (all movies and the
     cold slices) and store it in the retriever's checkpoint, which serving reads."""
     started = time.perf_counter()
-    prior, tried = choose_prior(retrieved.valid, split, data.movie_ids, new_boost)
+    split = scope.whole  # the prior counts every user's events; the scores are the view's rows
+    prior, tried = choose_prior(retrieved.valid, split, data.movie_ids, new_boost, view=scope.view)
     valid = prior_scores(retrieved.valid, [split.train], prior, data.movie_ids)
     test = prior_scores(retrieved.test, [split.train, split.valid], prior, data.movie_ids)
-    _rank_all(f"{retrieved.kind} + trend", test, split, report, {})
+    _rank_all(f"{retrieved.kind} + trend", test, scope, report, {})
     best = {d: max(v for (dd, _), v in tried.items() if dd == d) for d in {d for d, _ in tried}}
     report.notes.append(
         f"trend prior chosen on valid NDCG@10: window {prior.days:g} days, weight {prior.weight:g} (best per window "
@@ -469,16 +473,15 @@ def _trend(
     return Retrieved(retrieved.kind, valid, test, trend=True)
 
 
-def bpmf_rows(split: Split, report: Report, model: BayesianPMF, ckpt: Checkpoint) -> None:
+def bpmf_rows(scope: Scope, report: Report, model: BayesianPMF, ckpt: Checkpoint) -> None:
     """Bayesian PMF's rating error on the test rows, all of them and the cold slices."""
-    test = split.test
-    pred = model.predict(torch.as_tensor(test.users), torch.as_tensor(test.items))
+    test = scope.view.test
+    pred = model.predict(torch.as_tensor(scope.dense_users(test.users)), torch.as_tensor(test.items))
     target = torch.as_tensor(test.ratings)
     report.rows["bpmf (rating)"] = {"rmse": rmse(pred, target), "mae": mae(pred, target), **_training_figures(ckpt)}
-    cold_users, cold_movies = _slices(split)
     for label, rows in (
-        ("cold users", np.isin(test.users, cold_users)),
-        ("cold movies", np.isin(test.items, cold_movies)),
+        ("cold users", np.isin(test.users, scope.cold_users)),
+        ("cold movies", np.isin(test.items, scope.cold_movies)),
     ):
         if rows.any():
             picked = torch.as_tensor(rows)
@@ -489,19 +492,19 @@ def bpmf_rows(split: Split, report: Report, model: BayesianPMF, ckpt: Checkpoint
 
 
 def _engagement(
-    stores: Stores, models_dir: Path, data: Interactions, split: Split, report: Report, net: Any,
+    stores: Stores, models_dir: Path, data: Interactions, scope: Scope, report: Report, net: Any,
     eng: Checkpoint, frame: pd.DataFrame, service: str, retriever: Retrieved | None, candidates: int,
 ) -> tuple[str, Tensor] | None:  # fmt: skip
     """Rating error on the test rows, then (with a retriever) the served re-ranking and its scores."""
     encoder = FrameEncoder.from_dict(eng.extras["encoder"])
+    split = scope.view  # the figures' users; their external ids and events as in the whole split
     parts = split_frame(frame, split)
     pred = predict_ratings(net, encoder.encode_rows(parts["test"]))
     target = torch.tensor(parts["test"]["rating"].to_numpy(np.float32))
     report.rows["engagement (rating)"] = {"rmse": rmse(pred, target), "mae": mae(pred, target),
                                           **_training_figures(eng)}  # fmt: skip
-    cold_users, cold_movies = _slices(split)
-    for label, ids, column in (("cold users", data.user_ids[cold_users], "user_id"),
-                               ("cold movies", data.movie_ids[cold_movies], "movie_id")):  # fmt: skip
+    for label, ids, column in (("cold users", split.train.user_ids[scope.cold_users], "user_id"),
+                               ("cold movies", data.movie_ids[scope.cold_movies], "movie_id")):  # fmt: skip
         rows = parts["test"][column].isin(ids).to_numpy()
         if rows.any():
             report.cold[f"engagement / {label}"] = {"rmse": rmse(pred[rows], target[rows]), "rows": int(rows.sum())}
@@ -509,7 +512,7 @@ def _engagement(
     if retriever is None:
         return None
     kind = retriever.kind
-    scorer = EngagementScorer(net, encoder, stores, service)
+    scorer = EngagementScorer(net, encoder, stores, service, end_ts=scope.whole.train.max_ts)
     # pick beta on valid: retriever scores from the same model (it never saw valid), seen = train
     started = time.perf_counter()
     _, exclude_valid = masks(split.valid, [split.train])
@@ -526,14 +529,14 @@ def _engagement(
         test_candidates = with_engagement(test_candidates, split.train, scorer)
     served = rerank_scores(test_candidates, data.n_movies, best_beta)
     label = f"served ({kind}{' + trend' if retriever.trend else ''} → engagement)"
-    _rank_all(label, served, split, report, {"beta": best_beta})
+    _rank_all(label, served, scope, report, {"beta": best_beta})
     shown = {b: round(v, 4) for b, v in tried.items()}
     report.notes.append(f"re-rank weight beta chosen on valid NDCG@10 {shown} -> {best_beta} "
                         f"({time.perf_counter() - started:.1f}s); candidates per user: {candidates}")  # fmt: skip
     eng.metrics["rerank_beta"] = best_beta  # serving (model.serve.ranker.Ranker) reads it
     eng.metrics["rerank_retriever"] = kind  # the weight fits this retriever's score scale only
     eng.metrics["rerank_trend"] = retriever.trend  # ... with the trend prior's standardized scores, or raw
-    save_checkpoint(eng, checkpoint_path(models_dir / split.name, "engagement"))
+    save_checkpoint(eng, checkpoint_path(models_dir / scope.whole.name, "engagement"))
     return label, served
 
 

@@ -1,11 +1,12 @@
-"""``sample_test_users``: `marquee evaluate --sample-users N` ranks a seeded sample of held-out users."""
+"""``sample_test_users`` and ``users_view``: `marquee evaluate --sample-users N` ranks a seeded
+sample of held-out users on a split cut to them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.data.interactions import Interactions, Split, sample_test_users
+from model.data.interactions import Interactions, Split, sample_test_users, users_view
 
 
 def _part(users: list[int], n_users: int = 50, n_movies: int = 30) -> Interactions:
@@ -23,23 +24,29 @@ def _part(users: list[int], n_users: int = 50, n_movies: int = 30) -> Interactio
 SPLIT = Split("time", _part(list(range(50))), _part([1, 2]), _part([u for u in range(40) for _ in range(u % 3 + 1)]))
 
 
-def test_a_sample_keeps_every_test_event_of_exactly_n_held_out_users() -> None:
-    sampled, held_out = sample_test_users(SPLIT, 10, seed=42)
-    assert held_out == 40
-    chosen = np.unique(sampled.test.users)
-    assert len(chosen) == 10
-    for user in chosen.tolist():
-        assert (sampled.test.users == user).sum() == (SPLIT.test.users == user).sum()
-    assert sampled.train is SPLIT.train and sampled.valid is SPLIT.valid
+def test_a_sample_is_n_held_out_users_and_the_view_keeps_all_their_events() -> None:
+    chosen, held_out = sample_test_users(SPLIT, 10, seed=42)
+    assert held_out == 40 and len(chosen) == 10 and np.all(np.diff(chosen) > 0)
+    assert np.isin(chosen, SPLIT.test.users).all()
+    view = users_view(SPLIT, chosen)
+    for part in ("train", "valid", "test"):
+        whole, cut = getattr(SPLIT, part), getattr(view, part)
+        assert cut.n_users == 10 and cut.movie_ids is whole.movie_ids
+        kept = np.isin(whole.users, chosen)
+        # the same events, renumbered: view user i is dense user chosen[i], external ids follow
+        assert np.array_equal(chosen[cut.users], whole.users[kept])
+        assert np.array_equal(cut.user_ids[cut.users], whole.user_ids[whole.users[kept]])
+        assert np.array_equal(cut.items, whole.items[kept]) and np.array_equal(cut.ts, whole.ts[kept])
 
 
 def test_the_sample_is_seeded() -> None:
-    first = np.unique(sample_test_users(SPLIT, 10, seed=42)[0].test.users)
-    assert np.array_equal(first, np.unique(sample_test_users(SPLIT, 10, seed=42)[0].test.users))
-    assert not np.array_equal(first, np.unique(sample_test_users(SPLIT, 10, seed=7)[0].test.users))
+    first = sample_test_users(SPLIT, 10, seed=42)[0]
+    assert np.array_equal(first, sample_test_users(SPLIT, 10, seed=42)[0])
+    assert not np.array_equal(first, sample_test_users(SPLIT, 10, seed=7)[0])
 
 
 def test_a_sample_as_large_as_the_held_out_users_is_all_of_them() -> None:
-    assert sample_test_users(SPLIT, 40, seed=1) == (SPLIT, 40)
+    chosen, held_out = sample_test_users(SPLIT, 40, seed=1)
+    assert held_out == 40 and np.array_equal(chosen, np.unique(SPLIT.test.users))
     with pytest.raises(ValueError, match="at least one user"):
         sample_test_users(SPLIT, 0, seed=1)
