@@ -33,7 +33,6 @@ from sources.errors import IngestError, MarqueeError, first_line
 from sources.progress import console, progress_bar
 from sources.stores import mongo
 from sources.stores.clients import Stores
-from sources.stores.embedded import EmbeddedStores
 from sources.stores.graph import GraphWriter
 from sources.stores.mongo_bulk import BulkInserter
 from sources.stores.pgcopy import copy_rows
@@ -223,11 +222,7 @@ class _Pass:
         movie_ids: list[int],
     ) -> None:  # fmt: skip
         self.mongo: Database[dict[str, Any]] = stores.mongo
-        sqlite_file = (
-            EmbeddedStores(stores.settings.data_dir).mongo_database_file(stores.settings.mongo_db)
-            if "mongo" in stores.endpoints.embedded
-            else None
-        )
+        sqlite_file = stores.mongo_file()
         self.inserters = {name: BulkInserter(stores.mongo, physical[name], sqlite_file) for name in mongo.LOGICAL}
         self._mongo_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mongo")
         self._mongo_pending: Future[float] | None = None

@@ -30,7 +30,7 @@ from torch import Tensor
 from model.data.interactions import Interactions
 from model.networks.engagement import EngagementNetConfig
 from sources.feature_store.names import MOVIE_GRAPH_VIEW
-from sources.stores import mongo
+from sources.stores import mongo_scan
 from sources.stores.clients import Stores
 
 LABEL = "rating"
@@ -336,7 +336,7 @@ def load_side_info(stores: Stores) -> SideInfo:
     graph = graph.set_index("movie_id").astype(np.float64).add_prefix(f"{MOVIE_GRAPH_VIEW}__")
     movies = movies.set_index("movie_id").add_prefix("movie_profile__").join(graph)
     sessions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for doc in mongo.live(stores.mongo, "playback_logs").find({}, {"user_id": 1, "sessions": 1}):
+    for doc in mongo_scan.scan(stores, "playback_logs", batch_size=100):
         ordered = sorted(doc["sessions"], key=lambda s: (s["timestamp"], s["movie_id"]))
         sessions[int(doc["user_id"])] = (
             np.array([s["timestamp"].timestamp() for s in ordered]),

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from sources.datasets.movielens import Dataset
 from sources.errors import DatasetError
-from sources.stores import mongo
+from sources.stores import mongo, mongo_scan
 from sources.stores.clients import Stores
 
 SPLITS = ("recbole", "random", "time")
@@ -159,17 +159,13 @@ def window_start(stores: Stores, days: int) -> datetime | None:
 def from_stores(stores: Stores, *, batch_size: int = 10_000, since: datetime | None = None) -> Interactions:
     """Reviews from MongoDB (the system of record), catalogue ids from PostgreSQL.
 
-    Read with ``find`` and a projection (the embedded server's aggregation is not trusted),
-    converted to arrays chunk by chunk. ``since`` keeps only the reviews at or after it: a
-    recent window, for large datasets where training on all of history would take too long.
+    Read by a scan in bounded memory (``sources.stores.mongo_scan``; the embedded server's
+    aggregation is not trusted), converted to arrays chunk by chunk. ``since`` keeps only the
+    reviews at or after it: a recent window, for large datasets where training on all of
+    history would take too long.
     """
-    reviews = mongo.live(stores.mongo, "reviews")
-    projection: dict[str, Any] = {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}
-    query: dict[str, Any] = {} if since is None else {"ts": {"$gte": since}}
-    rows = (
-        (int(d["user_id"]), int(d["movie_id"]), float(d["rating"]), int(d["ts"].timestamp()))
-        for d in reviews.find(query, projection, batch_size=batch_size)
-    )
+    docs = mongo_scan.scan(stores, "reviews", field="ts" if since else None, since=since, batch_size=batch_size)
+    rows = ((int(d["user_id"]), int(d["movie_id"]), float(d["rating"]), int(d["ts"].timestamp())) for d in docs)
     arr = _rows_to_array(rows, 100_000)
     with stores.pg.connect() as conn:
         user_ids = [int(u) for u in conn.execute(text("SELECT id FROM users")).scalars()]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from sources.errors import MarqueeError
 from sources.feature_store.names import TRAINING_SERVICE
-from sources.stores import mongo
+from sources.stores import mongo_scan
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -53,14 +53,11 @@ def label_events(stores: Stores, *, batch_size: int = 10_000, since: datetime | 
     Columns: user_id int64, movie_id int64, event_timestamp datetime64[ns, UTC], rating float64,
     engagement float64 = (rating - 1) / 4. Sorted by (event_timestamp, user_id, movie_id).
     ``since`` keeps the reviews at or after it (the training window, as ``from_stores``).
-    Read with find() (the embedded server's aggregation engine is not trusted,
-    docs/embedded-stores.md) into typed arrays ``LABEL_CHUNK`` reviews at a time: no Python
-    object per review outlives its chunk.
+    Read by a scan in bounded memory (``sources.stores.mongo_scan``; the embedded server's
+    aggregation engine is not trusted, docs/embedded-stores.md) into typed arrays
+    ``LABEL_CHUNK`` reviews at a time: no Python object per review outlives its chunk.
     """
-    query: dict[str, Any] = {} if since is None else {"ts": {"$gte": since}}
-    cursor = mongo.live(stores.mongo, "reviews").find(
-        query, {"_id": 0, "user_id": 1, "movie_id": 1, "rating": 1, "ts": 1}, batch_size=batch_size
-    )
+    cursor = mongo_scan.scan(stores, "reviews", field="ts" if since else None, since=since, batch_size=batch_size)
     parts = []
     while docs := list(islice(cursor, LABEL_CHUNK)):
         parts.append(_label_chunk(docs))

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING
-
 from sources.datasets.enrich import DEVICES
-from sources.stores import mongo
+from sources.stores import mongo, mongo_scan
+from sources.stores.clients import Stores
 from sources.stores.graph import GraphStore
 
 ReviewRow = tuple[str, int, int, float, datetime]
@@ -132,25 +131,19 @@ def unpushed_writes(db: mongo.MongoDb) -> tuple[list[str], list[int]]:
 
 
 def review_batches(
-    db: mongo.MongoDb, since: datetime | None, batch_size: int, also: list[str] | None = None
+    stores: Stores, since: datetime | None, batch_size: int, also: list[str] | None = None
 ) -> Iterator[list[ReviewRow]]:
     """Reviews with ``ts >= since`` (all when None), oldest first, then the reviews ``also`` names
     that are older (``unpushed_writes``). ``>=`` re-reads the watermark's own instant so a review
     that arrived later with that same time is not missed; landing is idempotent, so re-read rows
     change nothing."""
-    query = {"ts": {"$gte": since}} if since is not None else {}
-    # No projection: a review holds just these fields, and the embedded server applies
-    # projections slowly (docs/embedded-stores.md).
-    cursor = mongo.live(db, "reviews").find(
-        query,
-        sort=[("ts", ASCENDING), ("_id", ASCENDING)],
-        batch_size=batch_size,
-    )
+    # A scan in bounded memory on the embedded server too (sources/stores/mongo_scan.py)
+    cursor = mongo_scan.scan(stores, "reviews", field="ts", since=since, batch_size=batch_size)
 
     def docs() -> Iterator[dict[str, Any]]:
         yield from cursor
         if since is not None and also:
-            for doc in mongo.live(db, "reviews").find({"_id": {"$in": also}}):
+            for doc in mongo.live(stores.mongo, "reviews").find({"_id": {"$in": also}}):
                 if not isinstance(doc.get("ts"), datetime) or _time(doc["ts"], "ts", "") < since:
                     yield doc  # (newer ones were read above)
 
@@ -179,18 +172,14 @@ class PlaybackReader:
     """
 
     def __init__(
-        self, db: mongo.MongoDb, since: datetime | None, batch_size: int, also_users: list[int] | None = None
+        self, stores: Stores, since: datetime | None, batch_size: int, also_users: list[int] | None = None
     ) -> None:
         self.since, self.batch_size = since, batch_size
-        self._db, self._also = db, also_users or []
+        self._db, self._also = stores.mongo, also_users or []
         self.newest_update = since
-        # A playback document holds every session of one user: fetch few per round trip. No
-        # projection: it would drop only updated_at, and the embedded server applies it slowly.
-        self._cursor = mongo.live(db, "playback_logs").find(
-            {"updated_at": {"$gte": since}} if since is not None else {},
-            sort=[("updated_at", ASCENDING), ("_id", ASCENDING)],
-            batch_size=max(1, batch_size // 500),  # ~10 documents
-        )
+        # A playback document holds every session of one user: fetch few at a time
+        self._cursor = mongo_scan.scan(stores, "playback_logs", field="updated_at", since=since,
+                                       batch_size=max(1, batch_size // 500))  # fmt: skip
 
     def batches(self) -> Iterator[list[SessionRow]]:
         return _batches(self._rows(), self.batch_size)

@@ -204,7 +204,7 @@ def _export_reviews(
     total = mongo.live(stores.mongo, "reviews").estimated_document_count() if since is None else None
     task = progress.add_task("export reviews (mongo)", total=total)
     late, _ = extract.unpushed_writes(stores.mongo) if since is not None else ([], [])
-    batches = extract.review_batches(stores.mongo, since, batch_size, also=late)
+    batches = extract.review_batches(stores, since, batch_size, also=late)
     report.rows_read, report.rows_landed = _land(
         conn, "raw_reviews", ("review_id", "user_id", "movie_id", "rating", "ts"), iter(batches), progress, task
     )
@@ -226,7 +226,7 @@ def _export_playback(
     task = progress.add_task("export playback (mongo)", total=None)
     columns = ("session_id", "user_id", "movie_id", "ts", "duration_s", "device", "buffer_rate", "errors")
     _, late = extract.unpushed_writes(stores.mongo) if since is not None else ([], [])
-    reader = extract.PlaybackReader(stores.mongo, since, batch_size, also_users=late)
+    reader = extract.PlaybackReader(stores, since, batch_size, also_users=late)
     report.rows_read, report.rows_landed = _land(
         conn, "raw_playback_sessions", columns, reader.batches(), progress, task
     )

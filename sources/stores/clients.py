@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -185,6 +186,13 @@ class Stores:
             self.mongo_client.admin.command("ping")
         except Exception as exc:
             raise StoreUnavailable("MongoDB", redact(self.endpoints.mongo_uri), first_line(exc)) from exc
+
+    def mongo_file(self) -> Path | None:
+        """The SQLite file of the embedded Mongo server's database (``sources.stores.mongo_bulk``
+        writes it, ``sources.stores.mongo_scan`` reads it), or None for an external MongoDB."""
+        if "mongo" not in self.endpoints.embedded:
+            return None
+        return EmbeddedStores(self.settings.data_dir).mongo_database_file(self.settings.mongo_db)
 
     def require_all(self) -> None:
         """Raise StoreUnavailable for the first store that does not answer."""

@@ -49,7 +49,7 @@ class BulkInserter:
         self.db, self.collection = db, collection
         if collection not in db.list_collection_names():
             db.create_collection(collection)  # the server makes the table and its _id index
-        self._con = _open_table(sqlite_file, collection) if sqlite_file is not None else None
+        self._con = open_table(sqlite_file, collection) if sqlite_file is not None else None
 
     @property
     def direct(self) -> bool:
@@ -78,11 +78,13 @@ class BulkInserter:
             self._con = None
 
 
-def _open_table(sqlite_file: Path, collection: str) -> sqlite3.Connection | None:
-    """A connection to the file holding ``collection``, or None when it is not the layout we know."""
+def open_table(sqlite_file: Path, collection: str, *, read_only: bool = False) -> sqlite3.Connection | None:
+    """A connection to the file holding ``collection``, or None when it is not the layout we
+    know (``read_only``: one that cannot write, for ``sources.stores.mongo_scan``)."""
     if not sqlite_file.is_file() or not collection.replace("_", "").isalnum():
         return None
-    con = sqlite3.connect(sqlite_file, timeout=30.0, isolation_level=None, check_same_thread=False)
+    target = f"{sqlite_file.resolve().as_uri()}?mode=ro" if read_only else str(sqlite_file)
+    con = sqlite3.connect(target, timeout=30.0, isolation_level=None, check_same_thread=False, uri=read_only)
     columns = tuple(row[1] for row in con.execute(f'PRAGMA table_info("{collection}")'))
     if columns != EXPECTED_COLUMNS:
         con.close()

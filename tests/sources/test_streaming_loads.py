@@ -9,6 +9,7 @@ whole input before writing, or wrote it in one piece, fails here.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,8 @@ from sources.settings import Settings
 from sources.stores import mongo
 from sources.stores.clients import Stores
 from sources.stores.embedded import EmbeddedStores
-from sources.stores.mongo_bulk import BulkInserter
+from sources.stores.mongo_bulk import BulkInserter, open_table
+from sources.stores.mongo_scan import scan
 
 USERS, MOVIES, RATINGS, BATCH = 60, 80, 3000, 200
 
@@ -140,3 +142,32 @@ def test_sessions_set_the_hnsw_search_width(small_stores: Stores) -> None:
         conn.execute(text("SELECT movie_id FROM movie_embeddings ORDER BY embedding <=> embedding LIMIT 1")).all()
         width = conn.execute(text("SHOW hnsw.ef_search")).scalar_one()
     assert int(width) == small_stores.settings.hnsw_ef_search
+
+
+def test_a_scan_reads_the_embedded_file_as_find_reads_the_server(
+    small_stores: Stores, recorded: tuple[IngestReport, dict[str, list[int]]]
+) -> None:
+    """``mongo_scan.scan`` reads the embedded server's file in pages (not the server, which
+    would hold every document of the answer): the same documents, values and order as ``find``,
+    for rows the bulk loader wrote and rows the server wrote itself."""
+    reviews = mongo.live(small_stores.mongo, "reviews")
+    sqlite_file = small_stores.mongo_file()
+    assert sqlite_file is not None and open_table(sqlite_file, reviews.name, read_only=True) is not None
+    newest = reviews.find_one({}, sort=[("ts", -1)])
+    assert newest is not None
+    late = newest["ts"] + timedelta(milliseconds=1500)  # a fraction of a second, written by the server
+    reviews.insert_one({"_id": "scan:late", "user_id": 1, "movie_id": 1, "rating": 4.5, "ts": late})
+    try:
+        by_time = [("ts", 1), ("_id", 1)]
+        assert list(scan(small_stores, "reviews", field="ts", batch_size=7)) == list(reviews.find({}, sort=by_time))
+        cut = sorted(d["ts"] for d in reviews.find({}))[RATINGS // 3]
+        expected = list(reviews.find({"ts": {"$gte": cut}}, sort=by_time))
+        assert list(scan(small_stores, "reviews", field="ts", since=cut, batch_size=7)) == expected
+        assert 0 < len(expected) < RATINGS and expected[-1]["_id"] == "scan:late"
+        assert sorted(d["_id"] for d in scan(small_stores, "reviews")) == sorted(d["_id"] for d in reviews.find({}))
+    finally:
+        reviews.delete_one({"_id": "scan:late"})
+    playback = mongo.live(small_stores.mongo, "playback_logs")
+    docs = list(scan(small_stores, "playback_logs", field="updated_at", batch_size=3))
+    assert docs == list(playback.find({}, sort=[("updated_at", 1), ("_id", 1)]))
+    assert isinstance(docs[0]["sessions"][0]["timestamp"], datetime) and docs[0]["updated_at"].tzinfo is not None
