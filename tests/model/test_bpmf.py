@@ -11,6 +11,7 @@ import torch
 from model.checkpoint import from_checkpoint, load_checkpoint, save_checkpoint
 from model.data import interactions as inter
 from model.evaluate.report import Report, bpmf_rows
+from model.evaluate.scope import Scope
 from model.networks.bpmf import BayesianPMF, BpmfConfig
 from model.train.bpmf import rating_errors, sample_posterior, train_bpmf
 from model.train.gibbs import sample_precision, sample_wishart
@@ -100,7 +101,7 @@ def test_checkpoint_round_trip(run: Trained, split: inter.Split, data: inter.Int
 def test_report_rows_are_the_test_parts_errors(run: Trained, split: inter.Split, data: inter.Interactions) -> None:
     """The report's rating row is the test part's RMSE/MAE; the cold-movie slice only its rows."""
     report = Report("random", split.describe())
-    bpmf_rows(split, report, run.model, to_checkpoint(run, data, split))
+    bpmf_rows(Scope.of(split), report, run.model, to_checkpoint(run, data, split))
     assert report.rows["bpmf (rating)"]["rmse"] == pytest.approx(rating_errors(run.model, split.test)["rmse"])
     cold = np.isin(split.test.items, np.flatnonzero(split.train.movie_counts() < 5))
     assert report.cold["bpmf / cold movies"]["rows"] == int(cold.sum()) > 0
