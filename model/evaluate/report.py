@@ -64,6 +64,8 @@ from model.evaluate.prior import choose_prior, prior_scores
 from model.evaluate.ranking import (
     EaseScorer,
     HistoryIndex,
+    MatrixScorer,
+    Scorer,
     SequentialScorer,
     TwoTowerScorer,
     VaeScorer,
@@ -215,17 +217,18 @@ def _training_figures(ckpt: Checkpoint) -> dict[str, Any]:
     return {"epochs": t.get("epochs_run"), "s/epoch": t.get("seconds_per_epoch"), "samples/s": t.get("samples_per_s")}
 
 
-def _rank_all(name: str, scores: Tensor, scope: Scope, report: Report, extra: dict[str, Any]) -> None:
-    """``scores`` (one row per view user) ranked on the test part, all users and the cold slices."""
+def _rank_all(name: str, scores: Tensor | Scorer, scope: Scope, report: Report, extra: dict[str, Any]) -> None:
+    """``scores`` (one row per view user, or a scorer asked by view row) ranked on the test
+    part, all users and the cold slices. A scorer is ranked a block of users at a time."""
     split = scope.view
     seen = [split.train, split.valid]
-    report.rows[name] = {**full_ranking(None, split.test, seen, scores=scores), **extra}
+    scorer = MatrixScorer(scores) if isinstance(scores, Tensor) else scores
+    report.rows[name] = {**full_ranking(scorer, split.test, seen), **extra}
     if len(scope.cold_users):
-        report.cold[f"{name} / cold users"] = full_ranking(None, split.test, seen, scores=scores,
-                                                           users=scope.cold_users)  # fmt: skip
+        report.cold[f"{name} / cold users"] = full_ranking(scorer, split.test, seen, users=scope.cold_users)
     cold_item_rows = np.isin(split.test.items, scope.cold_movies)
     if cold_item_rows.any():
-        report.cold[f"{name} / cold movies"] = full_ranking(None, split.test.take(cold_item_rows), seen, scores=scores)
+        report.cold[f"{name} / cold movies"] = full_ranking(scorer, split.test.take(cold_item_rows), seen)
 
 
 class EngagementScorer:
@@ -347,15 +350,15 @@ def evaluate(
         )
     nets = {k: from_checkpoint(c) for k, c in ckpts.items()}
     if "pop" in nets:
-        _rank_all("pop", scope.scores(nets["pop"]), scope, report, _training_figures(ckpts["pop"]))
+        _rank_all("pop", scope.scorer(nets["pop"]), scope, report, _training_figures(ckpts["pop"]))
     if "bpr" in nets:
-        _rank_all("bpr", scope.scores(OnCpu(nets["bpr"])), scope, report, _training_figures(ckpts["bpr"]))
+        _rank_all("bpr", scope.scorer(OnCpu(nets["bpr"])), scope, report, _training_figures(ckpts["bpr"]))
     retrievers: dict[str, Tensor] = {}  # test-time scores of each retriever (training part as history)
     if "ease" in nets:
         retrievers["ease"] = scope.scores(EaseScorer(nets["ease"], HistoryIndex([split.train])))
         _rank_all("ease", retrievers["ease"], scope, report, _training_figures(ckpts["ease"]))
         ease_view = EaseScorer(nets["ease"], HistoryIndex([split.train, split.valid]))
-        _rank_all("ease, history incl. valid", scope.scores(ease_view), scope, report, {})
+        _rank_all("ease, history incl. valid", scope.scorer(ease_view), scope, report, {})
         config = nets["ease"].config
         report.notes.append(f"ease: l2 {config.l2:g}, recency {config.recency:g} events (chosen on valid NDCG@10)")
     tt_scores = None
@@ -367,7 +370,7 @@ def evaluate(
         # what serving does: the user tower reads every known event, valid ones included (they
         # precede the test events); an extra row, not the like-for-like comparison above
         served_view = TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train, split.valid]), vectors)
-        _rank_all("two_tower, history incl. valid", scope.scores(served_view), scope, report, {})
+        _rank_all("two_tower, history incl. valid", scope.scorer(served_view), scope, report, {})
         retrievers["two_tower"] = tt_scores
     if "sequential" in nets:
         sequential = SequentialScorer(nets["sequential"], HistoryIndex([split.train]))

@@ -15,12 +15,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from model.data.interactions import Split, users_view
 from model.evaluate.ranking import Scorer, score_matrix
 
 COLD = 5  # fewer training interactions than this = cold start
+
+
+@dataclass(frozen=True)
+class ViewScorer:
+    """A scorer of dense users asked by view row: row ``i`` is dense user ``users[i]``."""
+
+    inner: Scorer
+    users: np.ndarray
+
+    def score_all(self, user_ids: Tensor) -> Tensor:
+        return self.inner.score_all(torch.as_tensor(self.users[user_ids.numpy()], dtype=torch.long))
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,11 @@ class Scope:
     def scores(self, scorer: Scorer) -> Tensor:
         """``(len(users), n_movies)``: the view's rows of the scorer's matrix."""
         return score_matrix(scorer, self.whole.train.n_users, users=self.users)
+
+    def scorer(self, scorer: Scorer) -> Scorer:
+        """``scorer`` asked by view row, holding nothing: for a model ranked once, which
+        ``full_ranking`` then scores a block of users at a time instead of a whole matrix."""
+        return scorer if not self.sampled else ViewScorer(scorer, self.users)
 
     def dense_users(self, view_users: np.ndarray) -> np.ndarray:
         """The whole split's dense ids of view rows (what a model's user embedding is indexed by)."""

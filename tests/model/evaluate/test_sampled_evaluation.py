@@ -32,10 +32,13 @@ def test_a_scope_scores_only_its_users_and_counts_cold_movies_over_everyone(data
             return whole[user_ids]
 
     assert torch.equal(scope.scores(Fixed()), whole[torch.as_tensor(chosen)])  # SAMPLE rows, not n_users
+    rows = torch.tensor([3, 0, SAMPLE - 1])  # asked by view row, a scorer gives the same rows, holding none
+    assert torch.equal(scope.scorer(Fixed()).score_all(rows), whole[torch.as_tensor(chosen[rows.numpy()])])
     assert np.array_equal(scope.cold_movies, np.flatnonzero(split.train.movie_counts() < COLD))
     assert np.array_equal(chosen[scope.cold_users], chosen[split.train.user_counts()[chosen] < COLD])
     everyone = Scope.of(split)
     assert everyone.view is split and not everyone.sampled and scope.sampled
+    assert isinstance(everyone.scorer(Fixed()), Fixed)
 
 
 def test_sampled_figures_are_the_whole_ranking_of_the_sampled_users(
