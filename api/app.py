@@ -96,7 +96,11 @@ def create_app(
             feed = MutationFeed(opened.mongo, services.user_changed, services.changes_lost, on_change=history.api.saw)
             services.feed = feed
             services.write_pusher = WritePusher(
-                opened, lambda: services.feature_pusher, on_pushed=services.user_changed, batch=settings.write_batch
+                opened,
+                lambda: services.feature_pusher,
+                on_pushed=services.user_changed,
+                batch=settings.write_batch,
+                linger_s=settings.write_linger_ms / 1000,
             )
             if configure is not None:
                 configure(services)

@@ -10,13 +10,16 @@ queues it, and two threads work through the queue in groups:
    (``on_pushed``: their kept lists are forgotten again, since a list ranked between the
    acknowledgement and the push read the old features), and hands the group on;
 2. the **log thread** takes every pushed group waiting and writes their events to Mongo
-   (``writes.write_events``: one ``insert_many`` of reviews, one read and one ``bulk_write`` of
-   the users' playback documents), then marks the records done and pushed (one ``bulk_write``).
+   (``writes.write_events``: one ``insert_many`` of reviews, the sessions appended in place in
+   the embedded server's file, or one read and one ``bulk_write`` of the users' playback
+   documents on a real MongoDB), then marks the records done and pushed (one ``bulk_write``).
 
 The push needs nothing from step 2: the record already holds the event, so the user's
 features follow the acknowledgement by one group's push, while the Mongo writes of the groups
-before run beside it. While a group is being pushed the next one gathers, so the groups grow
-with the rate and no timer is needed. Nothing is lost when the process stops at any point: a
+before run beside it. While a group is being pushed the next one gathers, and a group waits
+up to ``linger_s`` after its first mutation (``MARQUEE_WRITE_LINGER_MS``) before it goes: each
+group costs a fixed number of statements whatever its size, and the fewer groups, the less
+the push takes from the requests beside it (docs/performance.md). Nothing is lost when the process stops at any point: a
 record not marked pushed is finished by ``writes.repair`` at the next start (api/serving.py:
 its event written if missing, the push redone, both idempotent) and its event is read by
 ``marquee export`` meanwhile. A step that fails is tried again a second later, twice; then the
@@ -82,8 +85,10 @@ class WritePusher:
     module docstring. ``run_once`` does one group's both steps in the calling thread."""
 
     def __init__(self, stores: Stores, pusher: Callable[[], FeaturePusher], *,
-                 on_pushed: Callable[[int], None] = lambda user_id: None, batch: int = 256) -> None:  # fmt: skip
+                 on_pushed: Callable[[int], None] = lambda user_id: None, batch: int = 256,
+                 linger_s: float = 0.0) -> None:  # fmt: skip
         self.stores, self.pusher, self.on_pushed, self.batch = stores, pusher, on_pushed, batch
+        self.linger_s = linger_s
         self._queue: deque[_Queued] = deque()  # acknowledged, to push
         self._pushed: deque[tuple[list[_Queued], bool]] = deque()  # pushed (or given up), to write
         self._unfinished = 0  # submitted and not yet written (or left to the repair)
@@ -197,7 +202,7 @@ class WritePusher:
         db, written = self.stores.mongo, False
         try:
             started = time.perf_counter()
-            writes.write_events(db, accepted)
+            writes.write_events(db, accepted, stores=self.stores)
             written = True
             events_done = time.perf_counter()
             marked_pushed = [q.accepted.record for q in group if id(q) in pushed_ids]
@@ -245,10 +250,21 @@ class WritePusher:
                     self._push_stopped = True
                     self._wake.notify_all()  # the log thread may stop once it has written the rest
                     return
+                self._linger()
             self.push_once()
             if self._push_failing is not None:
                 with self._wake:
                     self._wake.wait(RETRY_S)  # a store away: do not spin on it
+
+    def _linger(self) -> None:
+        """With the lock held and a mutation queued: wait until the oldest queued one is
+        ``linger_s`` old, the group is full, or the pusher stops (a retried group, already old,
+        goes at once)."""
+        while not self._stop and 0 < len(self._queue) < self.batch:
+            left = self.linger_s - (time.monotonic() - self._queue[0].at)
+            if left <= 0:
+                return
+            self._wake.wait(left)
 
     def _pushes_over(self) -> bool:
         """Nothing more will be pushed: the push thread stopped (or died)."""

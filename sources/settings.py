@@ -202,6 +202,14 @@ class Settings(BaseSettings):
     write_batch: int = Field(
         default=256, ge=1, description="most mutations the background pusher writes and pushes as one group"
     )
+    write_linger_ms: int = Field(
+        default=200,
+        ge=0,
+        le=1000,
+        description="how long the background pusher lets a group gather after its first mutation before pushing it "
+        "(unless write_batch fill it sooner): larger groups cost fewer statements per mutation, so the API "
+        "acknowledges more per second; a mutation's features follow by up to this much later",
+    )
 
     offline_engine: OfflineEngine = Field(
         default="postgres",

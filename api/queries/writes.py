@@ -47,7 +47,8 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from api.queries.features import FeatureEvent
-from sources.stores import mongo
+from sources.stores import mongo, mongo_append
+from sources.stores.clients import Stores
 from sources.stores.failures import StoreDown, store_call
 from sources.stores.mongo import MUTATION_LOG as MUTATIONS
 
@@ -309,11 +310,13 @@ def accept_one(db: MongoDb, mutation: MutationInput) -> Accepted:
     return outcome
 
 
-def write_events(db: MongoDb, accepted: Sequence[Accepted]) -> None:
-    """Write the events of a group of logged mutations: one ``insert_many`` for the reviews; for
-    the sessions, one read of the group's users' playback documents and one ``bulk_write`` of
-    compare-and-set replaces (``_append_sessions_many``). Idempotent: a review already there
-    (same ``_id``) and a session already appended (same ``session_id``) are left as they are."""
+def write_events(db: MongoDb, accepted: Sequence[Accepted], *, stores: Stores | None = None) -> None:
+    """Write the events of a group of logged mutations: one ``insert_many`` for the reviews; the
+    sessions appended to their users' playback documents, in place in the embedded server's file
+    when ``stores`` is given and it is embedded (``mongo_append``: no document read or rewritten
+    whole), else by one read of the documents and one ``bulk_write`` of compare-and-set replaces
+    (``_append_sessions_many``). Idempotent: a review already there (same ``_id``) and a session
+    already appended (same ``session_id``) are left as they are."""
     with store_call("mongo"):
         reviews = [_review(a.written) for a in accepted if isinstance(a.written, RatingWritten)]
         if reviews:
@@ -323,6 +326,13 @@ def write_events(db: MongoDb, accepted: Sequence[Accepted]) -> None:
         for a in accepted:
             if isinstance(a.written, PlaybackWritten):
                 sessions.setdefault(a.written.user_id, []).append(a.written)
+        if sessions and stores is not None:
+            by_user = {user_id: [_session(w) for w in written] for user_id, written in sessions.items()}
+            missing = mongo_append.append(
+                stores, "playback_logs", by_user, array="sessions", key="session_id", stamp="updated_at", at=_now()
+            )
+            if missing is not None:  # appended in place; users without a document yet go through the server
+                sessions = {user_id: sessions[user_id] for user_id in missing}
         if sessions:
             _append_sessions_many(db, sessions)
 

@@ -11,6 +11,7 @@ and everything written is undone at the end.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,28 @@ def test_pushes_are_grouped_one_recompute_per_group(
         stores.mongo, writes.RatingInput(USERS[0], MOVIES[0], 1 + MOVIES[0] % 5, f"pusher-{USERS[0]}-{MOVIES[0]}")
     )
     assert again.replayed and again.written == accepted[0].written
+
+
+def test_a_group_lingers_to_gather_the_mutations_that_follow(
+    stores: Stores, feature_store: FeatureStore, undo: datetime
+) -> None:
+    """With ``linger_s``, the push thread lets a group gather after its first mutation: three
+    mutations acknowledged 50 ms apart go as one group, pushed no sooner than the linger after
+    the first (without it, the first would go alone at once)."""
+    linger = 1.0
+    counting = CountingPusher(FeastUserFeatures(stores, feature_store))
+    pusher = WritePusher(stores, lambda: counting, linger_s=linger).start()
+    try:
+        accepted = _accept_all(stores)[:3]
+        done = []
+        for a in accepted:
+            done.append(pusher.submit(a))
+            time.sleep(0.05)
+        assert all(d.result(timeout=30) is True for d in done)
+    finally:
+        pusher.close()
+    assert counting.groups == [3], "one group: the two that followed within the linger joined the first"
+    assert max(pusher.delays) >= linger, "the first waited for the others"
 
 
 def test_none_lost_when_the_process_stops_mid_group(

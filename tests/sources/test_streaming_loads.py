@@ -9,7 +9,7 @@ whole input before writing, or wrote it in one piece, fails here.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from sources.export import extract
 from sources.export.run import export
 from sources.ingest import IngestReport, ingest
 from sources.settings import Settings
-from sources.stores import mongo
+from sources.stores import mongo, mongo_append
 from sources.stores.clients import Stores
 from sources.stores.embedded import EmbeddedStores
 from sources.stores.mongo_bulk import BulkInserter, open_table
@@ -171,3 +171,39 @@ def test_a_scan_reads_the_embedded_file_as_find_reads_the_server(
     docs = list(scan(small_stores, "playback_logs", field="updated_at", batch_size=3))
     assert docs == list(playback.find({}, sort=[("updated_at", 1), ("_id", 1)]))
     assert isinstance(docs[0]["sessions"][0]["timestamp"], datetime) and docs[0]["updated_at"].tzinfo is not None
+
+
+def test_an_append_in_the_file_is_what_the_server_reads(small_stores: Stores) -> None:
+    """``mongo_append.append`` adds sessions inside the embedded server's file: ``find`` then
+    reads them as documents (not the JSON strings the server's own ``$push`` leaves), the
+    document's ``updated_at`` moves (the export's watermark sees it through the server's
+    index), an id without a document is handed back, and a second append of the same
+    sessions changes nothing."""
+    playback = mongo.live(small_stores.mongo, "playback_logs")
+    original = playback.find_one({}, sort=[("_id", 1)])
+    assert original is not None
+    user_id, before = original["_id"], original["sessions"]
+    at = datetime(2031, 5, 4, 3, 2, 1, 123000, tzinfo=UTC)
+    new = [
+        {"session_id": f"append:{i}", "movie_id": 7 + i, "timestamp": at - timedelta(minutes=i)}
+        | {"duration_seconds": 60 * (i + 1), "device": "tv", "buffer_rate": 0.25, "errors": i}
+        for i in range(2)
+    ]
+    try:
+        by_id = {user_id: new, 10**9: new[:1]}
+        missing = mongo_append.append(
+            small_stores, "playback_logs", by_id, array="sessions", key="session_id", stamp="updated_at", at=at
+        )
+        assert missing == [10**9]
+        doc = playback.find_one({"_id": user_id})
+        assert doc is not None and doc["sessions"] == [*before, *new] and doc["updated_at"] == at
+        assert all(isinstance(s, dict) for s in doc["sessions"])
+        assert [d["_id"] for d in playback.find({"updated_at": {"$gte": at}})] == [user_id]
+        assert [d["_id"] for d in scan(small_stores, "playback_logs", field="updated_at", since=at)] == [user_id]
+        later = at + timedelta(seconds=1)
+        same = {"array": "sessions", "key": "session_id", "stamp": "updated_at"}
+        again = mongo_append.append(small_stores, "playback_logs", {user_id: new}, **same, at=later)
+        assert again == [] and playback.find_one({"_id": user_id}) == doc  # nothing appended twice
+    finally:
+        playback.replace_one({"_id": user_id}, original)
+    assert playback.find_one({"_id": user_id}) == original
