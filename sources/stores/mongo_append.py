@@ -56,12 +56,13 @@ def append(
         return None
     stamp_json = json.dumps(server_form(at))
     update = (
-        f"UPDATE \"{table}\" SET data = json_set(json_insert(data, '$.{array}[#]', json(?)), '$.{stamp}', json(?)) "
+        f"UPDATE \"{table}\" SET data = json_set(data, '$.{array}[#]', json(?), '$.{stamp}', json(?)) "
         f"WHERE _id = ? AND NOT EXISTS (SELECT 1 FROM json_each(data, '$.{array}') "
         f"WHERE json_extract(value, '$.{key}') = ?)"
     )
     missing: list[int] = []
     try:
+        con.execute("PRAGMA synchronous = NORMAL")  # the server's own setting in WAL mode (neosqlite's default)
         con.execute("BEGIN IMMEDIATE")
         try:
             for doc_id, elements in by_id.items():

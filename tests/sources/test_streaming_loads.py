@@ -173,7 +173,9 @@ def test_a_scan_reads_the_embedded_file_as_find_reads_the_server(
     assert isinstance(docs[0]["sessions"][0]["timestamp"], datetime) and docs[0]["updated_at"].tzinfo is not None
 
 
-def test_an_append_in_the_file_is_what_the_server_reads(small_stores: Stores) -> None:
+def test_an_append_in_the_file_is_what_the_server_reads(
+    small_stores: Stores, recorded: tuple[IngestReport, dict[str, list[int]]]
+) -> None:
     """``mongo_append.append`` adds sessions inside the embedded server's file: ``find`` then
     reads them as documents (not the JSON strings the server's own ``$push`` leaves), the
     document's ``updated_at`` moves (the export's watermark sees it through the server's
