@@ -203,7 +203,7 @@ class Settings(BaseSettings):
         default=256, ge=1, description="most mutations the background pusher writes and pushes as one group"
     )
     write_linger_ms: int = Field(
-        default=200,
+        default=400,
         ge=0,
         le=1000,
         description="how long the background pusher lets a group gather after its first mutation before pushing it "
