@@ -52,6 +52,7 @@ from api.recommendations.contract import (
 )
 from api.recommendations.kept_lists import CachedRecommender
 from api.schema import build_schema
+from sources.errors import MarqueeError
 from sources.settings import Settings
 
 
@@ -398,7 +399,11 @@ def data_floor(calls: int = 200) -> None:
         store = open_feature_store(stores.endpoints)
         ranker = Ranker.load(settings.models_dir, expected_features=service_features(store))
         features, history = CachedPairFeatures(store, reads.movie_ids(pg=stores.pg)), RatingHistory(stores)
-        assert ranker.engagement is not None and ranker.encoder is not None, "no engagement checkpoint to measure"
+        if ranker.engagement is None or ranker.encoder is None:
+            raise MarqueeError(
+                "the data floor times the engagement re-rank, and there is no engagement checkpoint: "
+                "train it (`marquee train --model engagement`) or skip the floor (--data-floor-calls 0)"
+            )
         for i in range(calls + 10):  # the first 10 warm the caches and are not counted
             user = 1 + (i * 37) % 943
             t0 = time.perf_counter()
