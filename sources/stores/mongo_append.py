@@ -9,11 +9,13 @@ of the user in Python, ~6 ms per user's document at ML-100K, while the mutation 
 inserts (each acknowledgement) waited behind it in the same single server process.
 
 ``append(stores, logical, by_id, ...)`` does the append inside the server's SQLite file
-instead, one statement per new element, in C: ``json_insert(data, '$.<array>[#]', …)``
+instead, one statement per new element, in C: ``json_set(data, '$.<array>[#]', …)``
 guarded by ``NOT EXISTS`` over the array's keys (an element already there is never appended
 twice, so a retried append adds nothing) and setting the document's time field (the export's
 watermark, which the server's expression index on it follows). One transaction per call,
-short, so the server (WAL mode, waiting on the file's lock) is held for milliseconds. The
+short, so the server (WAL mode, waiting on the file's lock) is held for milliseconds, with
+the durability the server gives its own writes (``synchronous = NORMAL``, neosqlite's WAL
+default). The
 elements are written in the form the server writes (``mongo_bulk.server_form``) and read
 back by ``find`` as the documents the server wrote.
 
