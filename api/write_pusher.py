@@ -14,17 +14,17 @@ queues it, and two threads work through the queue in groups:
    the embedded server's file, or one read and one ``bulk_write`` of the users' playback
    documents on a real MongoDB), then marks the records done and pushed (one ``bulk_write``).
 
-The push needs nothing from step 2: the record already holds the event, so the user's
-features follow the acknowledgement by one group's push, while the Mongo writes of the groups
-before run beside it. While a group is being pushed the next one gathers, and a group waits
-up to ``linger_s`` after its first mutation (``MARQUEE_WRITE_LINGER_MS``) before it goes: each
-group costs a fixed number of statements whatever its size, and the fewer groups, the less
-the push takes from the requests beside it (docs/performance.md). Nothing is lost when the process stops at any point: a
-record not marked pushed is finished by ``writes.repair`` at the next start (api/serving.py:
-its event written if missing, the push redone, both idempotent) and its event is read by
-``marquee export`` meanwhile. A step that fails is tried again a second later, twice; then the
-group goes on unpushed (its events are still written), or, when its events cannot be written,
-is left to that repair.
+The push needs nothing from step 2: the record already holds the event, so the user's features
+follow the acknowledgement by one group's push, while the Mongo writes of the groups before run
+beside it. While a group is being pushed the next one gathers, and a group waits up to
+``linger_s`` after its first mutation (``MARQUEE_WRITE_LINGER_MS``) before it goes: each group
+costs a fixed number of statements whatever its size, and the fewer groups, the less the push
+takes from the requests beside it (docs/performance.md). Nothing is lost when the process stops
+at any point: a record not marked pushed is finished by ``writes.repair`` at the next start
+(api/serving.py: its event written if missing, the push redone, both idempotent) and its event
+is read by ``marquee export`` meanwhile. A step that fails is tried again a second later,
+twice; then the group goes on unpushed (its events are still written), or, when its events
+cannot be written, is left to that repair.
 
 ``submit`` returns a future resolved with whether the features were pushed, once the events are
 written too, for callers that answer only then (``MARQUEE_WRITE_ACK=pushed``). ``delays`` keeps

@@ -15,9 +15,8 @@ twice, so a retried append adds nothing) and setting the document's time field (
 watermark, which the server's expression index on it follows). One transaction per call,
 short, so the server (WAL mode, waiting on the file's lock) is held for milliseconds, with
 the durability the server gives its own writes (``synchronous = NORMAL``, neosqlite's WAL
-default). The
-elements are written in the form the server writes (``mongo_bulk.server_form``) and read
-back by ``find`` as the documents the server wrote.
+default). The elements are written in the form the server writes (``mongo_bulk.server_form``)
+and read back by ``find`` as the documents the server wrote.
 
 Against a real MongoDB, or a file whose table is not the layout we know, ``append`` returns
 None and the caller does its own read-and-replace.
