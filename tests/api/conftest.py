@@ -118,11 +118,19 @@ class OfflinePage:
 
     def run_query(self, query: str) -> Any:
         """Replace GraphiQL's example query with ``query``, run it; the response pane's locator.
-        (GraphiQL 3 edits with CodeMirror 5: focus it, select all, type.)"""
-        self.page.locator(".graphiql-query-editor .CodeMirror").click()
-        self.page.keyboard.press("Control+A")
-        self.page.keyboard.press("Delete")
-        self.page.keyboard.type(query)
+
+        GraphiQL 3 edits with CodeMirror 5, and our page holds the query as React state that it
+        feeds back into the editor (a debounced ``onEditQuery``). Typed key by key on a loaded
+        machine, a stale state reset the editor mid-typing and the server got a mangled query
+        (CI, stop 24: "Unexpected Name 'le'"). So the text goes in at once through the editor's
+        own ``setValue``, the run waits until the page's state (mirrored in the URL's ``q``)
+        holds it, and the editor is read back: a mangled query fails here, by name."""
+        editor = self.page.locator(".graphiql-query-editor .CodeMirror")
+        editor.wait_for()
+        editor.evaluate("(node, text) => node.CodeMirror.setValue(text)", query)
+        self.page.wait_for_function("text => new URLSearchParams(location.search).get('q') === text", arg=query)
+        in_editor = editor.evaluate("node => node.CodeMirror.getValue()")
+        assert in_editor == query, f"GraphiQL's editor holds {in_editor!r}, not {query!r}"
         self.page.locator(".graphiql-execute-button").click()
         return self.page.locator(".graphiql-response")
 
