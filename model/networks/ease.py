@@ -11,6 +11,13 @@ A small popularity prior (``prior`` × log-count, scaled to [0, 1]) breaks the t
 with little or no history, who would otherwise get every score equal.
 
 ``score(inputs (B, n_items)) -> (B, n_items)``; ``inputs`` from ``history_inputs``.
+
+Memory: training never holds ``X`` dense (``users × n_items``: 1.9 GB at the 5M shape). The
+Gram matrix comes from the interaction pairs a block of users at a time (``gram_from_pairs``),
+and it is inverted in place by LAPACK's Cholesky routines (``fit_gram``), so a solve holds one
+``n_items²`` float64 matrix and the float32 weights: about 2.8 GB at 15,210 movies, where
+``torch.linalg.inv`` on a dense ``X`` took 10 GB or more. The item-item matrix itself is
+``n_items²``: at ML-25M's 62,423 movies it is 31 GB in float64, which this machine cannot hold.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy import sparse
+from scipy.linalg import lapack
 from torch import Tensor, nn
 
 from model.networks.config import DictConfig
@@ -39,21 +49,31 @@ class RecencyEASE(nn.Module):
     weights: Tensor  # (n_items, n_items), zero diagonal
     popularity: Tensor  # (n_items,) log-counts scaled to [0, 1]
 
-    def __init__(self, config: EaseConfig) -> None:
+    def __init__(self, config: EaseConfig, *, sharing: RecencyEASE | None = None) -> None:
+        """Zero buffers, or ``sharing``'s own (not copies: the item matrix is ``n_items²``)."""
         super().__init__()
         self.config = config
-        self.register_buffer("weights", torch.zeros(config.n_items, config.n_items))
-        self.register_buffer("popularity", torch.zeros(config.n_items))
+        if sharing is None:
+            self.register_buffer("weights", torch.zeros(config.n_items, config.n_items))
+            self.register_buffer("popularity", torch.zeros(config.n_items))
+        else:
+            self.register_buffer("weights", sharing.weights)
+            self.register_buffer("popularity", sharing.popularity)
 
     def fit(self, matrix: Tensor, counts: Tensor) -> RecencyEASE:
-        """``matrix (users, n_items)`` 0/1 training interactions; ``counts (n_items,)`` per movie."""
+        """``matrix (users, n_items)`` 0/1 training interactions; ``counts (n_items,)`` per movie.
+        For small dense inputs (tests); training goes through ``fit_gram``."""
         x = matrix.double()
-        gram = x.T @ x
-        gram.diagonal().add_(self.config.l2)
-        inverse = torch.linalg.inv(gram)
-        weights = -inverse / inverse.diagonal()
-        weights.fill_diagonal_(0.0)
-        self.weights.copy_(weights.float())
+        return self.fit_gram((x.T @ x).numpy(), counts)
+
+    def fit_gram(self, gram: np.ndarray, counts: Tensor) -> RecencyEASE:
+        """Fit from ``gram = XᵀX`` (``(n_items, n_items)`` float64, C-ordered), which is
+        **overwritten**: the ridge goes on its diagonal and it is inverted in place."""
+        gram[np.diag_indices_from(gram)] += self.config.l2
+        inverse = invert_spd_in_place(gram)
+        inverse /= -np.diag(inverse).copy()  # B = -P / diag(P), column j divided by P_jj
+        np.fill_diagonal(inverse, 0.0)
+        self.weights.copy_(torch.from_numpy(inverse))
         log_counts = counts.float().log1p()
         self.popularity.copy_(log_counts / log_counts.max().clamp_min(1.0))
         return self
@@ -68,3 +88,52 @@ class RecencyEASE(nn.Module):
         """``(B, n_items)`` inputs -> ``(B, n_items)`` scores."""
         out: Tensor = inputs @ self.weights + self.config.prior * self.popularity
         return out
+
+
+def gram_from_pairs(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, *, block_users: int = 2048
+) -> np.ndarray:
+    """``XᵀX`` as a C-ordered ``(n_items, n_items)`` float64 array, where ``X`` is the 0/1
+    matrix with a one at each ``(users[i], items[i])`` (a pair seen twice counts once).
+
+    ``X`` is kept sparse and its product is taken ``block_users`` rows at a time, each block's
+    sparse product added into the dense result: the extra memory is one block's co-occurring
+    pairs, never ``X`` dense. Counts are whole numbers, so the sum is exact."""
+    x = sparse.csr_matrix(
+        (np.ones(len(users), dtype=np.float64), (np.asarray(users), np.asarray(items))), shape=(n_users, n_items)
+    )
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    gram = np.zeros((n_items, n_items), dtype=np.float64)
+    for start in range(0, n_users, block_users):
+        block = x[start : start + block_users]
+        product = (block.T @ block).tocoo()
+        gram[product.row, product.col] += product.data
+    return gram
+
+
+def invert_spd_in_place(a: np.ndarray, *, block: int = 1024) -> np.ndarray:
+    """The inverse of the symmetric positive-definite C-ordered float64 ``a``, written over
+    ``a`` (returned): Cholesky then its inverse (LAPACK ``dpotrf``/``dpotri``) on the same
+    memory, then the triangle LAPACK leaves unset mirrored ``block`` rows at a time.
+
+    A C-ordered symmetric matrix is, read as Fortran order, its own transpose, so LAPACK
+    works on ``a.T`` (the same buffer) with no copy. Raises ``ValueError`` when ``a`` is not
+    positive definite."""
+    if a.dtype != np.float64 or not a.flags.c_contiguous or a.shape[0] != a.shape[1]:
+        raise ValueError("invert_spd_in_place needs a square C-ordered float64 array")
+    fortran = a.T
+    factor, info = lapack.dpotrf(fortran, lower=1, clean=0, overwrite_a=1)
+    if info != 0 or not np.shares_memory(factor, a):
+        raise ValueError(f"the Gram matrix is not positive definite or not factored in place (dpotrf info {info})")
+    inverse, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
+    if info != 0 or not np.shares_memory(inverse, a):
+        raise ValueError(f"the Gram matrix could not be inverted in place (dpotri info {info})")
+    # Fortran's lower triangle is a's upper one: copy it onto a's lower triangle.
+    n = a.shape[0]
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        a[stop:, start:stop] = a[start:stop, stop:].T
+        square = a[start:stop, start:stop]
+        square[np.tril_indices(stop - start, -1)] = square.T[np.tril_indices(stop - start, -1)]
+    return a

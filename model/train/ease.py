@@ -3,6 +3,11 @@
 Each (l2, recency) pair of ``GRID`` is one "epoch" in the history: the model is fitted on the
 training part and scored on the valid part (history = training part), and the pair with the
 best valid NDCG@10 is kept. The test part is never read here.
+
+One solve per ridge weight serves every recency length (they share its item matrix). The
+training time budget (``MARQUEE_TRAIN_BUDGET_S``) is checked before each solve: when the next
+ridge weight's solve and rankings (as long as the mean grid point so far, times the recency
+lengths) would end past it, the grid stops there and the best point so far is kept.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import torch
 
 from model.data.interactions import Split
 from model.evaluate.ranking import EaseScorer, HistoryIndex, full_ranking
-from model.networks.ease import EaseConfig, RecencyEASE
+from model.networks.ease import EaseConfig, RecencyEASE, gram_from_pairs
+from model.train.loop import budget_message
 from model.train.options import Trained, TrainOptions
 from sources.progress import console
 
@@ -31,19 +37,23 @@ def train_ease(
 ) -> Trained:
     """Fit on ``split.train`` for every grid point; keep the best on valid NDCG@10."""
     train = split.train
-    matrix = torch.zeros(train.n_users, train.n_movies)
-    matrix[torch.as_tensor(train.users), torch.as_tensor(train.items)] = 1.0
     counts = torch.as_tensor(train.movie_counts())
     history = HistoryIndex([train])
     rows: list[dict[str, float]] = []
     best: tuple[float, RecencyEASE, dict[str, float], int] | None = None
+    started_all = time.perf_counter()
     for l2 in l2_grid:
+        spent, solved = time.perf_counter() - started_all, len(rows) // len(recency_grid)
+        if best is not None and 0 < options.time_budget_s < spent + spent / solved:
+            console.print(budget_message("ease", options.time_budget_s, len(rows), best[3]))
+            break
         started = time.perf_counter()
-        fitted = RecencyEASE(EaseConfig(train.n_movies, l2=l2)).fit(matrix, counts)
+        gram = gram_from_pairs(train.users, train.items, train.n_users, train.n_movies)
+        fitted = RecencyEASE(EaseConfig(train.n_movies, l2=l2)).fit_gram(gram, counts)
+        del gram
         solve = time.perf_counter() - started
         for recency in recency_grid:
-            model = RecencyEASE(EaseConfig(train.n_movies, l2=l2, recency=recency))
-            model.load_state_dict(fitted.state_dict())
+            model = RecencyEASE(EaseConfig(train.n_movies, l2=l2, recency=recency), sharing=fitted)
             valid = full_ranking(EaseScorer(model, history), split.valid, [train])
             rows.append({"epoch": len(rows) + 1, "loss": 0.0, "seconds": solve, "samples": len(train),
                          "l2": l2, "recency": recency, **valid})  # fmt: skip

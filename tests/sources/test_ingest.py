@@ -6,8 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy import text
 
+from api.queries.reads import NEAREST_SQL, nearest_to_vector
 from sources.datasets.movielens import CREDIT_RELATIONS, Dataset, recbole_ml100k_dir
 from sources.ingest import IngestReport, ingest, store_counts
 from sources.settings import Settings
@@ -141,6 +143,17 @@ def test_embeddings_unit_norm_and_hnsw_nearest_neighbour_is_exact(loaded: Ingest
             assert any("ix_movie_embeddings_hnsw" in line for line in plan), plan
             got = next(m for m in conn.execute(text(sql), {"v": literal}).scalars() if m != movie_id)
             assert got == exact, movie_id
+            # searchMovies' own statement sends the vector once and orders by the selected distance:
+            # the index must still serve it, and the similarity is 1 - the cosine distance
+            plan = conn.execute(text("EXPLAIN " + NEAREST_SQL), {"v": literal, "k": 2}).scalars().all()
+            assert any("ix_movie_embeddings_hnsw" in line for line in plan), plan
+    for movie_id in (1, 50):
+        query = vectors[ids == movie_id][0]
+        (first, similarity), (second, _) = nearest_to_vector(pg=stores.pg, vector=query.tolist(), k=2)
+        sims = vectors @ query
+        assert first == movie_id and similarity == pytest.approx(1.0, abs=1e-5)
+        sims[ids == movie_id] = -np.inf
+        assert second == int(ids[np.argmax(sims)])
 
 
 def test_recbole_files_are_read_not_imported() -> None:
