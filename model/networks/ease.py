@@ -13,7 +13,7 @@ with little or no history, who would otherwise get every score equal.
 ``score(inputs (B, n_items)) -> (B, n_items)``; ``inputs`` from ``history_inputs``.
 
 Memory: training never holds ``X`` dense (``users × n_items``: 1.9 GB at the 5M shape). The
-Gram matrix comes from the interaction pairs a block of users at a time (``gram_from_pairs``),
+Gram matrix comes from the interaction pairs a block of movies at a time (``gram_from_pairs``),
 and it is inverted in place by LAPACK's Cholesky routines (``fit_gram``), so a solve holds one
 ``n_items²`` float64 matrix and the float32 weights: about 2.8 GB at 15,210 movies, where
 ``torch.linalg.inv`` on a dense ``X`` took 10 GB or more. The item-item matrix itself is
@@ -22,6 +22,7 @@ and it is inverted in place by LAPACK's Cholesky routines (``fit_gram``), so a s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,24 +92,38 @@ class RecencyEASE(nn.Module):
 
 
 def gram_from_pairs(
-    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, *, block_users: int = 2048
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, *, block_bytes: int = 256 * 2**20
 ) -> np.ndarray:
     """``XᵀX`` as a C-ordered ``(n_items, n_items)`` float64 array, where ``X`` is the 0/1
     matrix with a one at each ``(users[i], items[i])`` (a pair seen twice counts once).
 
-    ``X`` is kept sparse and its product is taken ``block_users`` rows at a time, each block's
-    sparse product added into the dense result: the extra memory is one block's co-occurring
-    pairs, never ``X`` dense. Counts are whole numbers, so the sum is exact."""
+    ``X`` stays sparse; the result is filled a block of movie columns at a time as sparse
+    ``Xᵀ`` times the block of ``X`` made dense (``block_bytes`` at most, at least one column),
+    which torch multiplies on every core. Measured on the 5M shape (4M training pairs, 15,210
+    movies): 38 s and one block beyond the result, where one sparse product per block of users
+    took 79 s and 7.1 GB (its heaviest users' co-occurring pairs). Counts are whole numbers, so
+    the sum is exact."""
     x = sparse.csr_matrix(
         (np.ones(len(users), dtype=np.float64), (np.asarray(users), np.asarray(items))), shape=(n_users, n_items)
     )
     x.sum_duplicates()
     x.data[:] = 1.0
+    by_item = x.T.tocsr()
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta": matmul is what we use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        left = torch.sparse_csr_tensor(
+            torch.from_numpy(by_item.indptr.astype(np.int64)),
+            torch.from_numpy(by_item.indices.astype(np.int64)),
+            torch.from_numpy(by_item.data),
+            size=(n_items, n_users),
+            check_invariants=True,
+        )
+    columns = x.tocsc()
+    width = max(1, block_bytes // (8 * max(1, n_users)))
     gram = np.zeros((n_items, n_items), dtype=np.float64)
-    for start in range(0, n_users, block_users):
-        block = x[start : start + block_users]
-        product = (block.T @ block).tocoo()
-        gram[product.row, product.col] += product.data
+    for start in range(0, n_items, width):
+        right = torch.from_numpy(columns[:, start : start + width].toarray())
+        gram[:, start : start + width] = (left @ right).numpy()
     return gram
 
 

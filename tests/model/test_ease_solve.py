@@ -20,18 +20,19 @@ def test_the_gram_from_pairs_is_xtx_of_the_zero_one_matrix() -> None:
     users, items = random_pairs(50, 12, 400)  # 400 draws over 600 cells: many pairs repeat
     dense = np.zeros((50, 12))
     dense[users, items] = 1.0
-    for block in (1, 7, 2048):  # one user per block, blocks that split the users unevenly, one block
-        gram = gram_from_pairs(users, items, 50, 12, block_users=block)
+    for columns in (1, 5, 12):  # one movie per block, blocks that split the movies unevenly, one block
+        gram = gram_from_pairs(users, items, 50, 12, block_bytes=columns * 50 * 8)
         assert gram.flags.c_contiguous and gram.dtype == np.float64
         np.testing.assert_array_equal(gram, dense.T @ dense)
 
 
 def test_the_gram_never_holds_the_users_by_items_matrix() -> None:
-    """100,000 users × 40 movies dense in float64 is 32 MB; the pairs path must stay far below."""
+    """100,000 users × 40 movies dense in float64 is 32 MB; with 1 MB blocks the pairs path
+    must stay far below it."""
     users, items = random_pairs(100_000, 40, 100_000)
     tracemalloc.start()
     try:
-        gram_from_pairs(users, items, 100_000, 40)
+        gram_from_pairs(users, items, 100_000, 40, block_bytes=2**20)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
