@@ -195,12 +195,15 @@ def ingest(
 
 
 #: Cypher for a batch of RATED / WATCHED edges. An index lookup per row runs ~5,000 rows/s on
-#: the embedded FalkorDB (measured, docs/scale.md); instead each batch collects its users (one
-#: index scan for the batch's ids) and every movie once, and rows point into those lists by
-#: position, computed here. The WHERE guard creates nothing if a user were missing (all are
-#: created first from the same dataset), rather than pointing rows at the wrong node.
+#: the embedded FalkorDB (measured, docs/scale.md); instead each batch collects its users and
+#: its movies (one index scan each, for the batch's ids) and rows point into those lists by
+#: position, computed here. Collecting every movie in each batch instead grew with the
+#: catalogue: 2.2–2.6× slower at 15,210 movies (docs/scale.md), worse at 62,423. The WHERE
+#: guards create nothing if a user or movie were missing (both are created first from the same
+#: dataset), rather than pointing rows at the wrong node.
 EDGE_BATCH = (
-    "MATCH (m:Movie) WITH m ORDER BY m.id WITH collect(m) AS ms "
+    "OPTIONAL MATCH (m:Movie) WHERE m.id IN $movies WITH m ORDER BY m.id WITH collect(m) AS ms "
+    "WHERE size(ms) = size($movies) "
     "OPTIONAL MATCH (u:User) WHERE u.id IN $users WITH ms, u ORDER BY u.id WITH ms, collect(u) AS us "
     "WHERE size(us) = size($users) "
     "UNWIND $rows AS r WITH us[r[0]] AS u, ms[r[1]] AS m, r "
@@ -227,7 +230,7 @@ class _Pass:
         self._mongo_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mongo")
         self._mongo_pending: Future[float] | None = None
         self.writer, self.seed, self.batch = writer, seed, batch_size
-        self.movie_index = {m: i for i, m in enumerate(sorted(movie_ids))}  # position in EDGE_BATCH's list
+        self.catalogue = frozenset(movie_ids)  # edges to a movie outside it are dropped
         self.reviews: list[dict[str, Any]] = []
         self.playback: list[dict[str, Any]] = []
         self.rated: list[list[Any]] = []
@@ -292,14 +295,14 @@ class _Pass:
     def _write_edges(self, cypher: str, rows: list[list[Any]]) -> None:
         """``rows`` are [user id, movie id, a, b]; rows of a movie outside the catalogue are
         dropped, as the per-row MATCH did."""
-        index = self.movie_index
         for i in range(0, len(rows), self.batch):
-            chunk = [r for r in rows[i : i + self.batch] if r[1] in index]
+            chunk = [r for r in rows[i : i + self.batch] if r[1] in self.catalogue]
             if not chunk:
                 continue
-            users = sorted({r[0] for r in chunk})
-            position = {u: p for p, u in enumerate(users)}
-            self.writer.run(cypher, {"users": users, "rows": [[position[u], index[m], a, b] for u, m, a, b in chunk]})
+            users, movies = sorted({r[0] for r in chunk}), sorted({r[1] for r in chunk})
+            user_at, movie_at = {u: p for p, u in enumerate(users)}, {m: p for p, m in enumerate(movies)}
+            positions = [[user_at[u], movie_at[m], a, b] for u, m, a, b in chunk]
+            self.writer.run(cypher, {"users": users, "movies": movies, "rows": positions})
 
     def finish(self) -> None:
         """Write what is left and wait for the Mongo writer."""
