@@ -31,7 +31,7 @@ from sources.datasets import embeddings, enrich
 from sources.datasets.movielens import Dataset, MovieRecord
 from sources.errors import IngestError, MarqueeError, first_line
 from sources.progress import console, progress_bar
-from sources.stores import mongo
+from sources.stores import mongo, mongo_scan
 from sources.stores.clients import Stores
 from sources.stores.graph import GraphWriter
 from sources.stores.mongo_bulk import BulkInserter
@@ -84,7 +84,7 @@ def store_counts(stores: Stores) -> dict[str, int]:
         for table in PG_TABLES:
             counts[f"pg.{table}"] = int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
     for name in mongo.LOGICAL:
-        counts[f"mongo.{name}"] = mongo.live(stores.mongo, name).count_documents({})
+        counts[f"mongo.{name}"] = mongo_scan.count(stores, name)
     for row in stores.graph.read("MATCH (n) RETURN labels(n)[0] AS label, count(n) AS n"):
         counts[f"graph.node.{row['label']}"] = int(row["n"])
     for row in stores.graph.read("MATCH ()-[r]->() RETURN type(r) AS type, count(r) AS n"):
@@ -197,8 +197,9 @@ def ingest(
 #: Cypher for a batch of RATED / WATCHED edges. An index lookup per row runs ~5,000 rows/s on
 #: the embedded FalkorDB (measured, docs/scale.md); instead each batch collects its users and
 #: its movies (one index scan each, for the batch's ids) and rows point into those lists by
-#: position, computed here. Collecting every movie in each batch instead grew with the
-#: catalogue: 2.2–2.6× slower at 15,210 movies (docs/scale.md), worse at 62,423. The WHERE
+#: position, computed here. Collecting every movie in each batch instead costs each batch the
+#: whole catalogue (62,423 movies at the ML-25M shape); a probe at 15,210 movies was 2.2–2.6×
+#: slower that way, though the 5M ingest's graph rate did not move (docs/scale.md). The WHERE
 #: guards create nothing if a user or movie were missing (both are created first from the same
 #: dataset), rather than pointing rows at the wrong node.
 EDGE_BATCH = (

@@ -56,6 +56,23 @@ def scan(
         con.close()
 
 
+def count(stores: Stores, logical: str) -> int:
+    """How many documents the live ``logical`` collection holds, exactly.
+
+    On the embedded server a ``count_documents`` builds every document in the server first
+    (it runs as an aggregation over a ``find``): 5M reviews took 206 s, and during the 5M
+    ingest's count the server grew to 5.6 GB. The file's own row count took 0.08 s."""
+    collection = mongo.live(stores.mongo, logical)
+    sqlite_file = stores.mongo_file()
+    con = open_table(sqlite_file, collection.name, read_only=True) if sqlite_file is not None else None
+    if con is None:
+        return collection.count_documents({})
+    try:
+        return int(con.execute(f'SELECT count(*) FROM "{collection.name}"').fetchone()[0])
+    finally:
+        con.close()
+
+
 def _rows(
     con: sqlite3.Connection, table: str, field: str | None, since: datetime | None, batch_size: int
 ) -> Iterator[dict[str, Any]]:

@@ -24,7 +24,7 @@ from sources.stores import mongo, mongo_append
 from sources.stores.clients import Stores
 from sources.stores.embedded import EmbeddedStores
 from sources.stores.mongo_bulk import BulkInserter, open_table
-from sources.stores.mongo_scan import scan
+from sources.stores.mongo_scan import count, scan
 
 USERS, MOVIES, RATINGS, BATCH = 60, 80, 3000, 200
 
@@ -165,8 +165,10 @@ def test_a_scan_reads_the_embedded_file_as_find_reads_the_server(
         assert list(scan(small_stores, "reviews", field="ts", since=cut, batch_size=7)) == expected
         assert 0 < len(expected) < RATINGS and expected[-1]["_id"] == "scan:late"
         assert sorted(d["_id"] for d in scan(small_stores, "reviews")) == sorted(d["_id"] for d in reviews.find({}))
+        assert count(small_stores, "reviews") == reviews.count_documents({}) == RATINGS + 1
     finally:
         reviews.delete_one({"_id": "scan:late"})
+    assert count(small_stores, "reviews") == RATINGS  # the server's delete, seen in the file at once
     playback = mongo.live(small_stores.mongo, "playback_logs")
     docs = list(scan(small_stores, "playback_logs", field="updated_at", batch_size=3))
     assert docs == list(playback.find({}, sort=[("updated_at", 1), ("_id", 1)]))
