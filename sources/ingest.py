@@ -195,16 +195,12 @@ def ingest(
 
 
 #: Cypher for a batch of RATED / WATCHED edges. An index lookup per row runs ~5,000 rows/s on
-#: the embedded FalkorDB (measured, docs/scale.md); instead each batch collects its users and
-#: its movies (one index scan each, for the batch's ids) and rows point into those lists by
-#: position, computed here. Collecting every movie in each batch instead costs each batch the
-#: whole catalogue (62,423 movies at the ML-25M shape); a probe at 15,210 movies was 2.2–2.6×
-#: slower that way, though the 5M ingest's graph rate did not move (docs/scale.md). The WHERE
-#: guards create nothing if a user or movie were missing (both are created first from the same
-#: dataset), rather than pointing rows at the wrong node.
+#: the embedded FalkorDB (measured, docs/scale.md); instead each batch collects its users (one
+#: index scan for the batch's ids) and every movie once, and rows point into those lists by
+#: position, computed here. The WHERE guard creates nothing if a user were missing (all are
+#: created first from the same dataset), rather than pointing rows at the wrong node.
 EDGE_BATCH = (
-    "OPTIONAL MATCH (m:Movie) WHERE m.id IN $movies WITH m ORDER BY m.id WITH collect(m) AS ms "
-    "WHERE size(ms) = size($movies) "
+    "MATCH (m:Movie) WITH m ORDER BY m.id WITH collect(m) AS ms "
     "OPTIONAL MATCH (u:User) WHERE u.id IN $users WITH ms, u ORDER BY u.id WITH ms, collect(u) AS us "
     "WHERE size(us) = size($users) "
     "UNWIND $rows AS r WITH us[r[0]] AS u, ms[r[1]] AS m, r "
@@ -231,7 +227,7 @@ class _Pass:
         self._mongo_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mongo")
         self._mongo_pending: Future[float] | None = None
         self.writer, self.seed, self.batch = writer, seed, batch_size
-        self.catalogue = frozenset(movie_ids)  # edges to a movie outside it are dropped
+        self.movie_index = {m: i for i, m in enumerate(sorted(movie_ids))}  # position in EDGE_BATCH's list
         self.reviews: list[dict[str, Any]] = []
         self.playback: list[dict[str, Any]] = []
         self.rated: list[list[Any]] = []
@@ -296,14 +292,14 @@ class _Pass:
     def _write_edges(self, cypher: str, rows: list[list[Any]]) -> None:
         """``rows`` are [user id, movie id, a, b]; rows of a movie outside the catalogue are
         dropped, as the per-row MATCH did."""
+        index = self.movie_index
         for i in range(0, len(rows), self.batch):
-            chunk = [r for r in rows[i : i + self.batch] if r[1] in self.catalogue]
+            chunk = [r for r in rows[i : i + self.batch] if r[1] in index]
             if not chunk:
                 continue
-            users, movies = sorted({r[0] for r in chunk}), sorted({r[1] for r in chunk})
-            user_at, movie_at = {u: p for p, u in enumerate(users)}, {m: p for p, m in enumerate(movies)}
-            positions = [[user_at[u], movie_at[m], a, b] for u, m, a, b in chunk]
-            self.writer.run(cypher, {"users": users, "movies": movies, "rows": positions})
+            users = sorted({r[0] for r in chunk})
+            position = {u: p for p, u in enumerate(users)}
+            self.writer.run(cypher, {"users": users, "rows": [[position[u], index[m], a, b] for u, m, a, b in chunk]})
 
     def finish(self) -> None:
         """Write what is left and wait for the Mongo writer."""
