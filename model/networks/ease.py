@@ -15,9 +15,9 @@ with little or no history, who would otherwise get every score equal.
 Memory: training never holds ``X`` dense (``users × n_items``: 1.9 GB at the 5M shape). The
 Gram matrix comes from the interaction pairs a block of movies at a time (``gram_from_pairs``),
 and it is inverted in place by LAPACK's Cholesky routines (``fit_gram``), so a solve holds one
-``n_items²`` float64 matrix and the float32 weights: about 2.8 GB at 15,210 movies, where
-``torch.linalg.inv`` on a dense ``X`` took 10 GB or more. The item-item matrix itself is
-``n_items²``: at ML-25M's 62,423 movies it is 31 GB in float64, which this machine cannot hold.
+``n_items²`` float64 matrix and the float32 weights, where ``torch.linalg.inv`` on a dense
+``X`` held several such matrices and ``X`` twice. The item-item matrix itself is ``n_items²``,
+so the catalogue's size bounds EASE (figures in docs/scale.md, "EASE at 5M").
 """
 
 from __future__ import annotations
@@ -99,10 +99,9 @@ def gram_from_pairs(
 
     ``X`` stays sparse; the result is filled a block of movie columns at a time as sparse
     ``Xᵀ`` times the block of ``X`` made dense (``block_bytes`` at most, at least one column),
-    which torch multiplies on every core. Measured on the 5M shape (4M training pairs, 15,210
-    movies): 38 s and one block beyond the result, where one sparse product per block of users
-    took 79 s and 7.1 GB (its heaviest users' co-occurring pairs). Counts are whole numbers, so
-    the sum is exact."""
+    which torch multiplies on every core. The extra memory is one block beside the result, where
+    sparse products per block of users held their heaviest users' co-occurring pairs
+    (docs/scale.md, "EASE at 5M"). Counts are whole numbers, so the sum is exact."""
     x = sparse.csr_matrix(
         (np.ones(len(users), dtype=np.float64), (np.asarray(users), np.asarray(items))), shape=(n_users, n_items)
     )
@@ -149,6 +148,6 @@ def invert_spd_in_place(a: np.ndarray, *, block: int = 1024) -> np.ndarray:
     for start in range(0, n, block):
         stop = min(start + block, n)
         a[stop:, start:stop] = a[start:stop, stop:].T
-        square = a[start:stop, start:stop]
-        square[np.tril_indices(stop - start, -1)] = square.T[np.tril_indices(stop - start, -1)]
+        square, below = a[start:stop, start:stop], np.tril_indices(stop - start, -1)
+        square[below] = square.T[below]
     return a

@@ -48,6 +48,8 @@ def train_ease(
             console.print(budget_message("ease", options.time_budget_s, len(rows), best[3]))
             break
         started = time.perf_counter()
+        # rebuilt per ridge weight on purpose: ``fit_gram`` inverts it in place, and a kept copy
+        # would add another ``n_items²`` float64 matrix to the solve's peak
         gram = gram_from_pairs(train.users, train.items, train.n_users, train.n_movies)
         fitted = RecencyEASE(EaseConfig(train.n_movies, l2=l2)).fit_gram(gram, counts)
         del gram

@@ -60,8 +60,8 @@ def count(stores: Stores, logical: str) -> int:
     """How many documents the live ``logical`` collection holds, exactly.
 
     On the embedded server a ``count_documents`` builds every document in the server first
-    (it runs as an aggregation over a ``find``): 5M reviews took 206 s, and during the 5M
-    ingest's count the server grew to 5.6 GB. The file's own row count took 0.08 s."""
+    (it runs as an aggregation over a ``find``), which at millions of documents takes minutes
+    and gigabytes (docs/scale.md); the file's own row count answers at once."""
     collection = mongo.live(stores.mongo, logical)
     sqlite_file = stores.mongo_file()
     con = open_table(sqlite_file, collection.name, read_only=True) if sqlite_file is not None else None
