@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from pgvector import Vector
 from pymongo.collection import Collection
 from sqlalchemy import Engine, text
 
@@ -233,12 +234,12 @@ NEAREST_SQL = (
 def nearest_to_vector(*, pg: Engine, vector: list[float], k: int) -> list[tuple[int, float]]:
     """Movies whose title embedding is nearest ``vector`` (cosine, HNSW), best first.
 
-    The vector goes to the server once: the ``ORDER BY`` names the selected distance, which
-    the planner matches to the HNSW index's ordering (checked in the tests' plan), so the
-    similarity needs no second copy of the 384 numbers to parse."""
-    literal = "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+    The vector goes to the server once, in binary (``pg_engine``'s connections dump ``Vector``
+    so): the ``ORDER BY`` names the selected distance, which the planner matches to the HNSW
+    index's ordering (checked in the tests' plan), so the similarity needs no second copy."""
     with pg.connect() as conn:
-        return [(row[0], 1.0 - float(row[1])) for row in conn.execute(text(NEAREST_SQL), {"v": literal, "k": k})]
+        rows = conn.execute(text(NEAREST_SQL), {"v": Vector(vector), "k": k})
+        return [(row[0], 1.0 - float(row[1])) for row in rows]
 
 
 # MongoDB ---------------------------------------------------------------------------------
