@@ -55,6 +55,10 @@ GRAPH_INDEXES = (
     "CREATE INDEX FOR (n:Person) ON (n.id)",
     "CREATE INDEX FOR (n:Genre) ON (n.name)",
 )
+#: Ratings per pass batch: one Mongo write of each collection and one RATED and one WATCHED
+#: statement. Each edge statement pays a fixed cost (it collects the whole catalogue), so
+#: larger batches load the graph faster (docs/scale.md); two batches are in memory at most.
+STREAM_BATCH = 20_000
 
 
 @dataclass
@@ -149,7 +153,7 @@ def ingest(
     dataset: Dataset,
     *,
     seed: int = 42,
-    batch_size: int = 5000,
+    batch_size: int = STREAM_BATCH,
     force: bool = False,
     quiet: bool = False,
 ) -> IngestReport:
@@ -197,16 +201,20 @@ def ingest(
 #: Cypher for a batch of RATED / WATCHED edges. An index lookup per row runs ~5,000 rows/s on
 #: the embedded FalkorDB (measured, docs/scale.md); instead each batch collects its users (one
 #: index scan for the batch's ids) and every movie once, and rows point into those lists by
-#: position, computed here. The WHERE guard creates nothing if a user were missing (all are
-#: created first from the same dataset), rather than pointing rows at the wrong node.
+#: position, computed here. The rows travel as columns of plain integers (``$user_at[i]``,
+#: ``$movie_at[i]``, ``$a[i]``, ``$b[i]``), not as a list of 4-element lists: the server parses
+#: one list per column instead of one per row, and the client prints less (docs/scale.md). The
+#: WHERE guard creates nothing if a user were missing (all are created first from the same
+#: dataset), rather than pointing rows at the wrong node.
 EDGE_BATCH = (
     "MATCH (m:Movie) WITH m ORDER BY m.id WITH collect(m) AS ms "
     "OPTIONAL MATCH (u:User) WHERE u.id IN $users WITH ms, u ORDER BY u.id WITH ms, collect(u) AS us "
     "WHERE size(us) = size($users) "
-    "UNWIND $rows AS r WITH us[r[0]] AS u, ms[r[1]] AS m, r "
+    "UNWIND range(0, size($movie_at) - 1) AS i "
+    "WITH us[$user_at[i]] AS u, ms[$movie_at[i]] AS m, $a[i] AS a, $b[i] AS b "
 )
-RATED_BATCH = EDGE_BATCH + "CREATE (u)-[:RATED {score: r[2], ts: r[3]}]->(m)"
-WATCHED_BATCH = EDGE_BATCH + "CREATE (u)-[:WATCHED {ts: r[2], duration: r[3]}]->(m)"
+RATED_BATCH = EDGE_BATCH + "CREATE (u)-[:RATED {score: a, ts: b}]->(m)"
+WATCHED_BATCH = EDGE_BATCH + "CREATE (u)-[:WATCHED {ts: a, duration: b}]->(m)"
 
 
 class _Pass:
@@ -299,7 +307,14 @@ class _Pass:
                 continue
             users = sorted({r[0] for r in chunk})
             position = {u: p for p, u in enumerate(users)}
-            self.writer.run(cypher, {"users": users, "rows": [[position[u], index[m], a, b] for u, m, a, b in chunk]})
+            params = {
+                "users": users,
+                "user_at": [position[r[0]] for r in chunk],
+                "movie_at": [index[r[1]] for r in chunk],
+                "a": [r[2] for r in chunk],
+                "b": [r[3] for r in chunk],
+            }
+            self.writer.run(cypher, params)
 
     def finish(self) -> None:
         """Write what is left and wait for the Mongo writer."""

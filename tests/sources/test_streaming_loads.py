@@ -69,8 +69,8 @@ def recorded(small_stores: Stores) -> Iterator[tuple[IngestReport, dict[str, lis
     original_run = writer_cls.run
 
     def run(self: Any, cypher: str, params: Any = None) -> None:
-        if params and "RATED" in cypher and "rows" in params:
-            seen["graph"].append(len(params["rows"]))
+        if params and "RATED" in cypher and "movie_at" in params:
+            seen["graph"].append(len(params["movie_at"]))
         original_run(self, cypher, params)
 
     patch = pytest.MonkeyPatch()
