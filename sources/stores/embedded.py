@@ -74,8 +74,8 @@ def wait_until_loaded(port: int, name: str, notify: Notify, timeout: float = 180
     """Return once the Redis-protocol server on ``port`` answers commands.
 
     Redis opens its port before it has read its snapshot back, and until then refuses every
-    command with ``LOADING`` (the 5M-rating graph took 3.3 s). A command run
-    just after a restart would fail on that; this waits, and says once why it waits."""
+    command with ``LOADING`` (seconds for a large graph: docs/scale.md). A command run just
+    after a restart would fail on that; this waits, and says once why it waits."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
