@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 commands = typer.Typer()
 
 Force = Annotated[bool, typer.Option("--force", help="Reload even when the same data is already loaded.")]
+#: ``sources.ingest.STREAM_BATCH``, repeated so that ``--help`` need not import the loader
+WRITE_BATCH = 20_000
+BatchSize = Annotated[int, typer.Option(min=100, help="Ratings per Mongo and graph write batch.")]
 
 
 def print_ingest(report: IngestReport) -> None:
@@ -45,7 +48,7 @@ def ingest(
         ),
     ] = None,
     force: Force = False,
-    batch_size: Annotated[int, typer.Option(min=100, help="Ratings per Mongo and graph write batch.")] = 20_000,
+    batch_size: BatchSize = WRITE_BATCH,
     quiet: Quiet = False,
 ) -> None:
     """Load MovieLens-100K and its knowledge graph (or --movielens-dir) into all three stores."""
@@ -70,7 +73,7 @@ def synth(
     ratings: Annotated[int, typer.Option(min=0, help="Number of ratings (ML-25M: 25,000,095).")] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Generator seed; same seed, same data.")] = 42,
     force: Force = False,
-    batch_size: Annotated[int, typer.Option(min=100, help="Ratings per Mongo and graph write batch.")] = 20_000,
+    batch_size: BatchSize = WRITE_BATCH,
     quiet: Quiet = False,
 ) -> None:
     """Generate a MovieLens-shaped dataset and load it through the same path as `ingest`."""

@@ -212,3 +212,11 @@ def test_synth_into_a_fresh_data_dir_migrates_first_and_a_rerun_loads_nothing(tm
         assert again.returncode == 0 and "already loaded" in again.stdout + again.stderr, again.stderr
     finally:
         EmbeddedStores(tmp_path).stop_all()
+
+
+def test_the_cli_write_batch_is_the_loaders() -> None:
+    """``ingest`` and ``synth`` default to the loader's own batch (kept apart for a fast --help)."""
+    from cli.data import WRITE_BATCH
+    from sources.ingest import STREAM_BATCH
+
+    assert WRITE_BATCH == STREAM_BATCH
