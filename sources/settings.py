@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         "newest review); 0 = all of history",
     )
     hnsw_ef_search: int = Field(
-        default=100,
+        default=48,
         ge=1,
         le=1000,
         description="pgvector hnsw.ef_search for every PostgreSQL session (similar, searchMovies): "

@@ -62,4 +62,4 @@ def test_the_title_index_is_built_with_the_measured_parameters(scratch_db: Engin
         options = conn.execute(
             text("SELECT reloptions FROM pg_class WHERE relname = 'ix_movie_embeddings_hnsw'")
         ).scalar_one()
-    assert sorted(options) == ["ef_construction=128", "m=16"]
+    assert sorted(options) == ["ef_construction=256", "m=16"]
