@@ -204,14 +204,14 @@ def ingest(
 #: position, computed here. The rows travel as columns of plain integers (``$user_at[i]``,
 #: ``$movie_at[i]``, ``$a[i]``, ``$b[i]``), not as a list of 4-element lists: the server parses
 #: one list per column instead of one per row, and the client prints less (docs/scale.md). The
-#: WHERE guards create nothing if a user or movie were missing (all are created first from the
-#: same dataset), rather than pointing rows at the wrong node.
+#: WHERE guards create nothing if a user (or a movie looked up by id) were missing (all are
+#: created first from the same dataset), rather than pointing rows at the wrong node.
 #:
 #: The movies come one of two ways, whichever is cheaper for the batch (``edge_batch``):
 #: every movie, sorted and collected (a cost that grows with the catalogue), or only the
-#: batch's own movies by ``IN`` through the index (a cost per distinct movie, ~2.5× a
-#: collected one). A batch of 20,000 ratings touches most of a 3,706-movie catalogue but a
-#: seventh of ML-25M's 62,423, where its own movies wrote 2.6× faster (docs/scale.md).
+#: batch's own movies by ``IN`` through the index (a cost per distinct movie, dearer than a
+#: collected one). A batch touches most of a small catalogue but a small share of ML-25M's,
+#: where looking up its own movies is the faster way (docs/scale.md).
 ALL_MOVIES = "MATCH (m:Movie) WITH m ORDER BY m.id WITH collect(m) AS ms "
 OWN_MOVIES = (
     "OPTIONAL MATCH (m:Movie) WHERE m.id IN $movies WITH m ORDER BY m.id WITH collect(m) AS ms "
@@ -226,7 +226,7 @@ EDGE_ROWS = (
 CREATE_RATED = "CREATE (u)-[:RATED {score: a, ts: b}]->(m)"
 CREATE_WATCHED = "CREATE (u)-[:WATCHED {ts: a, duration: b}]->(m)"
 #: A batch whose distinct movies are fewer than this share of the catalogue looks up its own
-#: movies; the two ways cost the same near 0.4 (measured), so below 0.3 is a clear win.
+#: movies: below the measured break-even (~0.4 on the embedded FalkorDB) with a margin.
 OWN_MOVIES_BELOW = 0.3
 
 
