@@ -244,8 +244,9 @@ def edge_batch(
         "a": [r[2] for r in rows],
         "b": [r[3] for r in rows],
     }
-    movies = sorted({r[1] for r in rows})
-    if len(movies) < own_movies_below * len(catalogue):
+    distinct = {r[1] for r in rows}
+    if len(distinct) < own_movies_below * len(catalogue):
+        movies = sorted(distinct)  # OWN_MOVIES collects them in id order
         movie_position = {m: p for p, m in enumerate(movies)}
         params.update(movies=movies, movie_at=[movie_position[r[1]] for r in rows])
         return OWN_MOVIES + EDGE_ROWS + create, params
