@@ -2,8 +2,9 @@
 
 These edges carry no time. Pagerank runs over Person–Movie credits and Movie–Genre edges
 only (no user edges, so it leaks nothing from the future), in Python (scipy power
-iteration) over an edge list read with Cypher: portable, no GDS. Neighbours are a Cypher
-2-hop: movies sharing people (1 each) or genres (0.1 each), top ``NEIGHBOURS``.
+iteration) over an edge list read with Cypher: portable, no GDS. Neighbours are the 2-hop
+over the same lists, as a sparse product: movies sharing people (1 each) or genres (0.1
+each), top ``NEIGHBOURS``.
 """
 
 from __future__ import annotations
@@ -139,24 +140,41 @@ def user_static(static: StaticGraph) -> list[tuple[int, int, int]]:
     return [(u, followers[u], following[u]) for u in sorted(set(followers) | set(following))]
 
 
-# Distinct people (10) and genres (1) shared, as integers so ties order exactly; /10 on output.
-NEIGHBOURS_CYPHER = """
-MATCH (m:Movie)-[:ACTED_IN|DIRECTED|WROTE|PRODUCED|HAS_GENRE]-(x)
-      -[:ACTED_IN|DIRECTED|WROTE|PRODUCED|HAS_GENRE]-(n:Movie)
-WHERE m.id >= $lo AND m.id <= $hi AND n.id <> m.id
-WITH DISTINCT m.id AS mid, n.id AS nid, x, CASE WHEN x:Genre THEN 1 ELSE 10 END AS weight
-WITH mid, nid, sum(weight) AS score
-ORDER BY mid, score DESC, nid
-WITH mid, collect(nid) AS ids, collect(score) AS scores
-RETURN mid, ids[0..$k] AS ids, scores[0..$k] AS scores
-"""
+def neighbours(static: StaticGraph, k: int = NEIGHBOURS, block: int = 128) -> list[tuple[int, list[int], list[float]]]:
+    """(movie, neighbour ids, scores) for every movie with at least one neighbour: the ``k``
+    movies sharing the most with it, a distinct person counting 1 and a genre 0.1, ties by id.
 
-
-def neighbours(graph: GraphStore, movie_ids: list[int], page: int = 100) -> list[tuple[int, list[int], list[float]]]:
-    """(movie, neighbour ids, scores) for every movie with at least one neighbour."""
+    Computed here from the edge lists ``read_static`` already holds, as a sparse product
+    (movies × people-and-genres, weighted, times its transpose), ``block`` movies at a time, so
+    memory stays at ``block`` × movies scores. The same two-hop as a Cypher query grows with
+    movies × the movies sharing a genre, one graph thread (measured: docs/scale.md).
+    """
+    ids = sorted(static.movie_ids)  # column order = id order: ties then break by id
+    row = {m: i for i, m in enumerate(ids)}
+    person = {p: j for j, p in enumerate(sorted({p for p, _, m in static.credits if m in row}))}
+    genre = {g: len(person) + j for j, g in enumerate(sorted({g for m, g in static.genres if m in row}))}
+    cells = {(row[m], person[p]) for p, _, m in static.credits if m in row}
+    cells |= {(row[m], genre[g]) for m, g in static.genres if m in row}
+    if not cells:
+        return []
+    rows, cols = np.array(sorted(cells), dtype=np.int64).T
+    width = len(person) + len(genre)
+    # Integers (a person 10, a genre 1) so that ties order exactly; /10 on output.
+    weight = np.where(cols < len(person), 10, 1).astype(np.int32)
+    incidence = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(len(ids), width))
+    weighted_t = sparse.csr_matrix((weight, (cols, rows)), shape=(width, len(ids)))
+    n = len(ids)
     out = []
-    for i in range(0, len(movie_ids), page):
-        lo, hi = movie_ids[i], movie_ids[min(i + page, len(movie_ids)) - 1]
-        for r in graph.read(NEIGHBOURS_CYPHER, {"lo": lo, "hi": hi, "k": NEIGHBOURS}):
-            out.append((int(r["mid"]), [int(n) for n in r["ids"]], [int(s) / 10 for s in r["scores"]]))
-    return sorted(out)
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        scores = (incidence[lo:hi] @ weighted_t).toarray().astype(np.int64)
+        scores[np.arange(hi - lo), np.arange(lo, hi)] = 0  # not its own neighbour
+        # One key orders by score, then by id (a lower column is a lower id).
+        key = scores * n + (n - 1 - np.arange(n))
+        top = np.argpartition(-key, k - 1, axis=1)[:, :k] if n > k else np.tile(np.arange(n), (hi - lo, 1))
+        for i in range(hi - lo):
+            chosen = top[i][np.argsort(-key[i, top[i]])]
+            chosen = chosen[scores[i, chosen] > 0]
+            if len(chosen):
+                out.append((ids[lo + i], [ids[j] for j in chosen], [int(scores[i, j]) / 10 for j in chosen]))
+    return out

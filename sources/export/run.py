@@ -255,7 +255,7 @@ def _export_graph(stores: Stores, conn: Connection, report: SourceReport, progre
     static_changed = static_mark is None or static_mark.digest != static.digest
     if static_changed:
         _replace_static(conn, static)
-        _replace_neighbours(conn, stores, static)
+        _replace_neighbours(conn, static)
     progress.update(static_task, total=1, completed=1)
 
     pages = extract.user_id_pages(stores.graph, batch_size)
@@ -322,9 +322,9 @@ def _replace_static(conn: Connection, static: graph_static.StaticGraph) -> None:
         conn.execute(text(f"DROP TABLE {temp}"))
 
 
-def _replace_neighbours(conn: Connection, stores: Stores, static: graph_static.StaticGraph) -> None:
+def _replace_neighbours(conn: Connection, static: graph_static.StaticGraph) -> None:
     """Neighbours are static: one row per movie at the time it entered the catalogue."""
-    rows = graph_static.neighbours(stores.graph, static.movie_ids)
+    rows = graph_static.neighbours(static)
     conn.execute(text("DELETE FROM feat_movie_neighbours"))
     conn.execute(text("CREATE TEMP TABLE _neighbours (movie_id int, ids int[], scores float8[]) ON COMMIT DROP"))
     copy_rows(conn, "_neighbours", ("movie_id", "ids", "scores"), rows)
