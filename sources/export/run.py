@@ -154,7 +154,7 @@ def _land(
     names = ", ".join(columns)
     read = landed = 0
     for batch in extract.prefetch(batches):
-        copy_rows(conn, "_batch", columns, batch)
+        copy_rows(conn, "_batch", columns, batch, binary=True)
         landed += conn.execute(
             text(
                 f"WITH new AS (INSERT INTO {raw_table} ({names}) SELECT {names} FROM _batch "
