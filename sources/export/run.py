@@ -43,7 +43,7 @@ from sources.progress import progress_bar
 from sources.settings import OfflineTarget
 from sources.stores import mongo
 from sources.stores.clients import Stores
-from sources.stores.pgcopy import copy_rows
+from sources.stores.pgcopy import column_types, copy_rows
 
 SOURCES = ("reviews", "playback", "graph")
 EXPORT_LOCK = 0x6D71_6578  # pg advisory lock key ("mqex")
@@ -152,9 +152,10 @@ def _land(
     conn.execute(text(f"CREATE TEMP TABLE _batch (LIKE {raw_table}) ON COMMIT DROP"))
     conn.execute(text(f"CREATE TEMP TABLE _landed (LIKE {raw_table}) ON COMMIT DROP"))
     names = ", ".join(columns)
+    types = column_types(conn, "_batch", columns)  # binary COPY: the batches are plain typed values
     read = landed = 0
     for batch in extract.prefetch(batches):
-        copy_rows(conn, "_batch", columns, batch, binary=True)
+        copy_rows(conn, "_batch", columns, batch, types=types)
         landed += conn.execute(
             text(
                 f"WITH new AS (INSERT INTO {raw_table} ({names}) SELECT {names} FROM _batch "
