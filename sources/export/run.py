@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,7 +43,7 @@ from sources.progress import progress_bar
 from sources.settings import OfflineTarget
 from sources.stores import mongo
 from sources.stores.clients import Stores
-from sources.stores.pgcopy import column_types, copy_rows
+from sources.stores.pgcopy import column_types, copy_rows, indexes_deferred
 
 SOURCES = ("reviews", "playback", "graph")
 EXPORT_LOCK = 0x6D71_6578  # pg advisory lock key ("mqex")
@@ -146,31 +146,48 @@ def _land(
     batches: Iterator[list[tuple[Any, ...]]],
     progress: Progress,
     task: TaskID,
+    *,
+    rebuild: bool,
 ) -> tuple[int, int]:
-    """Batches → ``raw_table`` (existing keys skipped); the new rows are kept in ``_landed``.
-    Returns (rows read, rows landed)."""
+    """Batches → ``raw_table`` (existing keys skipped). Returns (rows read, rows landed).
+
+    An incremental run keeps the new rows in ``_landed``, which the feature recompute and the
+    watermark read. A rebuild started from an emptied table, so every row in it is new: it
+    keeps no second copy (one write a row less; ``_landed_rows`` names the raw table instead)."""
     conn.execute(text(f"CREATE TEMP TABLE _batch (LIKE {raw_table}) ON COMMIT DROP"))
-    conn.execute(text(f"CREATE TEMP TABLE _landed (LIKE {raw_table}) ON COMMIT DROP"))
     names = ", ".join(columns)
+    insert = f"INSERT INTO {raw_table} ({names}) SELECT {names} FROM _batch ON CONFLICT DO NOTHING"
+    if not rebuild:
+        conn.execute(text(f"CREATE TEMP TABLE _landed (LIKE {raw_table}) ON COMMIT DROP"))
+        insert = f"WITH new AS ({insert} RETURNING {names}) INSERT INTO _landed ({names}) SELECT {names} FROM new"
     types = column_types(conn, "_batch", columns)  # binary COPY: the batches are plain typed values
     read = landed = 0
     for batch in extract.prefetch(batches):
         copy_rows(conn, "_batch", columns, batch, types=types)
-        landed += conn.execute(
-            text(
-                f"WITH new AS (INSERT INTO {raw_table} ({names}) SELECT {names} FROM _batch "
-                f"ON CONFLICT DO NOTHING RETURNING {names}) INSERT INTO _landed ({names}) SELECT {names} FROM new"
-            )
-        ).rowcount
+        landed += conn.execute(text(insert)).rowcount
         conn.execute(text("TRUNCATE _batch"))
         read += len(batch)
         progress.advance(task, len(batch))
+    conn.execute(text("DROP TABLE _batch"))
     return read, landed
 
 
-def _newest(conn: Connection, previous: datetime | None) -> datetime | None:
+def _landed_rows(rebuild: bool, raw_table: str, kind: str | None = None) -> str:
+    """What ``_land`` landed, as a FROM item: ``_landed``, or on a rebuild the raw table itself
+    (``kind``: only that edge kind's rows)."""
+    if not rebuild:
+        return "_landed"
+    return raw_table if kind is None else f"(SELECT * FROM {raw_table} WHERE kind = '{kind}') landed"
+
+
+def _bulk(conn: Connection, raw_table: str, rebuild: bool) -> AbstractContextManager[None]:
+    """A rebuild loads an emptied raw table: its secondary indexes are built once, after."""
+    return indexes_deferred(conn, raw_table) if rebuild else nullcontext()
+
+
+def _newest(conn: Connection, previous: datetime | None, landed_rows: str) -> datetime | None:
     """The watermark after landing: the newest event time landed, never moving backwards."""
-    landed = conn.execute(text("SELECT max(ts) FROM _landed")).scalar()
+    landed = conn.execute(text(f"SELECT max(ts) FROM {landed_rows}")).scalar()
     candidates = [t for t in (previous, landed) if t is not None]
     return max(candidates) if candidates else None
 
@@ -206,16 +223,19 @@ def _export_reviews(
     task = progress.add_task("export reviews (mongo)", total=total)
     late, _ = extract.unpushed_writes(stores.mongo) if since is not None else ([], [])
     batches = extract.review_batches(stores, since, batch_size, also=late)
-    report.rows_read, report.rows_landed = _land(
-        conn, "raw_reviews", ("review_id", "user_id", "movie_id", "rating", "ts"), iter(batches), progress, task
-    )
+    columns = ("review_id", "user_id", "movie_id", "rating", "ts")
+    with _bulk(conn, "raw_reviews", report.rebuilt):
+        report.rows_read, report.rows_landed = _land(
+            conn, "raw_reviews", columns, iter(batches), progress, task, rebuild=report.rebuilt
+        )
+    landed = _landed_rows(report.rebuilt, "raw_reviews")
     features.create_affected(conn, "user_id")
     features.create_affected(conn, "movie_id")
-    features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
-    features.mark_affected(conn, "movie_id", "SELECT movie_id, ts FROM _landed")
+    features.mark_affected(conn, "user_id", f"SELECT user_id, ts FROM {landed}")
+    features.mark_affected(conn, "movie_id", f"SELECT movie_id, ts FROM {landed}")
     for feature in (features.USER_REVIEWS, features.MOVIE_REVIEWS):
         report.feature_rows[feature.table] = features.recompute(conn, feature)
-    _save_mark(conn, "reviews", mark, _Mark(_newest(conn, since), run_id, None), report.rows_landed)
+    _save_mark(conn, "reviews", mark, _Mark(_newest(conn, since, landed), run_id, None), report.rows_landed)
 
 
 def _export_playback(
@@ -228,11 +248,13 @@ def _export_playback(
     columns = ("session_id", "user_id", "movie_id", "ts", "duration_s", "device", "buffer_rate", "errors")
     _, late = extract.unpushed_writes(stores.mongo) if since is not None else ([], [])
     reader = extract.PlaybackReader(stores, since, batch_size, also_users=late)
-    report.rows_read, report.rows_landed = _land(
-        conn, "raw_playback_sessions", columns, reader.batches(), progress, task
-    )
+    with _bulk(conn, "raw_playback_sessions", report.rebuilt):
+        report.rows_read, report.rows_landed = _land(
+            conn, "raw_playback_sessions", columns, reader.batches(), progress, task, rebuild=report.rebuilt
+        )
+    landed = _landed_rows(report.rebuilt, "raw_playback_sessions")
     features.create_affected(conn, "user_id")
-    features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
+    features.mark_affected(conn, "user_id", f"SELECT user_id, ts FROM {landed}")
     report.feature_rows["feat_user_playback"] = features.recompute(conn, features.USER_PLAYBACK)
     # Watermark: the newest document update read (the field the filter reads), not a session time.
     _save_mark(conn, "playback", mark, _Mark(reader.newest_update, run_id, None), report.rows_landed)
@@ -260,26 +282,29 @@ def _export_graph(stores: Stores, conn: Connection, report: SourceReport, progre
     progress.update(static_task, total=1, completed=1)
 
     pages = extract.user_id_pages(stores.graph, batch_size)
-    for kind in extract.EDGE_KINDS:
-        mark = marks.get(f"graph.{kind}")
-        since = int(mark.watermark.timestamp()) if mark is not None and mark.watermark is not None else None
-        task = progress.add_task(f"export graph ({kind})", total=None)
-        read, landed = _land(
-            conn,
-            "raw_graph_edges",
-            ("kind", "user_id", "movie_id", "ts", "value"),
-            extract.edge_batches(stores.graph, kind, since, pages),
-            progress,
-            task,
-        )
-        features.mark_affected(conn, "movie_id", "SELECT movie_id, ts FROM _landed")
-        if kind == "WATCHED":
-            features.mark_affected(conn, "user_id", "SELECT user_id, ts FROM _landed")
-        previous = mark.watermark if mark is not None else None
-        _save_mark(conn, f"graph.{kind}", mark, _Mark(_newest(conn, previous), run_id, None), landed)
-        conn.execute(text("DROP TABLE _batch, _landed"))
-        report.rows_read += read
-        report.rows_landed += landed
+    with _bulk(conn, "raw_graph_edges", report.rebuilt):
+        for kind in extract.EDGE_KINDS:
+            mark = marks.get(f"graph.{kind}")
+            since = int(mark.watermark.timestamp()) if mark is not None and mark.watermark is not None else None
+            task = progress.add_task(f"export graph ({kind})", total=None)
+            read, landed = _land(
+                conn,
+                "raw_graph_edges",
+                ("kind", "user_id", "movie_id", "ts", "value"),
+                extract.edge_batches(stores.graph, kind, since, pages),
+                progress,
+                task,
+                rebuild=report.rebuilt,
+            )
+            rows = _landed_rows(report.rebuilt, "raw_graph_edges", kind)
+            features.mark_affected(conn, "movie_id", f"SELECT movie_id, ts FROM {rows}")
+            if kind == "WATCHED":
+                features.mark_affected(conn, "user_id", f"SELECT user_id, ts FROM {rows}")
+            previous = mark.watermark if mark is not None else None
+            _save_mark(conn, f"graph.{kind}", mark, _Mark(_newest(conn, previous, rows), run_id, None), landed)
+            conn.execute(text("DROP TABLE IF EXISTS _landed"))
+            report.rows_read += read
+            report.rows_landed += landed
     for feature in (features.USER_GRAPH, features.MOVIE_GRAPH):
         report.feature_rows[feature.table] = features.recompute(conn, feature)
     _save_mark(conn, "graph.static", static_mark, _Mark(None, run_id, static.digest), 0)

@@ -1,8 +1,9 @@
-"""Bulk writes to PostgreSQL with COPY, inside the caller's SQLAlchemy transaction."""
+"""Bulk writes to PostgreSQL (COPY, indexes built after the load), inside the caller's SQLAlchemy transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -43,3 +44,30 @@ def column_types(conn: Connection, table: str, columns: tuple[str, ...]) -> list
     ).all()
     oids = {str(name): int(oid) for name, oid in found}
     return [oids[c] for c in columns]
+
+
+@contextmanager
+def indexes_deferred(conn: Connection, table: str, *, work_mem: str = "256MB") -> Iterator[None]:
+    """Drop ``table``'s secondary indexes (those no constraint owns) for the block and build
+    them again after it, all in ``conn``'s open transaction.
+
+    For a bulk load into an emptied table: each index is then built once by a sort instead of
+    updated row by row (measured: docs/scale.md). Constraint indexes (the primary key) stay,
+    so ``ON CONFLICT`` still works inside the block. A failure in the block rolls the drops
+    back with everything else; the caller holds the table's lock (a TRUNCATE takes it), so no
+    reader sees the table without its indexes."""
+    found = conn.execute(
+        text(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid = CAST(:t AS regclass) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) "
+            "ORDER BY 1"
+        ),
+        {"t": table},
+    ).all()
+    for name, _ in found:
+        conn.execute(text(f"DROP INDEX {name}"))
+    yield
+    conn.execute(text(f"SET LOCAL maintenance_work_mem = '{work_mem}'"))
+    for _, definition in found:
+        conn.execute(text(definition))
