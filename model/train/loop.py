@@ -198,6 +198,28 @@ def seen_mask(data: Interactions, device: torch.device) -> Tensor:
     return mask.to(device)
 
 
+class SeenPairs:
+    """Which (user, movie) pairs ``data`` holds, as sorted ``user * n_movies + movie`` keys.
+
+    ``block(users, movies)`` answers the ``(len(users), len(movies))`` bool block that
+    ``seen_mask(data)[users][:, movies]`` would, with memory that grows with the interactions
+    instead of users × movies (the dense mask at the ML-25M shape is 10 GB: docs/scale.md)."""
+
+    def __init__(self, data: Interactions, device: torch.device) -> None:
+        users = torch.as_tensor(data.users, dtype=torch.int64)
+        movies = torch.as_tensor(data.items, dtype=torch.int64)
+        self.n_movies = data.n_movies
+        self.keys = torch.unique(users * data.n_movies + movies).to(device)  # sorted
+
+    def block(self, users: Tensor, movies: Tensor) -> Tensor:
+        wanted = users.long()[:, None] * self.n_movies + movies.long()[None, :]
+        if self.keys.numel() == 0:
+            return torch.zeros_like(wanted, dtype=torch.bool)
+        at = torch.searchsorted(self.keys, wanted).clamp(max=self.keys.numel() - 1)
+        found: Tensor = self.keys[at] == wanted
+        return found
+
+
 class OnCpu:
     """Scores on the model's device, hands back CPU tensors (metrics run on CPU)."""
 

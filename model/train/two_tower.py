@@ -17,7 +17,7 @@ from model.data.interactions import Split
 from model.device import pick_device
 from model.evaluate.ranking import HistoryIndex, TwoTowerScorer, full_ranking
 from model.networks.two_tower import TwoTowerConfig, TwoTowerRetriever, sampled_softmax_loss
-from model.train.loop import batch_loader, fit, seed_everything, seen_mask
+from model.train.loop import SeenPairs, batch_loader, fit, seed_everything
 from model.train.options import Trained, TrainOptions
 
 #: a movie with fewer training interactions than this is served by its content-only vector
@@ -67,7 +67,7 @@ def train_two_tower(
     position = torch.as_tensor(HistoryIndex.positions(train))
     loader = batch_loader([users, items, position], options.batch_size, device, options.seed)
     catalog_ids = torch.arange(train.n_movies, device=device)
-    known_mask = seen_mask(train, device)
+    known_pairs = SeenPairs(train, device)
 
     def step(batch: list[Tensor]) -> Tensor:
         u, pos, before = batch
@@ -77,7 +77,7 @@ def train_two_tower(
         # the catalogue is small: one movie-tower pass over it is cheaper than over pos + neg rows
         movie_vecs = model.movie_vectors(catalog_ids)
         # the user's other training movies are not negatives for them (false-negative masking)
-        known = known_mask[u][:, torch.cat([pos, neg])] if mask_known else None
+        known = known_pairs.block(u, torch.cat([pos, neg])) if mask_known else None
         return sampled_softmax_loss(
             user_vecs, movie_vecs[pos], movie_vecs[neg], config.temperature,
             pos_log_q=log_q_in_batch[pos], neg_log_q=torch.full((extra_negatives,), log_q_uniform, device=device),
