@@ -198,20 +198,32 @@ def seen_mask(data: Interactions, device: torch.device) -> Tensor:
     return mask.to(device)
 
 
+#: Up to this many users × movies cells a dense bool mask (256 MB) is kept: faster per batch.
+DENSE_SEEN_CELLS = 1 << 28
+
+
 class SeenPairs:
-    """Which (user, movie) pairs ``data`` holds, as sorted ``user * n_movies + movie`` keys.
+    """Which (user, movie) pairs ``data`` holds: ``block(users, movies)`` answers the
+    ``(len(users), len(movies))`` bool block ``seen_mask(data)[users][:, movies]`` would.
 
-    ``block(users, movies)`` answers the ``(len(users), len(movies))`` bool block that
-    ``seen_mask(data)[users][:, movies]`` would, with memory that grows with the interactions
-    instead of users × movies (the dense mask at the ML-25M shape is 10 GB: docs/scale.md)."""
+    Up to ``DENSE_SEEN_CELLS`` it is that dense mask (ML-100K: 1.6M cells, the fastest
+    lookup); past it, sorted ``user * n_movies + movie`` keys and a binary search, so memory
+    grows with the interactions instead of users × movies (the dense mask at the ML-25M shape
+    is 10 GB; both measured: docs/scale.md). ``dense`` forces either form."""
 
-    def __init__(self, data: Interactions, device: torch.device) -> None:
+    def __init__(self, data: Interactions, device: torch.device, *, dense: bool | None = None) -> None:
+        if dense is None:
+            dense = data.n_users * data.n_movies <= DENSE_SEEN_CELLS
+        self.mask = seen_mask(data, device) if dense else None
         users = torch.as_tensor(data.users, dtype=torch.int64)
         movies = torch.as_tensor(data.items, dtype=torch.int64)
         self.n_movies = data.n_movies
-        self.keys = torch.unique(users * data.n_movies + movies).to(device)  # sorted
+        keys = torch.empty(0, dtype=torch.int64) if dense else torch.unique(users * data.n_movies + movies)
+        self.keys = keys.to(device)  # sorted
 
     def block(self, users: Tensor, movies: Tensor) -> Tensor:
+        if self.mask is not None:
+            return self.mask[users][:, movies]
         wanted = users.long()[:, None] * self.n_movies + movies.long()[None, :]
         if self.keys.numel() == 0:
             return torch.zeros_like(wanted, dtype=torch.bool)

@@ -21,7 +21,7 @@ def interactions(n: int, n_users: int, n_movies: int, seed: int) -> Interactions
 
 def test_a_block_equals_the_dense_mask_it_replaces() -> None:
     data = interactions(3_000, 97, 211, seed=3)
-    dense, pairs = seen_mask(data, CPU), SeenPairs(data, CPU)
+    dense, pairs = seen_mask(data, CPU), SeenPairs(data, CPU, dense=False)
     rng = torch.Generator().manual_seed(5)
     for _ in range(20):
         users = torch.randint(0, 97, (64,), generator=rng)
@@ -34,6 +34,12 @@ def test_a_block_equals_the_dense_mask_it_replaces() -> None:
 def test_the_catalogue_edges_and_no_history() -> None:
     data = interactions(500, 10, 50, seed=1)
     edges = torch.tensor([0, 49])
-    assert torch.equal(SeenPairs(data, CPU).block(torch.arange(10), edges), seen_mask(data, CPU)[:, edges])
+    for form in (False, True):
+        block = SeenPairs(data, CPU, dense=form).block(torch.arange(10), edges)
+        assert torch.equal(block, seen_mask(data, CPU)[:, edges])
     empty = interactions(0, 10, 50, seed=1)
-    assert not SeenPairs(empty, CPU).block(torch.arange(10), edges).any()
+    assert not SeenPairs(empty, CPU, dense=False).block(torch.arange(10), edges).any()
+
+
+def test_small_catalogues_keep_the_dense_mask() -> None:
+    assert SeenPairs(interactions(100, 10, 50, seed=2), CPU).mask is not None
