@@ -215,11 +215,11 @@ class SeenPairs:
         if dense is None:
             dense = data.n_users * data.n_movies <= DENSE_SEEN_CELLS
         self.mask = seen_mask(data, device) if dense else None
-        users = torch.as_tensor(data.users, dtype=torch.int64)
-        movies = torch.as_tensor(data.items, dtype=torch.int64)
         self.n_movies = data.n_movies
-        keys = torch.empty(0, dtype=torch.int64) if dense else torch.unique(users * data.n_movies + movies)
-        self.keys = keys.to(device)  # sorted
+        self.keys = torch.empty(0, dtype=torch.int64, device=device)  # sorted
+        if not dense:
+            users = torch.as_tensor(data.users, dtype=torch.int64)
+            self.keys = torch.unique(users * data.n_movies + torch.as_tensor(data.items, dtype=torch.int64)).to(device)
 
     def block(self, users: Tensor, movies: Tensor) -> Tensor:
         if self.mask is not None:
