@@ -14,7 +14,7 @@ from model.data.interactions import Split
 from model.device import pick_device
 from model.evaluate.ranking import full_ranking
 from model.networks.baselines import BPRMF, MostPopular, bpr_loss
-from model.train.loop import OnCpu, batch_loader, fit, seed_everything, seen_mask
+from model.train.loop import OnCpu, SeenPairs, batch_loader, fit, seed_everything
 from model.train.options import Trained, TrainOptions
 
 
@@ -44,7 +44,7 @@ def train_bpr(split: Split, options: TrainOptions, *, dim: int = 64, reg: float 
     users, items = torch.as_tensor(train.users), torch.as_tensor(train.items)
     loader = batch_loader([users, items], options.batch_size, device, options.seed)
 
-    seen = seen_mask(train, device)
+    seen = SeenPairs(train, device)
 
     def step(batch: list[Tensor]) -> Tensor:
         u, pos = batch
@@ -61,18 +61,21 @@ def train_bpr(split: Split, options: TrainOptions, *, dim: int = 64, reg: float 
     return Trained("bpr", model.cpu(), history, best, valid, {"dim": dim})
 
 
-def sample_unseen(seen: Tensor, users: Tensor, tries: int = 20) -> Tensor:
+def sample_unseen(seen: SeenPairs, users: Tensor, tries: int = 20) -> Tensor:
     """One uniformly drawn movie per user that the user has not met (RecBole's sampler does the
-    same): a heavy ML-100K user has met 44% of the catalogue, and those "negatives" are positives."""
-    neg = torch.randint(0, seen.shape[1], users.shape, device=users.device)
+    same): a heavy ML-100K user has met 44% of the catalogue, and those "negatives" are positives.
+    ``seen`` answers pair lookups, dense or from sorted keys (no users × movies mask at scale)."""
+    n_movies = seen.n_movies
+    neg = torch.randint(0, n_movies, users.shape, device=users.device)
     for _ in range(tries):  # rejection sampling; a handful of rounds clears nearly every clash
-        clash = seen[users, neg]
+        clash = seen.contains(users, neg)
         if not clash.any():
             return neg
-        neg = torch.where(clash, torch.randint(0, seen.shape[1], users.shape, device=users.device), neg)
-    clash = seen[users, neg]
+        neg = torch.where(clash, torch.randint(0, n_movies, users.shape, device=users.device), neg)
+    clash = seen.contains(users, neg)
     if clash.any():  # users who met nearly everything: draw straight from their unseen movies
-        unseen = (~seen[users[clash]]).float()
+        movies = torch.arange(n_movies, device=users.device)
+        unseen = (~seen.block(users[clash], movies)).float()
         has_any = unseen.sum(1) > 0
         draws = torch.multinomial(unseen[has_any], 1).squeeze(1)
         rows = clash.nonzero().squeeze(1)[has_any]

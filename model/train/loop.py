@@ -224,7 +224,14 @@ class SeenPairs:
     def block(self, users: Tensor, movies: Tensor) -> Tensor:
         if self.mask is not None:
             return self.mask[users][:, movies]
-        wanted = users.long()[:, None] * self.n_movies + movies.long()[None, :]
+        return self.contains(users[:, None], movies[None, :])
+
+    def contains(self, users: Tensor, movies: Tensor) -> Tensor:
+        """Whether each ``(users[i], movies[i])`` pair is held (the two broadcast together)."""
+        if self.mask is not None:
+            held: Tensor = self.mask[users, movies]
+            return held
+        wanted = users.long() * self.n_movies + movies.long()
         if self.keys.numel() == 0:
             return torch.zeros_like(wanted, dtype=torch.bool)
         at = torch.searchsorted(self.keys, wanted).clamp(max=self.keys.numel() - 1)

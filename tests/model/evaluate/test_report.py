@@ -138,15 +138,3 @@ def test_a_subset_report_has_a_clean_name_beside_the_full_one(tmp_path: pd.DataF
     assert {p.name for p in paths.values()} == {
         f"evaluation_time_two_tower-engagement.{s}" for s in ("md", "json", "png")
     }
-
-
-def test_negative_samples_avoid_the_users_known_movies() -> None:
-    from model.train.baselines import sample_unseen
-
-    torch.manual_seed(0)
-    seen = torch.zeros(2, 5, dtype=torch.bool)
-    seen[0, :4] = True  # user 0 has met all but movie 4
-    users = torch.tensor([0] * 200 + [1] * 200)
-    neg = sample_unseen(seen, users)
-    assert set(neg[:200].tolist()) == {4}
-    assert set(neg[200:].tolist()) == {0, 1, 2, 3, 4}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from model.data.interactions import Interactions
+from model.train.baselines import sample_unseen
 from model.train.loop import SeenPairs, seen_mask
 
 CPU = torch.device("cpu")
@@ -43,3 +45,25 @@ def test_the_catalogue_edges_and_no_history() -> None:
 
 def test_small_catalogues_keep_the_dense_mask() -> None:
     assert SeenPairs(interactions(100, 10, 50, seed=2), CPU).mask is not None
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_pair_lookups_equal_the_dense_mask(dense: bool) -> None:
+    data = interactions(3_000, 97, 211, seed=4)
+    pairs, mask = SeenPairs(data, CPU, dense=dense), seen_mask(data, CPU)
+    users, movies = torch.randint(0, 97, (5_000,)), torch.randint(0, 211, (5_000,))
+    held = pairs.contains(users, movies)
+    assert torch.equal(held, mask[users, movies])
+    assert 0 < int(held.sum()) < len(held)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_bpr_negatives_avoid_the_users_known_movies(dense: bool) -> None:
+    torch.manual_seed(0)
+    users = np.array([0, 0, 0, 0, 1], dtype=np.int64)  # user 0 has met all but movie 4
+    items = np.array([0, 1, 2, 3, 0], dtype=np.int64)
+    data = Interactions(users, items, np.full(5, 4.0, np.float32), np.arange(5, dtype=np.int64),
+                        np.arange(2), np.arange(5))  # fmt: skip
+    neg = sample_unseen(SeenPairs(data, CPU, dense=dense), torch.tensor([0] * 200 + [1] * 200))
+    assert set(neg[:200].tolist()) == {4}
+    assert set(neg[200:].tolist()) == {1, 2, 3, 4}
