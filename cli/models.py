@@ -73,7 +73,8 @@ def train_options(
 
     settings = load_settings()
     options = TrainOptions(device=device, seed=seed, quiet=quiet, time_budget_s=settings.train_budget_s,
-                           window_days=settings.train_window_days)  # fmt: skip
+                           window_days=settings.train_window_days,
+                           ease_max_movies=settings.ease_max_movies)  # fmt: skip
     if epochs is not None:
         options.epochs = epochs
     if batch_size is not None:

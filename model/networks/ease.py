@@ -17,7 +17,9 @@ Gram matrix comes from the interaction pairs a block of movies at a time (``gram
 and it is inverted in place by LAPACK's Cholesky routines (``fit_gram``), so a solve holds one
 ``n_items²`` float64 matrix and the float32 weights, where ``torch.linalg.inv`` on a dense
 ``X`` held several such matrices and ``X`` twice. The item-item matrix itself is ``n_items²``,
-so the catalogue's size bounds EASE (figures in docs/scale.md, "EASE at 5M").
+so the catalogue's size bounds EASE (figures in docs/scale.md, "EASE at 5M"). Past
+``n_kept`` movies the matrix covers only the ``kept`` most-rated ones (EASE over the head of
+the catalogue, the usual remedy); the others score below every kept movie, by popularity.
 """
 
 from __future__ import annotations
@@ -42,24 +44,30 @@ class EaseConfig(DictConfig):
     l2: float = 700.0  # ridge weight on the item-item regression
     recency: float = 10.0  # decay length in events; 0 = plain EASE
     prior: float = 1e-3  # weight of the popularity prior
+    n_kept: int = 0  # movies the item matrix covers (``kept``); 0 = all ``n_items``
 
 
 class RecencyEASE(nn.Module):
     """The item-item matrix and popularity prior as buffers (saved in ``state_dict``)."""
 
-    weights: Tensor  # (n_items, n_items), zero diagonal
+    weights: Tensor  # (n_kept, n_kept), zero diagonal; n_kept = n_items unless the config caps it
     popularity: Tensor  # (n_items,) log-counts scaled to [0, 1]
+    kept: Tensor | None  # (n_kept,) the movies ``weights`` covers, when fewer than all
 
     def __init__(self, config: EaseConfig, *, sharing: RecencyEASE | None = None) -> None:
-        """Zero buffers, or ``sharing``'s own (not copies: the item matrix is ``n_items²``)."""
+        """Zero buffers, or ``sharing``'s own (not copies: the item matrix is ``n_kept²``)."""
         super().__init__()
         self.config = config
+        capped = 0 < config.n_kept < config.n_items
+        n = config.n_kept if capped else config.n_items
         if sharing is None:
-            self.register_buffer("weights", torch.zeros(config.n_items, config.n_items))
+            self.register_buffer("weights", torch.zeros(n, n))
             self.register_buffer("popularity", torch.zeros(config.n_items))
+            self.register_buffer("kept", torch.zeros(n, dtype=torch.int64) if capped else None)
         else:
             self.register_buffer("weights", sharing.weights)
             self.register_buffer("popularity", sharing.popularity)
+            self.register_buffer("kept", sharing.kept)
 
     def fit(self, matrix: Tensor, counts: Tensor) -> RecencyEASE:
         """``matrix (users, n_items)`` 0/1 training interactions; ``counts (n_items,)`` per movie.
@@ -67,9 +75,24 @@ class RecencyEASE(nn.Module):
         x = matrix.double()
         return self.fit_gram((x.T @ x).numpy(), counts)
 
+    def fit_pairs(self, users: np.ndarray, items: np.ndarray, n_users: int, counts: Tensor) -> RecencyEASE:
+        """Fit from the training pairs (``counts (n_items,)`` per movie): the Gram matrix of the
+        kept movies (every movie, or the ``n_kept`` most-rated) from the pairs, then ``fit_gram``."""
+        if self.kept is not None:
+            # the most-rated first, ties to the lower index (a stable sort), kept in index order
+            order = np.argsort(-counts.numpy(), kind="stable")[: self.config.n_kept]
+            self.kept.copy_(torch.from_numpy(np.sort(order)))
+            position = np.full(self.config.n_items, -1, dtype=np.int64)
+            position[self.kept.numpy()] = np.arange(self.config.n_kept)
+            on = position[np.asarray(items)] >= 0
+            users, items = np.asarray(users)[on], position[np.asarray(items)[on]]
+        gram = gram_from_pairs(users, items, n_users, len(self.weights))
+        return self.fit_gram(gram, counts)
+
     def fit_gram(self, gram: np.ndarray, counts: Tensor) -> RecencyEASE:
-        """Fit from ``gram = XᵀX`` (``(n_items, n_items)`` float64, C-ordered), which is
-        **overwritten**: the ridge goes on its diagonal and it is inverted in place."""
+        """Fit from ``gram = XᵀX`` (``(n_kept, n_kept)`` float64, C-ordered, over ``kept`` in
+        order when capped), which is **overwritten**: the ridge goes on its diagonal and it is
+        inverted in place."""
         gram[np.diag_indices_from(gram)] += self.config.l2
         inverse = invert_spd_in_place(gram)
         inverse /= -np.diag(inverse).copy()  # B = -P / diag(P), column j divided by P_jj
@@ -86,8 +109,16 @@ class RecencyEASE(nn.Module):
 
     @torch.no_grad()
     def score(self, inputs: Tensor) -> Tensor:
-        """``(B, n_items)`` inputs -> ``(B, n_items)`` scores."""
-        out: Tensor = inputs @ self.weights + self.config.prior * self.popularity
+        """``(B, n_items)`` inputs -> ``(B, n_items)`` scores. With ``kept``, the other movies
+        score one below the row's lowest kept score, plus the prior: under every kept movie,
+        ordered by popularity among themselves, finite (the fusion weighs scores)."""
+        prior = self.config.prior * self.popularity
+        if self.kept is None:
+            out: Tensor = inputs @ self.weights + prior
+            return out
+        head = inputs[:, self.kept] @ self.weights
+        floor = head.amin(dim=1, keepdim=True) - 1.0 if head.shape[1] else inputs.new_zeros(len(inputs), 1)
+        out = (floor + prior).index_copy(1, self.kept, head + prior[self.kept])
         return out
 
 

@@ -2,7 +2,8 @@
 
 Each (l2, recency) pair of ``GRID`` is one "epoch" in the history: the model is fitted on the
 training part and scored on the valid part (history = training part), and the pair with the
-best valid NDCG@10 is kept. The test part is never read here.
+best valid NDCG@10 is kept. The test part is never read here. Past ``ease_max_movies`` movies
+the item matrix covers the most-rated ones only (``RecencyEASE``'s ``kept``).
 
 One solve per ridge weight serves every recency length (they share its item matrix). The
 training time budget (``MARQUEE_TRAIN_BUDGET_S``) is checked before each solve: when the next
@@ -18,7 +19,7 @@ import torch
 
 from model.data.interactions import Split
 from model.evaluate.ranking import EaseScorer, HistoryIndex, full_ranking
-from model.networks.ease import EaseConfig, RecencyEASE, gram_from_pairs
+from model.networks.ease import EaseConfig, RecencyEASE
 from model.train.loop import budget_message
 from model.train.options import Trained, TrainOptions
 from sources.progress import console
@@ -41,6 +42,10 @@ def train_ease(
     history = HistoryIndex([train])
     rows: list[dict[str, float]] = []
     best: tuple[float, RecencyEASE, dict[str, float], int] | None = None
+    n_kept = options.ease_max_movies if 0 < options.ease_max_movies < train.n_movies else 0
+    if n_kept and not options.quiet:
+        console.print(f"ease: the item matrix covers the {n_kept:,} most-rated of {train.n_movies:,} movies "
+                      "(MARQUEE_EASE_MAX_MOVIES); the others rank below them, by popularity")  # fmt: skip
     started_all = time.perf_counter()
     for l2 in l2_grid:
         spent, solved = time.perf_counter() - started_all, len(rows) // len(recency_grid)
@@ -48,14 +53,13 @@ def train_ease(
             console.print(budget_message("ease", options.time_budget_s, len(rows), best[3]))
             break
         started = time.perf_counter()
-        # rebuilt per ridge weight on purpose: ``fit_gram`` inverts it in place, and a kept copy
-        # would add another ``n_items²`` float64 matrix to the solve's peak
-        gram = gram_from_pairs(train.users, train.items, train.n_users, train.n_movies)
-        fitted = RecencyEASE(EaseConfig(train.n_movies, l2=l2)).fit_gram(gram, counts)
-        del gram
+        # the Gram matrix is rebuilt per ridge weight on purpose: ``fit_gram`` inverts it in
+        # place, and a kept copy would add another ``n_kept²`` float64 matrix to the solve's peak
+        fitted = RecencyEASE(EaseConfig(train.n_movies, l2=l2, n_kept=n_kept))
+        fitted.fit_pairs(train.users, train.items, train.n_users, counts)
         solve = time.perf_counter() - started
         for recency in recency_grid:
-            model = RecencyEASE(EaseConfig(train.n_movies, l2=l2, recency=recency), sharing=fitted)
+            model = RecencyEASE(EaseConfig(train.n_movies, l2=l2, recency=recency, n_kept=n_kept), sharing=fitted)
             valid = full_ranking(EaseScorer(model, history), split.valid, [train])
             rows.append({"epoch": len(rows) + 1, "loss": 0.0, "seconds": solve, "samples": len(train),
                          "l2": l2, "recency": recency, **valid})  # fmt: skip

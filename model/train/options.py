@@ -40,6 +40,7 @@ class TrainOptions:
     max_batches: int | None = None  # per epoch; tests cap it to stay fast
     time_budget_s: float = 0.0  # per model: training stops when the next epoch would pass it; 0 = none
     window_days: int = 0  # train on the last this many days of reviews (before the newest); 0 = all
+    ease_max_movies: int = 0  # EASE's item matrix over the this many most-rated movies; 0 = every movie
 
     def for_model(self, kind: str, explicit: set[str] = frozenset()) -> TrainOptions:  # type: ignore[assignment]
         """These options with ``kind``'s defaults for every field not in ``explicit``."""

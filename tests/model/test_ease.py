@@ -94,6 +94,30 @@ def test_checkpoint_round_trip_and_serving(
     assert best_retriever({"ease": loaded, "two_tower": two_tower_like}) == "ease"
 
 
+def test_a_capped_item_matrix_trains_checkpoints_and_serves(
+    split: inter.Split, data: inter.Interactions, tmp_path: Path
+) -> None:
+    """``MARQUEE_EASE_MAX_MOVIES`` below the catalogue: the matrix covers the most-rated movies,
+    the checkpoint carries which, and serving ranks as the scorer does."""
+    run = train_ease(split, TrainOptions(quiet=True, ease_max_movies=400), l2_grid=(700.0,), recency_grid=(10.0,))
+    capped: RecencyEASE = run.model
+    assert capped.kept is not None and capped.weights.shape == (400, 400) and capped.config.n_kept == 400
+    ckpt = to_checkpoint(run, data, split)
+    loaded = load_checkpoint(save_checkpoint(ckpt, tmp_path / "time" / "ease.pt"))
+    again: RecencyEASE = from_checkpoint(loaded)
+    assert again.kept is not None and torch.equal(again.kept, capped.kept)
+    history = HistoryIndex([split.train])
+    assert torch.equal(
+        EaseScorer(again, history).score_all(torch.arange(20)), EaseScorer(capped, history).score_all(torch.arange(20))
+    )
+    order = np.lexsort((split.train.items, split.train.ts, split.train.users))
+    mine = split.train.items[order][split.train.users[order] == 0].tolist()
+    expected = EaseScorer(capped, history).score_all(torch.tensor([0]))[0]
+    served, ranked, degraded = served_and_expected(loaded, data, 0, mine, expected)
+    assert not degraded and served == ranked
+    assert set(served) <= set(data.movie_ids[capped.kept.numpy()].tolist())  # kept movies rank first
+
+
 def test_peer_lists_scored_like_our_models(
     trained: RecencyEASE, split: inter.Split, data: inter.Interactions, tmp_path: Path
 ) -> None:

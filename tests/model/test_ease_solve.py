@@ -70,3 +70,37 @@ def test_the_fit_matches_the_closed_form_with_a_dense_inverse() -> None:
     torch.testing.assert_close(model.weights, expected.float(), rtol=1e-5, atol=1e-6)
     shared = RecencyEASE(EaseConfig(n_items=20, l2=50.0, recency=10.0), sharing=model)
     assert shared.weights.data_ptr() == model.weights.data_ptr()
+
+
+def test_a_capped_matrix_is_ease_over_the_most_rated_movies() -> None:
+    """``n_kept``: the item matrix of EASE fitted on the kept movies' pairs alone; the other
+    movies score under every kept one, by popularity, and stay finite (the fusion adds scores)."""
+    users, items = random_pairs(80, 20, 500, seed=11)
+    items = np.where(items < 6, items, items % 12)  # movies 12..19 rarely rated: the tail
+    counts = torch.as_tensor(np.bincount(items, minlength=20)).float()
+    capped = RecencyEASE(EaseConfig(n_items=20, l2=50.0, n_kept=8)).fit_pairs(users, items, 80, counts)
+    assert capped.kept is not None and capped.weights.shape == (8, 8)
+    most_rated = np.argsort(-counts.numpy(), kind="stable")[:8]
+    assert capped.kept.tolist() == sorted(most_rated.tolist())
+    on = np.isin(items, capped.kept.numpy())
+    position = {int(m): i for i, m in enumerate(capped.kept)}
+    alone = RecencyEASE(EaseConfig(n_items=8, l2=50.0)).fit_gram(
+        gram_from_pairs(users[on], np.array([position[int(m)] for m in items[on]]), 80, 8), counts[capped.kept]
+    )
+    torch.testing.assert_close(capped.weights, alone.weights)
+    inputs = capped.history_inputs([[int(m) for m in items[users == u]] for u in range(5)] + [[]])
+    scores = capped.score(inputs)
+    assert scores.shape == (6, 20) and torch.isfinite(scores).all()
+    kept = torch.zeros(20, dtype=torch.bool)
+    kept[capped.kept] = True
+    assert (scores[:, kept].amin(1) > scores[:, ~kept].amax(1)).all()
+    head = inputs[:, capped.kept] @ alone.weights
+    torch.testing.assert_close(scores[:, kept], head + capped.config.prior * capped.popularity[kept])
+    tail = scores[0, ~kept]  # among the tail, the more-rated first
+    assert torch.equal(tail.argsort(descending=True, stable=True), counts[~kept].argsort(descending=True, stable=True))
+
+
+def test_an_uncapped_config_keeps_every_movie() -> None:
+    for n_kept in (0, 20, 30):
+        model = RecencyEASE(EaseConfig(n_items=20, n_kept=n_kept))
+        assert model.kept is None and model.weights.shape == (20, 20) and "kept" not in model.state_dict()
