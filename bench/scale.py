@@ -25,18 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench.serve import free_port
-
-#: ML-1M's and ML-25M's shapes (users, movies) by ratings; other sizes scale users with ratings.
-SHAPES = {1_000_000: (6_040, 3_706), 25_000_095: (162_541, 62_423)}
-
-
-def shape(ratings: int) -> tuple[int, int]:
-    """(users, movies) for ``ratings``: the MovieLens shapes, interpolated in between."""
-    if ratings in SHAPES:
-        return SHAPES[ratings]
-    (r1, (u1, m1)), (r2, (u2, m2)) = sorted(SHAPES.items())
-    share = math.log(ratings / r1) / math.log(r2 / r1)
-    return round(u1 * (u2 / u1) ** share), round(m1 * (m2 / m1) ** share)
+from sources.datasets.synth import movielens_shape
 
 
 @dataclass
@@ -54,7 +43,7 @@ class JobRun:
 
 def jobs(ratings: int, models: tuple[str, ...]) -> list[tuple[str, list[str]]]:
     """The ladder's jobs in order, as ``marquee`` argument lists."""
-    users, movies = shape(ratings)
+    users, movies = movielens_shape(ratings)
     out = [
         ("ingest", ["synth", "--users", str(users), "--movies", str(movies), "--ratings", str(ratings), "--quiet"]),
         ("export", ["export", "--quiet"]),

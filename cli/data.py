@@ -68,8 +68,17 @@ def ingest(
 
 @commands.command()
 def synth(
-    users: Annotated[int, typer.Option(min=1, help="Number of users (ML-25M: 162,541).")] = 6040,
-    movies: Annotated[int, typer.Option(min=1, help="Number of movies (ML-25M: 62,423).")] = 3706,
+    users: Annotated[
+        int | None, typer.Option(min=1, help="Number of users (ML-25M: 162,541). Default: by --ratings, as below.")
+    ] = None,
+    movies: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Number of movies (ML-25M: 62,423). Default: by --ratings, ML-1M's 6,040 × 3,706 at 1M and "
+            "ML-25M's shape at 25M, interpolated geometrically in between.",
+        ),
+    ] = None,
     ratings: Annotated[int, typer.Option(min=0, help="Number of ratings (ML-25M: 25,000,095).")] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Generator seed; same seed, same data.")] = 42,
     force: Force = False,
@@ -78,12 +87,13 @@ def synth(
 ) -> None:
     """Generate a MovieLens-shaped dataset and load it through the same path as `ingest`."""
     from sources import migrate as migrations
-    from sources.datasets.synth import synthetic
+    from sources.datasets.synth import movielens_shape, synthetic
     from sources.ingest import ingest as run_ingest
     from sources.stores.clients import Stores
 
     settings = load_settings()
-    dataset = synthetic(users=users, movies=movies, ratings=ratings, seed=seed)
+    shaped_users, shaped_movies = movielens_shape(ratings)
+    dataset = synthetic(users=users or shaped_users, movies=movies or shaped_movies, ratings=ratings, seed=seed)
     with Stores.open(settings) as stores:
         stores.require_all()  # one clear line naming a store that does not answer
         migrations.upgrade(stores.pg)  # a fresh data dir has no schema yet; at head this does nothing

@@ -106,6 +106,22 @@ _PLACES = (
 )  # fmt: skip
 
 
+#: ML-1M's and ML-25M's shapes (users, movies) by ratings
+MOVIELENS_SHAPES = {1_000_000: (6_040, 3_706), 25_000_095: (162_541, 62_423)}
+
+
+def movielens_shape(ratings: int) -> tuple[int, int]:
+    """(users, movies) for ``ratings``: ML-1M's and ML-25M's shapes, interpolated geometrically
+    in between (and extended the same way past them); the 1M shape when ``ratings`` is 0."""
+    if ratings in MOVIELENS_SHAPES or ratings <= 0:
+        return MOVIELENS_SHAPES.get(ratings, MOVIELENS_SHAPES[1_000_000])
+    (r1, (u1, m1)), (r2, (u2, m2)) = sorted(MOVIELENS_SHAPES.items())
+    share = math.log(ratings / r1) / math.log(r2 / r1)
+    users = max(1, round(u1 * (u2 / u1) ** share))
+    # far below 1M the curve leaves fewer cells than ratings: widen the catalogue to twice them
+    return users, max(round(m1 * (m2 / m1) ** share), math.ceil(2 * ratings / users))
+
+
 def synthetic(*, users: int, movies: int, ratings: int, seed: int = 42) -> Dataset:
     """A MovieLens-shaped dataset with exactly ``ratings`` ratings (see the module docstring)."""
     _validate(users, movies, ratings, seed)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sources.datasets.movielens import GENRES, Dataset, Rating
-from sources.datasets.synth import SPAN_END, SPAN_START, synthetic
+from sources.datasets.synth import SPAN_END, SPAN_START, movielens_shape, synthetic
 from sources.errors import DatasetError
 
 SHAPE = {"users": 400, "movies": 3000, "ratings": 40_000}
@@ -140,3 +140,18 @@ def test_streams_in_bounded_memory() -> None:
     assert total == 200_000
     # 200K Rating objects alone take > 20 MB; one user's block (≤ 4000 ratings) well under 1 MB.
     assert peak < 6 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while streaming: ratings are being accumulated"
+
+
+def test_the_default_shape_follows_movielens_by_ratings() -> None:
+    """`marquee synth --ratings N` alone: ML-1M's and ML-25M's shapes at their sizes, the
+    geometric middle in between (the 5M rung's 31,333 × 15,210), and a valid set far below."""
+    assert movielens_shape(1_000_000) == (6_040, 3_706)
+    assert movielens_shape(25_000_095) == (162_541, 62_423)
+    assert movielens_shape(5_000_000) == (31_333, 15_210)
+    assert movielens_shape(0) == (6_040, 3_706)
+    for ratings in (1, 200, 20_000, 100_000):
+        users, movies = movielens_shape(ratings)
+        assert users * movies >= 2 * ratings
+        small = synthetic(users=users, movies=movies, ratings=ratings)  # the generator takes the shape
+        if ratings <= 20_000:
+            assert sum(len(block) for _, block in small.rating_blocks()) == ratings
