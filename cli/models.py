@@ -66,15 +66,13 @@ Features = Annotated[FeatureSource, typer.Option(help="Engagement features: auto
 
 
 def train_options(
-    epochs: int | None, device: str, seed: int, quiet: bool, batch_size: int | None, lr: float | None
+    epochs: int | None, device: str, quiet: bool, batch_size: int | None, lr: float | None
 ) -> tuple[TrainOptions, set[str]]:
-    """TrainOptions plus the fields the user set (the rest take each model's defaults)."""
+    """TrainOptions (the settings' limits and seed) plus the fields the user set (the rest take
+    each model's defaults)."""
     from model.train.options import TrainOptions
 
-    settings = load_settings()
-    options = TrainOptions(device=device, seed=seed, quiet=quiet, time_budget_s=settings.train_budget_s,
-                           window_days=settings.train_window_days,
-                           ease_max_movies=settings.ease_max_movies)  # fmt: skip
+    options = TrainOptions.from_settings(load_settings(), device=device, quiet=quiet)
     if epochs is not None:
         options.epochs = epochs
     if batch_size is not None:
@@ -112,7 +110,7 @@ def train(
 
     settings = load_settings()
     kinds = model_list(model) or list(MODELS)
-    options, explicit = train_options(epochs, device, settings.seed, quiet, batch_size, lr)
+    options, explicit = train_options(epochs, device, quiet, batch_size, lr)
     console.print(f"training {', '.join(kinds)} on {pick_device(device)}, {split} split")
     started, common = runs.now(), {"split": split, "feature_source": features, "nproc": nproc}
     try:
@@ -194,7 +192,7 @@ def evaluate(
     from sources.stores.clients import Stores
 
     settings = load_settings()
-    options, explicit = train_options(epochs, device, settings.seed, quiet, None, None)  # per-model defaults
+    options, explicit = train_options(epochs, device, quiet, None, None)  # per-model defaults
     started = runs.now()
     params = {"protocol": protocol, "feature_source": features, "retrain": retrain, "models": models,
               "peers": str(peers or ""), "new_title_boost": settings.new_title_boost,

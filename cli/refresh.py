@@ -156,7 +156,7 @@ def _retrain(settings: Settings, stores: Stores, *, quiet: bool, epochs: int) ->
     from model.evaluate.report import evaluate
     from model.train.options import TrainOptions
 
-    options = TrainOptions(epochs=epochs, seed=settings.seed, quiet=quiet)
+    options = TrainOptions.from_settings(settings, epochs=epochs, quiet=quiet)
     evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol="time", options=options,
              feature_source="feast", retrain=True, models=list(SERVED), explicit={"epochs"},
              new_title_boost=settings.new_title_boost)  # fmt: skip

@@ -157,7 +157,7 @@ def up(
             # evaluate trains what is missing, picks the re-rank weight on validation and
             # writes the report (markdown, JSON, PNG) of the held-out period.
             console.print(f"training and evaluating on {pick_device('auto')}: {reason}")
-            options, explicit = train_options(epochs, "auto", settings.seed, quiet, None, None)
+            options, explicit = train_options(epochs, "auto", quiet, None, None)
             _, paths = run_evaluate(stores, settings.models_dir, settings.data_dir / "reports", protocol="time",
                                     options=options, feature_source="feast", retrain=False,
                                     models=list(served), explicit=explicit,

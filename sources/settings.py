@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         "below them by popularity): the matrix is movies², 15.6 GB in float32 at ML-25M's 62,423; "
         "0 = every movie",
     )
+    engagement_max_labels: int = Field(
+        default=2_500_000,
+        ge=0,
+        description="the engagement net's training frame takes ~1.9 KB a label (rating) at its peak: past "
+        "this many, training and evaluating it stop at once and name the MARQUEE_TRAIN_WINDOW_DAYS that "
+        "fits; 0 = no limit",
+    )
     hnsw_ef_search: int = Field(
         default=48,
         ge=1,

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from model.data.interactions import Interactions
 from model.networks.engagement import EngagementNetConfig
+from sources.errors import MarqueeError
 from sources.feature_store.names import MOVIE_GRAPH_VIEW
 from sources.stores import mongo_scan
 from sources.stores.clients import Stores
@@ -40,6 +41,9 @@ ENTITY_COLUMNS = ("user_id", "movie_id", "event_timestamp", LABEL, "engagement",
 GRAPH_NAMES = ("rated_degree", "watched_degree", "genre_count", "people_count", "actor_count", "director_count",
                "pagerank")  # fmt: skip
 SEQUENCE_LENGTH = 5
+#: bytes the training process holds per label at its peak (the frame, its split, the encoded
+#: rows), measured at 1M and 5M: docs/scale.md, "At 25M"
+BYTES_PER_LABEL = 1_900
 
 
 def _base(name: str) -> str:
@@ -423,3 +427,21 @@ def pair_frame(
         }
     )
     return _frame(side, events, seen).iloc[len(seen) :].reset_index(drop=True)
+
+
+def check_frame_size(data: Interactions, max_labels: int) -> None:
+    """Refuse, before any work, an engagement frame of more than ``max_labels`` labels (one per
+    rating in ``data``; 0 = no limit): its memory grows ~``BYTES_PER_LABEL`` a label, so the
+    ML-25M shape's whole history would need ~48 GB and die of it an hour in. The message names
+    the training window that holds the newest ``max_labels`` ratings."""
+    if max_labels <= 0 or len(data) <= max_labels:
+        return
+    stamps = np.partition(data.ts, len(data) - max_labels)
+    cut, newest = int(stamps[len(data) - max_labels]), int(data.ts.max())
+    days = max(1, (newest - cut) // 86_400)
+    raise MarqueeError(
+        f"the engagement net's training frame would hold {len(data):,} labels "
+        f"(~{len(data) * BYTES_PER_LABEL / 1e9:.0f} GB), past MARQUEE_ENGAGEMENT_MAX_LABELS ({max_labels:,}); "
+        f"train on a recent window: MARQUEE_TRAIN_WINDOW_DAYS={days} holds about the newest {max_labels:,} "
+        "ratings (or raise the limit where memory allows; 0 = none)"
+    )

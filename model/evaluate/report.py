@@ -47,7 +47,7 @@ from model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from model.data.engagement_frame import FrameEncoder, feature_columns, load_side_info, pair_frame
+from model.data.engagement_frame import FrameEncoder, check_frame_size, feature_columns, load_side_info, pair_frame
 from model.data.interactions import (
     SPLITS,
     Interactions,
@@ -333,6 +333,8 @@ def evaluate(
     data = from_stores(stores, since=since)
     split = make_split(data, protocol, seed=options.seed)
     kinds = list(models or MODELS)
+    if "engagement" in kinds:
+        check_frame_size(data, options.engagement_max_labels)
     frame, service = (
         engagement_frame(stores, data, source=feature_source, since=since) if "engagement" in kinds else (None, "")
     )

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from sources.settings import Settings
+
 #: fusion comes after the retrievers it weighs (it reads their checkpoints); bpmf predicts ratings only
 MODELS = ("pop", "bpr", "ease", "two_tower", "sequential", "vae", "fusion", "engagement", "bpmf")
 
@@ -41,6 +43,15 @@ class TrainOptions:
     time_budget_s: float = 0.0  # per model: training stops when the next epoch would pass it; 0 = none
     window_days: int = 0  # train on the last this many days of reviews (before the newest); 0 = all
     ease_max_movies: int = 0  # EASE's item matrix over the this many most-rated movies; 0 = every movie
+    engagement_max_labels: int = 0  # refuse an engagement frame of more labels (its memory); 0 = no limit
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **fields: Any) -> TrainOptions:
+        """Options with the settings' training limits (budget, window, EASE's and the engagement
+        frame's caps, seed) and ``fields`` for the rest: every job that trains reads them here."""
+        return cls(seed=settings.seed, time_budget_s=settings.train_budget_s, window_days=settings.train_window_days,
+                   ease_max_movies=settings.ease_max_movies, engagement_max_labels=settings.engagement_max_labels,
+                   **fields)  # fmt: skip
 
     def for_model(self, kind: str, explicit: set[str] = frozenset()) -> TrainOptions:  # type: ignore[assignment]
         """These options with ``kind``'s defaults for every field not in ``explicit``."""

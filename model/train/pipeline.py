@@ -16,7 +16,7 @@ import torch
 
 from model.checkpoint import Checkpoint, CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from model.data.catalog import load_catalog
-from model.data.engagement_frame import FrameEncoder, base_column, load_side_info, local_frame
+from model.data.engagement_frame import FrameEncoder, base_column, check_frame_size, load_side_info, local_frame
 from model.data.interactions import Interactions, Split, from_stores, make_split, window_start
 from model.evaluate.ranking import HistoryIndex, retriever_scorer, score_matrix
 from model.networks.baselines import BPRMF, MostPopular
@@ -175,6 +175,8 @@ def train_models(
         raise MarqueeError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)} or all")
     since = window_start(stores, options.window_days)
     data = data if data is not None else from_stores(stores, since=since)
+    if "engagement" in kinds and engagement_input is None:
+        check_frame_size(data, options.engagement_max_labels)
     split = make_split(data, split_name, seed=options.seed)
     out: dict[str, tuple[Trained, Checkpoint, Path]] = {}
     for kind in kinds:

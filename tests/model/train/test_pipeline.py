@@ -195,3 +195,21 @@ def test_a_recent_window_reads_only_its_reviews(stores: Stores, data: inter.Inte
     assert 0 < len(recent) < len(data)
     assert recent.ts.min() >= int(start.timestamp())
     assert len(recent) == int((data.ts >= int(start.timestamp())).sum())
+
+
+def test_an_engagement_frame_past_its_limit_stops_before_any_training(
+    stores: Stores, data: inter.Interactions, tmp_path: Path
+) -> None:
+    """``train_models`` checks the frame's size first: nothing trained, no checkpoint written,
+    the window that fits named; the window it names then passes the same check."""
+    from model.data.engagement_frame import check_frame_size
+    from model.train.pipeline import train_models
+    from sources.errors import MarqueeError
+
+    limit = len(data) // 4
+    options = TrainOptions(quiet=True, device="cpu", engagement_max_labels=limit)
+    with pytest.raises(MarqueeError, match=r"MARQUEE_TRAIN_WINDOW_DAYS=(\d+)") as refused:
+        train_models(stores, tmp_path, kinds=["pop", "engagement"], options=options, data=data)
+    assert not list(tmp_path.rglob("*.pt"))
+    days = int(str(refused.value).split("MARQUEE_TRAIN_WINDOW_DAYS=")[1].split()[0])
+    check_frame_size(inter.from_stores(stores, since=inter.window_start(stores, days)), limit)
