@@ -153,7 +153,11 @@ NETWORKS: dict[str, tuple[Any, Any]] = {
 
 
 def from_checkpoint(checkpoint: Checkpoint) -> Any:
-    """The model a checkpoint holds, in eval mode on the CPU."""
+    """The model a checkpoint holds, in eval mode on the CPU.
+
+    The model's tensors are the checkpoint's own (``assign=True``), not copies: a process
+    that keeps both (an evaluation, a serving worker) holds EASE's ``n_kept²`` item matrix once. The
+    model is for inference; training writes into its own modules, never into a loaded one."""
     kind = checkpoint.kind
     if kind == "pop":
         pop = MostPopular(int(checkpoint.config["n_items"]))
@@ -162,13 +166,13 @@ def from_checkpoint(checkpoint: Checkpoint) -> Any:
     if kind == "bpr":
         c = checkpoint.config
         bpr = BPRMF(int(c["n_users"]), int(c["n_items"]), int(c["dim"]))
-        bpr.load_state_dict(checkpoint.state)
+        bpr.load_state_dict(checkpoint.state, assign=True)
         return bpr.eval()
     if kind == "fusion":  # weights only: the fused retrievers are their own checkpoints
         return FusionConfig.from_dict(checkpoint.config)
     if kind in NETWORKS:
         network, config = NETWORKS[kind]
         net = network(config.from_dict(checkpoint.config))
-        net.load_state_dict(checkpoint.state)
+        net.load_state_dict(checkpoint.state, assign=True)
         return net.eval()
     raise CheckpointError(f"unknown checkpoint kind {kind!r}")

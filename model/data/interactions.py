@@ -63,8 +63,9 @@ class Interactions:
     def max_ts(self) -> int:
         return int(self.ts.max()) if len(self) else 0
 
-    def take(self, rows: np.ndarray) -> Interactions:
-        """The events at ``rows`` (indices or a bool mask), same id maps."""
+    def take(self, rows: np.ndarray | slice) -> Interactions:
+        """The events at ``rows`` (indices or a bool mask: copies; a slice: views of these
+        arrays, no copy), same id maps."""
         return Interactions(
             self.users[rows], self.items[rows], self.ratings[rows], self.ts[rows], self.user_ids, self.movie_ids
         )
@@ -296,13 +297,15 @@ def random_split(data: Interactions, *, test: float = 0.2, seed: int = 42) -> Sp
 
 
 def time_split(data: Interactions, *, valid: float = 0.1, test: float = 0.1) -> Split:
-    """One global cut: the last ``test`` share of events (in time) is the held-out test period."""
-    n = len(data)  # rows are already in time order
+    """One global cut: the last ``test`` share of events (in time) is the held-out test period.
+
+    The rows are in time order already, so the parts are slices: views of ``data``'s arrays,
+    not copies: 28 bytes an event saved in every job that splits."""
+    n = len(data)
     n_test, n_valid = round(test * n), round(valid * n)
-    part = np.zeros(n, dtype=np.int8)
-    part[n - n_test :] = 2
-    part[n - n_test - n_valid : n - n_test] = 1
-    return Split("time", data.take(part == 0), data.take(part == 1), data.take(part == 2))
+    cut_valid, cut_test = n - n_test - n_valid, n - n_test
+    return Split("time", data.take(slice(0, cut_valid)), data.take(slice(cut_valid, cut_test)),
+                 data.take(slice(cut_test, n)))  # fmt: skip
 
 
 def make_split(data: Interactions, name: str, *, seed: int = 42) -> Split:

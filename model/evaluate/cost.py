@@ -36,13 +36,24 @@ def history_requests(history: Interactions, n_users: int, candidates: int) -> li
     return requests
 
 
+def first_users_history(parts: list[Interactions], n_users: int) -> Interactions:
+    """The events of ``parts`` of the first ``n_users`` dense ids with any, combined: what
+    ``history_requests`` reads, without copying and sorting every event (22M at the ML-25M shape)."""
+    present = np.zeros(parts[0].n_users, dtype=bool)
+    for part in parts:
+        present[part.users] = True
+    chosen = np.zeros_like(present)
+    chosen[np.flatnonzero(present)[:n_users]] = True
+    return combined([part.take(chosen[part.users]) for part in parts])
+
+
 def request_cost(
     kinds: list[str], checkpoints: Mapping[str, Checkpoint], split: Split, *, n_users: int = 200,
     candidates: int = 100,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """``{kind: {"median_ms", "p90_ms", "users"}}`` for each retriever of ``kinds`` (a fusion ranks
     with the ``checkpoints`` it weighs)."""
-    requests = history_requests(combined([split.train, split.valid]), n_users, candidates)
+    requests = history_requests(first_users_history([split.train, split.valid], n_users), n_users, candidates)
     out: dict[str, dict[str, float]] = {}
     for kind in kinds:
         ranker = Ranker(checkpoints[kind], components=checkpoints)

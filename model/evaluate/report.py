@@ -63,7 +63,6 @@ from model.evaluate.peers import check_protocol, load_peers, paired_bootstrap, p
 from model.evaluate.prior import choose_prior, prior_scores
 from model.evaluate.ranking import (
     EaseScorer,
-    HistoryIndex,
     MatrixScorer,
     Scorer,
     SequentialScorer,
@@ -357,9 +356,9 @@ def evaluate(
         _rank_all("bpr", scope.scorer(OnCpu(nets["bpr"])), scope, report, _training_figures(ckpts["bpr"]))
     retrievers: dict[str, Tensor] = {}  # test-time scores of each retriever (training part as history)
     if "ease" in nets:
-        retrievers["ease"] = scope.scores(EaseScorer(nets["ease"], HistoryIndex([split.train])))
+        retrievers["ease"] = scope.scores(EaseScorer(nets["ease"], scope.history([split.train])))
         _rank_all("ease", retrievers["ease"], scope, report, _training_figures(ckpts["ease"]))
-        ease_view = EaseScorer(nets["ease"], HistoryIndex([split.train, split.valid]))
+        ease_view = EaseScorer(nets["ease"], scope.history([split.train, split.valid]))
         _rank_all("ease, history incl. valid", scope.scorer(ease_view), scope, report, {})
         config = nets["ease"].config
         report.notes.append(f"ease: l2 {config.l2:g}, recency {config.recency:g} events (chosen on valid NDCG@10)")
@@ -367,19 +366,19 @@ def evaluate(
     if "two_tower" in nets:
         # every model reads only the training part at test time (RecBole's convention): no valid events
         vectors = ckpts["two_tower"].extras["movie_vectors"]
-        tt_scores = scope.scores(TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train]), vectors))
+        tt_scores = scope.scores(TwoTowerScorer(nets["two_tower"], scope.history([split.train]), vectors))
         _rank_all("two_tower", tt_scores, scope, report, _training_figures(ckpts["two_tower"]))
         # what serving does: the user tower reads every known event, valid ones included (they
         # precede the test events); an extra row, not the like-for-like comparison above
-        served_view = TwoTowerScorer(nets["two_tower"], HistoryIndex([split.train, split.valid]), vectors)
+        served_view = TwoTowerScorer(nets["two_tower"], scope.history([split.train, split.valid]), vectors)
         _rank_all("two_tower, history incl. valid", scope.scorer(served_view), scope, report, {})
         retrievers["two_tower"] = tt_scores
     if "sequential" in nets:
-        sequential = SequentialScorer(nets["sequential"], HistoryIndex([split.train]))
+        sequential = SequentialScorer(nets["sequential"], scope.history([split.train]))
         retrievers["sequential"] = scope.scores(sequential)
         _rank_all("sequential", retrievers["sequential"], scope, report, _training_figures(ckpts["sequential"]))
     if "vae" in nets:
-        retrievers["vae"] = scope.scores(VaeScorer(nets["vae"], HistoryIndex([split.train])))
+        retrievers["vae"] = scope.scores(VaeScorer(nets["vae"], scope.history([split.train])))
         _rank_all("vae", retrievers["vae"], scope, report, _training_figures(ckpts["vae"]))
         config = nets["vae"].config
         report.notes.append(f"vae: hidden {config.hidden}, latent {config.latent}, beta {config.beta:g}, "

@@ -12,14 +12,15 @@ user ids) still comes from the whole split.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from model.data.interactions import Split, users_view
-from model.evaluate.ranking import Scorer, score_matrix
+from model.data.interactions import Interactions, Split, users_view
+from model.evaluate.ranking import HistoryIndex, Scorer, score_matrix
 
 COLD = 5  # fewer training interactions than this = cold start
 
@@ -66,6 +67,16 @@ class Scope:
         """``scorer`` asked by view row, holding nothing: for a model ranked once, which
         ``full_ranking`` then scores a block of users at a time instead of a whole matrix."""
         return scorer if not self.sampled else ViewScorer(scorer, self.users)
+
+    def history(self, parts: Sequence[Interactions]) -> HistoryIndex:
+        """The whole split's ``parts`` as the histories a scorer reads (indexed by dense user),
+        holding only the scope's users' events when sampled: every other row is empty, and no
+        scorer is asked for it (at the ML-25M shape the whole index is 22M events and a sort)."""
+        if not self.sampled:
+            return HistoryIndex(parts)
+        member = np.zeros(self.whole.train.n_users, dtype=bool)
+        member[self.users] = True
+        return HistoryIndex([p.take(member[p.users]) for p in parts])
 
     def dense_users(self, view_users: np.ndarray) -> np.ndarray:
         """The whole split's dense ids of view rows (what a model's user embedding is indexed by)."""

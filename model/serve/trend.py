@@ -74,24 +74,34 @@ def recent_lift(counts: np.ndarray) -> Tensor:
 
 
 def standardize(scores: Tensor) -> Tensor:
-    """Each row minus its mean over its finite entries, over their standard deviation."""
+    """Each row minus its mean over its finite entries, over their standard deviation.
+
+    One new matrix and two boolean masks, whatever the size: an evaluation standardizes
+    ``sampled users × every movie`` matrices."""
     finite = torch.isfinite(scores)
-    filled = torch.where(finite, scores, torch.zeros_like(scores))
     count = finite.sum(dim=1, keepdim=True).clamp(min=1)
-    mean = filled.sum(dim=1, keepdim=True) / count
-    var = (torch.where(finite, scores - mean, torch.zeros_like(scores)) ** 2).sum(dim=1, keepdim=True) / count
-    return (scores - mean) / (var.sqrt() + 1e-9)
+    out = torch.where(finite, scores, torch.zeros((), dtype=scores.dtype))
+    mean = out.sum(dim=1, keepdim=True) / count
+    out.sub_(mean).masked_fill_(~finite, 0.0)
+    var = out.square_().sum(dim=1, keepdim=True) / count
+    torch.sub(scores, mean, out=out)
+    return out.div_(var.sqrt() + 1e-9)
 
 
 def with_prior(scores: Tensor, lift: Tensor, is_new: Tensor, prior: TrendPrior) -> Tensor:
     """``(users, n_movies)`` served scores from a retriever's ``scores`` (see the module docstring);
     ``lift`` and ``is_new`` (bool) are ``(n_movies,)`` in the same movie order."""
-    out = standardize(scores.float())
+    return add_prior(standardize(scores.float()), lift, is_new, prior)
+
+
+def add_prior(z: Tensor, lift: Tensor, is_new: Tensor, prior: TrendPrior) -> Tensor:
+    """``z`` (standardized scores) plus the prior's terms, in place: ``with_prior`` after its
+    ``standardize``, for callers that standardize once and try several priors on row blocks."""
     if prior.weight:
-        out = out + prior.weight * lift[None, :]
+        z.add_(prior.weight * lift[None, :])
     if prior.new_boost:
-        out = out + prior.new_boost * (lift.clamp(min=0) * is_new.float())[None, :]
-    return out
+        z.add_(prior.new_boost * (lift.clamp(min=0) * is_new.float())[None, :])
+    return z
 
 
 def new_mask(movie_ids: Sequence[int], new_movies: frozenset[int], trained: int) -> Tensor:

@@ -42,6 +42,8 @@ def test_round_trip_keeps_everything(tmp_path: Path) -> None:
     net = from_checkpoint(back)
     for name, tensor in ckpt.state.items():
         assert torch.equal(net.state_dict()[name], tensor)
+        # the model holds the loaded checkpoint's tensors, not copies of them
+        assert net.state_dict()[name].data_ptr() == back.state[name].data_ptr()
 
 
 def test_a_checkpoint_older_than_the_engine_field_loads(tmp_path: Path) -> None:

@@ -51,6 +51,32 @@ def test_lift_window_and_prior_arithmetic() -> None:
     assert TrendPrior.from_dict(TrendPrior(3.0, 1.0, 4.0, frozenset({5})).to_dict()).new_movies == {5}
 
 
+def test_standardize_in_place_steps_equals_the_formula() -> None:
+    scores = torch.randn(7, 50, generator=torch.Generator().manual_seed(3)) * 4 + 2
+    scores[2, :10] = float("-inf")  # excluded movies
+    scores[5] = float("-inf")  # a row with nothing finite
+    finite = torch.isfinite(scores)
+    filled = torch.where(finite, scores, torch.zeros_like(scores))
+    count = finite.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = filled.sum(dim=1, keepdim=True) / count
+    var = (torch.where(finite, scores - mean, torch.zeros_like(scores)) ** 2).sum(dim=1, keepdim=True) / count
+    expected = (scores - mean) / (var.sqrt() + 1e-9)
+    before = scores.clone()
+    assert torch.equal(standardize(scores), expected) and torch.equal(scores, before)  # the input is untouched
+
+
+def test_the_prior_grid_ranks_what_the_shaped_matrices_rank(ease: Trained, split: inter.Split) -> None:
+    """choose_prior ranks row blocks of one standardized matrix: the figures of every point are
+    those of the whole shaped matrix (``prior_scores``) it no longer builds."""
+    scores = score_matrix(EaseScorer(ease.model, HistoryIndex([split.train])), split.train.n_users)
+    movie_ids = split.train.movie_ids
+    _, tried = choose_prior(scores, split, movie_ids, new_boost=4.0)
+    new = frozenset(int(m) for m in movie_ids[split.train.movie_counts() < 5])
+    for days, weight in [(3.0, 0.0), (7.0, 1.0), (28.0, 4.0)]:
+        shaped = prior_scores(scores, [split.train], TrendPrior(days, weight, 4.0, new), movie_ids)
+        assert full_ranking(None, split.valid, [split.train], scores=shaped)["ndcg@10"] == tried[(days, weight)]
+
+
 def test_the_prior_chosen_on_valid_ranks_the_test_period_and_its_new_titles_better(
     ease: Trained, split: inter.Split, data: inter.Interactions
 ) -> None:

@@ -41,6 +41,20 @@ def test_a_scope_scores_only_its_users_and_counts_cold_movies_over_everyone(data
     assert isinstance(everyone.scorer(Fixed()), Fixed)
 
 
+def test_a_sampled_scopes_histories_hold_only_its_users(data: Interactions) -> None:
+    split = make_split(data, "time")
+    chosen, _ = sample_test_users(split, SAMPLE, seed=1)
+    whole = HistoryIndex([split.train, split.valid])
+    cut = Scope.of(split, chosen).history([split.train, split.valid])
+    assert len(cut.indices) == int(whole.indptr[chosen + 1].sum() - whole.indptr[chosen].sum()) < len(whole.indices)
+    others = np.setdiff1d(np.arange(split.train.n_users), chosen)
+    assert torch.equal(cut.indptr[others + 1] - cut.indptr[others], torch.zeros(len(others), dtype=torch.long))
+    for user in chosen[:10]:
+        assert torch.equal(cut.indices[cut.indptr[user] : cut.indptr[user + 1]],
+                           whole.indices[whole.indptr[user] : whole.indptr[user + 1]])  # fmt: skip
+    assert Scope.of(split).history([split.train]).indices.shape == (len(split.train),)
+
+
 def test_sampled_figures_are_the_whole_ranking_of_the_sampled_users(
     stores: Stores, loaded: IngestReport, tmp_path: Path
 ) -> None:
