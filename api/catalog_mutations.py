@@ -150,6 +150,8 @@ class CatalogMutation:
             return DuplicateMovie(message=str(exc), movie=Movie.from_row(row))
         except catalog.AdditionConflict as exc:
             return InvalidClientMutationId(message=str(exc), client_mutation_id=client_mutation_id or "")
+        if services.titles is not None:  # searchable here at once; other processes within REFRESH_S
+            services.titles.add([added.movie_id], vector[None, :])
         complete = added.status == "done"
         if not complete:
             complete = await in_thread(_finish, info, added, movie)

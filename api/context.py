@@ -39,6 +39,7 @@ from sources.stores.clients import Stores
 
 if TYPE_CHECKING:
     from api.recommendations.ranked import RankerRecommender
+    from api.title_index import TitleIndex
 
 
 class TextEncoder:
@@ -70,6 +71,9 @@ class Services:
     #: None until a feature store is configured: ``User.onlineFeatures`` then reports it.
     online_features: OnlineFeatureReader | None = None
     encoder: TextEncoder = field(default_factory=TextEncoder)
+    #: every title's embedding in memory for similar/searchMovies (api/title_index.py); None:
+    #: pgvector answers them (``MARQUEE_SEARCH_INDEX=pgvector``, or the index failed to load)
+    titles: TitleIndex | None = None
     #: the trained model path when a checkpoint is served (new titles, ``predictedAudience``,
     #: hot reload); None while the fallback answers alone
     ranked: RankerRecommender | None = None
@@ -183,7 +187,7 @@ def build_context(services: Services, request: Request | WebSocket, response: Re
         response.headers["X-Request-ID"] = request_id
     return Context(
         services=services,
-        loaders=Loaders(services.stores),
+        loaders=Loaders(services.stores, services.titles),
         request=request,
         response=response,
         api_key=request.headers.get("x-api-key"),

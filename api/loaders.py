@@ -17,6 +17,7 @@ from strawberry.dataloader import DataLoader
 
 from api.queries import reads
 from api.threads import in_thread
+from api.title_index import TitleIndex
 from sources.stores import mongo
 from sources.stores.clients import Stores
 
@@ -47,8 +48,10 @@ def _batched(
 class Loaders:
     """One DataLoader per store read; ``None`` answers mean "no such id"."""
 
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, titles: TitleIndex | None = None) -> None:
+        """``titles``: the in-memory title index ``similar`` asks first (pgvector for the rest)."""
         self._stores = stores
+        self._titles = titles
         self._mongo_names: dict[str, str] | None = None
         self._lock = threading.Lock()
         pg, graph = stores.pg_reads, stores.graph
@@ -57,7 +60,7 @@ class Loaders:
         self.movie = DataLoader(batched("postgres", lambda ids: reads.movies_by_id(pg=pg, ids=ids)))
         self.genres = DataLoader(batched("postgres", lambda ids: reads.genres_by_movie(pg=pg, ids=ids), list))
         self.payments = DataLoader(batched("postgres", lambda ids: reads.payments_by_user(pg=pg, ids=ids), list))
-        self.similar = DataLoader(batched("postgres", self._similar, list))
+        self.similar = DataLoader(self._similar_from_memory_first(batched("postgres", self._similar, list)))
         self.rating_stats = DataLoader(
             batched("mongo", lambda ids: reads.rating_stats_by_movie(reviews=self._mongo("reviews"), ids=ids))
         )
@@ -79,8 +82,22 @@ class Loaders:
                 self._mongo_names = mongo.live_names(self._stores.mongo)
             return self._stores.mongo[self._mongo_names[logical]]
 
+    def _similar_from_memory_first(
+        self, from_pg: Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]
+    ) -> Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]:
+        """The title index answers the movies it holds, in this thread (no store call, so no
+        breaker: it answers with PostgreSQL down); ``from_pg`` the rest (added elsewhere since)."""
+
+        async def load(keys: list[tuple[int, int]]) -> list[Any]:
+            held = {key: self._titles.similar(*key) if self._titles is not None else None for key in keys}
+            rest = [key for key, found in held.items() if found is None]
+            fetched = dict(zip(rest, await from_pg(rest), strict=True)) if rest else {}
+            return [held[key] if held[key] is not None else fetched[key] for key in keys]
+
+        return load
+
     def _similar(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, float]]]:
-        """Keys are (movie id, k); one query per distinct k in the batch."""
+        """Keys are (movie id, k); one pgvector query per distinct k in the batch."""
         out: dict[tuple[int, int], list[tuple[int, float]]] = {}
         for k in sorted({k for _, k in keys}):
             ids = [movie_id for movie_id, kk in keys if kk == k]

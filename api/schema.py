@@ -195,16 +195,18 @@ class Query:
 
     @strawberry.field(
         description="Semantic search: the text is embedded with the same MiniLM model as the titles "
-        "and matched against them with pgvector (HNSW, cosine)."
+        "and matched against them by cosine (an in-memory index, or pgvector's HNSW: MARQUEE_SEARCH_INDEX)."
     )
     async def search_movies(self, info: Info, text: str, first: int = 10) -> list[MovieSearchHit]:
         check_first(first)
         query = _check_text(text, "text", required=True)
         assert query is not None
         vector = await info.context.services.encoder.encode(query)
-        pg = info.context.stores.pg_reads
+        titles, pg = info.context.services.titles, info.context.stores.pg_reads
 
         def read() -> list[tuple[int, float]]:
+            if titles is not None:
+                return titles.nearest(vector, first)
             with info.context.stores.call("postgres"):
                 return reads.nearest_to_vector(pg=pg, vector=vector, k=first)
 

@@ -2,6 +2,7 @@
 
 ``plug_serving`` is the ``create_app(configure=…)`` hook ``marquee serve`` uses; it plugs:
 
+0. every title embedding in memory for ``similar``/``searchMovies`` (``plug_title_index``);
 1. Feast online features (``plug_feature_store``), when the repository is applied, then the
    repair of the writes a crash or a failed push left unpushed (``repair_writes``);
 2. the trained ranker in front of the fallback (``plug_model``), when its checkpoints fit
@@ -36,6 +37,7 @@ from api.recommendations.ranked import RankerRecommender
 from api.recommendations.refresher import ListRefresher
 from api.recommendations.reload import CheckpointWatcher
 from api.recommendations.shared_lists import SharedLists
+from api.title_index import TitleIndex, TitleRefresher
 from sources.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ WARM_FIRST = 10  # the length of a list ranked at start: the schema's default ``
 
 def plug_serving(services: Services) -> None:
     """Feast features, then the trained ranker, then kept lists (see the module docstring)."""
+    plug_title_index(services)
     plug_feature_store(services)
     repair_writes(services)
     ranker = plug_model(services)
@@ -104,6 +107,24 @@ def plug_reload(
     services.reports["model_reload"] = lambda: {"ok": watcher.failing is None, "error": watcher.failing,
                                                 "serving": primary.ranker.version, "swaps": watcher.swaps}  # fmt: skip
     return watcher
+
+
+def plug_title_index(services: Services) -> TitleIndex | None:
+    """Every title embedding in memory for ``similar`` and ``searchMovies`` (api/title_index.py),
+    refreshed in the background; with ``MARQUEE_SEARCH_INDEX=pgvector``, or when it cannot be
+    read (logged), pgvector answers them."""
+    if services.settings.search_index != "memory":
+        return None
+    try:
+        index = TitleIndex.load(services.stores.pg)
+    except Exception as exc:  # PostgreSQL down or not migrated: pgvector answers, as before
+        log.warning("title index not loaded, pgvector answers searches: %s", first_line(exc))
+        return None
+    refresher = TitleRefresher(index, services.stores.pg).start()
+    services.closing.callback(refresher.close)
+    services.reports["title_index"] = refresher.report
+    services.titles = index
+    return index
 
 
 def plug_feature_store(services: Services) -> None:

@@ -13,6 +13,10 @@ and each ``hnsw.ef_search``, the API's own query functions run against it in-pro
 by an embedded free-text query, as ``searchMovies`` does), their p50/p99 timed, and their
 recall@k computed against exact search (numpy over the same vectors, ties counted as hits:
 ``recall_at_k``). The scratch schema is dropped at the end.
+
+First, the same queries through the in-memory title index the API serves from by default
+(``api.title_index``, ``MARQUEE_SEARCH_INDEX=memory``), one row per ``index_candidates``;
+``m_values`` empty measures it alone.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +32,7 @@ import numpy as np
 from sqlalchemy import Engine, text
 
 from api.queries.reads import nearest_to_vector, similar_movies
+from api.title_index import CANDIDATES, DIMS, TitleIndex
 from sources.datasets import embeddings
 from sources.datasets.movielens import GENRES
 from sources.datasets.synth import GENERATOR_VERSION, synthetic
@@ -145,10 +150,27 @@ def scratch_engine(stores: Stores, ef_search: int) -> Engine:
     return pg_engine(stores.endpoints, connect_args={"options": options}, isolation_level="AUTOCOMMIT", pool_size=1)
 
 
+Similar = Callable[[int], list[tuple[int, float]]]  # movie id -> (movie id, similarity) best first
+Nearest = Callable[[np.ndarray], list[tuple[int, float]]]  # query vector -> the same
+
+
+def pgvector_search(engine: Engine, k: int) -> tuple[Similar, Nearest]:
+    """The API's pgvector functions (``api.queries.reads``) on ``engine``'s sessions."""
+    return (lambda movie_id: similar_movies(pg=engine, ids=[movie_id], k=k).get(movie_id, []),
+            lambda query: nearest_to_vector(pg=engine, vector=query.tolist(), k=k))  # fmt: skip
+
+
+def index_search(index: TitleIndex, k: int) -> tuple[Similar, Nearest]:
+    """The in-memory title index the API serves from (``api.title_index``)."""
+    return (lambda movie_id: index.similar(movie_id, k) or [], lambda query: index.nearest(query, k))
+
+
 def measure(
-    engine: Engine, vectors: np.ndarray, picks: Sequence[int], queries: np.ndarray, k: int
+    search: tuple[Similar, Nearest], vectors: np.ndarray, picks: Sequence[int], queries: np.ndarray, k: int
 ) -> dict[str, dict[str, float]]:
-    """p50/p99 ms and mean recall@k of both query shapes on ``engine``'s index."""
+    """p50/p99 ms and mean recall@k of both query shapes through ``search`` (movie ids are
+    row numbers + 1)."""
+    similar, nearest = search
     shapes: dict[str, dict[str, float]] = {}
     for shape in ("similar", "search"):
         times, recalls = [], []
@@ -158,11 +180,11 @@ def measure(
                 started = time.perf_counter()
                 if shape == "similar":
                     row = int(picks[i])
-                    found = [mid - 1 for mid, _ in similar_movies(pg=engine, ids=[row + 1], k=k)[row + 1]]
+                    found = [mid - 1 for mid, _ in similar(row + 1)]
                     query, exclude = vectors[row], row
                 else:
                     query, exclude = queries[i], None
-                    found = [mid - 1 for mid, _ in nearest_to_vector(pg=engine, vector=query.tolist(), k=k)]
+                    found = [mid - 1 for mid, _ in nearest(query)]
                 elapsed = time.perf_counter() - started
                 if not warm:
                     times.append(elapsed * 1000)
@@ -185,6 +207,7 @@ def bench_search(
     m_values: tuple[int, ...] = (16, 32),
     ef_construction_values: tuple[int, ...] = (64, 128),
     ef_values: tuple[int, ...] = (40, 64, 100, 200),
+    index_candidates: tuple[int, ...] = (CANDIDATES,),
     seed: int = 42,
 ) -> dict[str, Any]:
     """Per HNSW build and ef_search: p50/p99 ms and recall@k of ``similar`` and ``searchMovies``'
@@ -211,6 +234,17 @@ def bench_search(
                            "queries per shape": len(picks), "vectors ready s": ready_s}  # fmt: skip
     if encode_ms:
         out["query text encode p50/p99 ms"] = [round(float(np.percentile(encode_ms, q)), 1) for q in (50, 99)]
+    out["title_index"] = []
+    for candidates in index_candidates:
+        t0 = time.perf_counter()
+        index = TitleIndex(np.arange(1, n + 1), points, candidates=candidates)
+        row: dict[str, Any] = {"dims": DIMS, "candidates": candidates, "build_s": round(time.perf_counter() - t0, 1)}
+        for shape, figures in measure(index_search(index, k), points, picks, query_vectors, k).items():
+            row.update({f"{shape} {name}": value for name, value in figures.items()})
+        sys.stderr.write(f"title index: {row}\n")
+        out["title_index"].append(row)
+    if not m_values:
+        return out
     rows = []
     try:
         t0 = time.perf_counter()
@@ -223,10 +257,11 @@ def bench_search(
                 for ef in ef_values:
                     engine = scratch_engine(stores, ef)
                     try:
-                        shapes = measure(engine, points, picks, query_vectors, k)
+                        shapes = measure(pgvector_search(engine, k), points, picks, query_vectors, k)
                     finally:
                         engine.dispose()
-                    row = {"m": m, "ef_construction": ef_construction, "build_s": round(build_s, 1), "ef_search": ef}
+                    row = {"m": m, "ef_construction": ef_construction, "build_s": round(build_s, 1),
+                           "ef_search": ef}  # fmt: skip
                     for shape, figures in shapes.items():
                         row.update({f"{shape} {name}": value for name, value in figures.items()})
                     sys.stderr.write(f"  {row}\n")

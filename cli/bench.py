@@ -146,10 +146,17 @@ def search_bench(
         list[int] | None, typer.Option(help="HNSW ef_construction values (repeat the option).")
     ] = None,
     ef_search: Annotated[list[int] | None, typer.Option(help="ef_search values (repeat the option).")] = None,
+    candidates: Annotated[
+        list[int] | None,
+        typer.Option(help="Title index: titles its first stage keeps (repeat the option). Default: the served 1024."),
+    ] = None,
+    pgvector: Annotated[bool, typer.Option(help="Also build and measure pgvector's HNSW (slower).")] = True,
 ) -> None:
-    """p50/p99 and recall@10 of `similar` and `searchMovies`' queries per HNSW build (m ×
-    ef_construction, build time printed) and ef_search, in-process on a scratch copy of
-    movie_embeddings (dropped after), against exact search."""
+    """p50/p99 and recall@10 of `similar` and `searchMovies`' queries, in-process, against exact
+    search: through the in-memory title index the API serves from (per --candidates), then
+    through pgvector per HNSW build (m × ef_construction, build time printed) and ef_search, on
+    a scratch copy of movie_embeddings (dropped after)."""
+    from api.title_index import CANDIDATES
     from bench.search import bench_search
     from sources.stores.clients import Stores
 
@@ -162,9 +169,10 @@ def search_bench(
                 vectors="titles" if vectors == "titles" else "synthetic",
                 n=n,
                 queries=queries,
-                m_values=tuple(m or (16, 32)),
+                m_values=tuple(m or (16, 32)) if pgvector else (),
                 ef_construction_values=tuple(ef_construction or (64, 128)),
                 ef_values=tuple(ef_search or (40, 64, 100, 200)),
+                index_candidates=tuple(candidates or (CANDIDATES,)),
             )
         )
 

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         description="pgvector hnsw.ef_search for every PostgreSQL session (similar, searchMovies): "
         "higher finds more of the exact nearest titles, slower; `marquee bench search` measures it",
     )
+    search_index: Literal["memory", "pgvector"] = Field(
+        default="memory",
+        description="where similar and searchMovies search the title embeddings: 'memory', an index each "
+        "API process loads from PostgreSQL at start and refreshes with added titles (api/title_index.py); "
+        "'pgvector', PostgreSQL's HNSW index, one round trip a search",
+    )
     api_keys: list[str] = Field(default_factory=list)
     graphiql: bool = Field(default=True, description="serve the GraphiQL IDE at /graphql (GET from a browser)")
     introspection: bool = Field(default=True, description="answer GraphQL introspection queries")

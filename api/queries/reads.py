@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from pgvector import Vector
 from pymongo.collection import Collection
 from sqlalchemy import Engine, text
@@ -240,6 +241,38 @@ def nearest_to_vector(*, pg: Engine, vector: list[float], k: int) -> list[tuple[
     with pg.connect() as conn:
         rows = conn.execute(text(NEAREST_SQL), {"v": Vector(vector), "k": k})
         return [(row[0], 1.0 - float(row[1])) for row in rows]
+
+
+TITLE_PAGE = 5_000  # embeddings read per statement by ``title_embeddings``
+
+
+def title_embeddings(*, pg: Engine, after: int = 0, page: int = TITLE_PAGE) -> tuple[np.ndarray, np.ndarray]:
+    """Every title embedding with a movie id above ``after``: ids ``(n,)`` in id order and their
+    vectors ``(n, d)`` float32, read ``page`` rows a statement (keyset order: one statement's
+    rows in memory as text, however large the catalogue)."""
+    ids: list[int] = []
+    parts: list[np.ndarray] = []
+    with pg.connect() as conn:
+        while True:
+            rows = conn.execute(
+                text("SELECT movie_id, embedding::text FROM movie_embeddings WHERE movie_id > :after "
+                     "ORDER BY movie_id LIMIT :page"),
+                {"after": after, "page": page},
+            ).all()  # fmt: skip
+            if not rows:
+                break
+            ids.extend(int(r[0]) for r in rows)
+            parts.append(np.stack([np.fromstring(r[1][1:-1], sep=",", dtype=np.float32) for r in rows]))
+            after = ids[-1]
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return np.asarray(ids, dtype=np.int64), np.concatenate(parts)
+
+
+def title_count(*, pg: Engine) -> int:
+    """How many titles have an embedding."""
+    with pg.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM movie_embeddings")).scalar_one())
 
 
 # MongoDB ---------------------------------------------------------------------------------

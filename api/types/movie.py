@@ -138,7 +138,10 @@ class Movie(relay.Node):
             return None
         return RatingStats(count=stats.count, average=stats.average, histogram=list(stats.histogram))
 
-    @strawberry.field(description="Movies with the nearest title embeddings (pgvector HNSW, cosine).")
+    @strawberry.field(
+        description="Movies with the nearest title embeddings by cosine (an in-memory index, or pgvector's "
+        "HNSW: MARQUEE_SEARCH_INDEX)."
+    )
     async def similar(self, info: Info, first: int = 10) -> list[SimilarMovie]:
         check_first(first)
         found: list[tuple[int, float]] = await info.context.loaders.similar.load((self.id, first))

@@ -33,8 +33,12 @@ def test_the_api_queries_on_the_scratch_index_find_the_exact_neighbours(stores: 
     with stores.pg.connect() as conn:
         before = conn.execute(text("SELECT count(*) FROM movie_embeddings")).scalar_one()
     out = bench_search(
-        stores, vectors="synthetic", n=300, queries=20, m_values=(8,), ef_construction_values=(32,), ef_values=(5, 300)
-    )
+        stores, vectors="synthetic", n=300, queries=20, m_values=(8,), ef_construction_values=(32,), ef_values=(5, 300),
+        index_candidates=(8, 300),
+    )  # fmt: skip
+    few, every = out["title_index"]  # the in-memory index, its first stage keeping 8 titles or all 300
+    assert every["similar recall@10"] == 1.0 and every["search recall@10"] == 1.0
+    assert few["similar recall@10"] < 1.0 or few["search recall@10"] < 1.0  # 8 candidates for 10 results
     narrow, wide = out["by_build_and_ef_search"]
     assert (wide["m"], wide["ef_construction"], wide["ef_search"]) == (8, 32, 300)
     # ef_search past the table's size walks the whole graph: exact; a width of 5 cannot be
