@@ -46,11 +46,14 @@ class Projection:
 
     @classmethod
     def fit(cls, unit: np.ndarray, dims: int) -> Projection:
-        """The top ``dims`` principal directions of ``unit`` (at most ``FIT_ROWS`` rows of it)."""
-        sample = unit[:: max(1, len(unit) // FIT_ROWS)]
+        """The top ``dims`` principal directions of ``unit`` (at most ``FIT_ROWS`` rows of it):
+        eigenvectors of their ``d × d`` covariance, cheaper than an SVD of the rows."""
+        sample = unit[:: max(1, len(unit) // FIT_ROWS)].astype(np.float64)
         mean = sample.mean(axis=0)
-        _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
-        return cls(mean.astype(np.float32), np.ascontiguousarray(vt[:dims].T, dtype=np.float32))
+        centred = sample - mean
+        _, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
+        top = vectors[:, ::-1][:, :dims]
+        return cls(mean.astype(np.float32), np.ascontiguousarray(top, dtype=np.float32))
 
     def apply(self, unit: np.ndarray) -> np.ndarray:
         reduced: np.ndarray = (unit - self.mean) @ self.components
