@@ -85,11 +85,16 @@ class Loaders:
     def _similar_from_memory_first(
         self, from_pg: Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]
     ) -> Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]:
-        """The title index answers the movies it holds, in this thread (no store call, so no
-        breaker: it answers with PostgreSQL down); ``from_pg`` the rest (added elsewhere since)."""
+        """The title index answers the movies it holds, in a worker thread (a search each, off
+        the event loop) and outside any store call; ``from_pg`` the rest (titles added in
+        another process since its last refresh)."""
+        titles = self._titles
+
+        def from_memory(keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, float]] | None]:
+            return {key: titles.similar(*key) if titles is not None else None for key in keys}
 
         async def load(keys: list[tuple[int, int]]) -> list[Any]:
-            held = {key: self._titles.similar(*key) if self._titles is not None else None for key in keys}
+            held = await in_thread(from_memory, keys) if titles is not None else dict.fromkeys(keys)
             rest = [key for key, found in held.items() if found is None]
             fetched = dict(zip(rest, await from_pg(rest), strict=True)) if rest else {}
             return [held[key] if held[key] is not None else fetched[key] for key in keys]
