@@ -51,7 +51,6 @@ class Loaders:
     def __init__(self, stores: Stores, titles: TitleIndex | None = None) -> None:
         """``titles``: the in-memory title index ``similar`` asks first (pgvector for the rest)."""
         self._stores = stores
-        self._titles = titles
         self._mongo_names: dict[str, str] | None = None
         self._lock = threading.Lock()
         pg, graph = stores.pg_reads, stores.graph
@@ -60,7 +59,8 @@ class Loaders:
         self.movie = DataLoader(batched("postgres", lambda ids: reads.movies_by_id(pg=pg, ids=ids)))
         self.genres = DataLoader(batched("postgres", lambda ids: reads.genres_by_movie(pg=pg, ids=ids), list))
         self.payments = DataLoader(batched("postgres", lambda ids: reads.payments_by_user(pg=pg, ids=ids), list))
-        self.similar = DataLoader(self._similar_from_memory_first(batched("postgres", self._similar, list)))
+        from_pg = batched("postgres", self._similar, list)
+        self.similar = DataLoader(self._similar_from_memory_first(titles, from_pg) if titles is not None else from_pg)
         self.rating_stats = DataLoader(
             batched("mongo", lambda ids: reads.rating_stats_by_movie(reviews=self._mongo("reviews"), ids=ids))
         )
@@ -82,19 +82,19 @@ class Loaders:
                 self._mongo_names = mongo.live_names(self._stores.mongo)
             return self._stores.mongo[self._mongo_names[logical]]
 
+    @staticmethod
     def _similar_from_memory_first(
-        self, from_pg: Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]
+        titles: TitleIndex, from_pg: Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]
     ) -> Callable[[list[tuple[int, int]]], Awaitable[list[Any]]]:
         """The title index answers the movies it holds, in a worker thread (a search each, off
         the event loop) and outside any store call; ``from_pg`` the rest (titles added in
         another process since its last refresh)."""
-        titles = self._titles
 
         def from_memory(keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, float]] | None]:
-            return {key: titles.similar(*key) if titles is not None else None for key in keys}
+            return {key: titles.similar(*key) for key in keys}
 
         async def load(keys: list[tuple[int, int]]) -> list[Any]:
-            held = await in_thread(from_memory, keys) if titles is not None else dict.fromkeys(keys)
+            held = await in_thread(from_memory, keys)
             rest = [key for key, found in held.items() if found is None]
             fetched = dict(zip(rest, await from_pg(rest), strict=True)) if rest else {}
             return [held[key] if held[key] is not None else fetched[key] for key in keys]

@@ -78,6 +78,15 @@ class _Arrays:
         reduced = projection.apply(unit) if projection is not None else np.zeros((len(ids), 0), np.float32)
         return cls(ids, unit, projection, reduced, {int(m): i for i, m in enumerate(ids.tolist())})
 
+    def extended(self, ids: np.ndarray, unit: np.ndarray, dims: int) -> _Arrays:
+        """These arrays plus new titles: only the new rows are projected and indexed."""
+        if self.projection is None:  # an empty catalogue's first titles fit the projection
+            return _Arrays.of(ids, unit, None, dims)
+        row = dict(self.row)
+        row.update({int(m): len(self.ids) + i for i, m in enumerate(ids.tolist())})
+        return _Arrays(np.concatenate([self.ids, ids]), np.concatenate([self.unit, unit]), self.projection,
+                       np.concatenate([self.reduced, self.projection.apply(unit)]), row)  # fmt: skip
+
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """``vectors`` (n, d) scaled to length 1 (a zero vector stays zero: it matches nothing)."""
@@ -148,9 +157,7 @@ class TitleIndex:
             fresh = np.array([int(m) not in arrays.row for m in ids.tolist()], dtype=bool)
             if not fresh.any():
                 return 0
-            held = arrays.unit if len(arrays.ids) else np.zeros((0, vectors.shape[1]), np.float32)
-            unit = np.concatenate([held, vectors[fresh]])
-            self._arrays = _Arrays.of(np.concatenate([arrays.ids, ids[fresh]]), unit, arrays.projection, self.dims)
+            self._arrays = arrays.extended(ids[fresh], vectors[fresh], self.dims)
             return int(fresh.sum())
 
     def refresh(self, pg: Engine) -> int:
